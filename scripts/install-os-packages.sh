@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the integration tests and the benchmark need.
+# Idempotent: packages already present are not fetched again, and nothing is
+# done when every package is installed. Needs root on Debian/Ubuntu; anywhere
+# else it prints what to install and exits 0 so that tests can skip (outside
+# CI) or fail (under CI=true) with a message naming the package.
+#
+#   postfix          smtp-source for the load driver; the real MTA for later
+#                    end-to-end tests. Installed as "No configuration": nothing
+#                    of it runs.
+#   swaks            the SMTP/LMTP client shown in README.
+#   dovecot-core, dovecot-lmtpd
+#                    the peer LMTP server the benchmark compares against.
+#   spamassassin, spamd, spamc
+#                    real SpamAssassin for the spam tests.
+#   lmdb-utils       mdb_stat/mdb_dump, handy to inspect ./var/db.
+set -euo pipefail
+
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc lmdb-utils)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-os-packages: missing Debian packages: ${missing[*]}" >&2
+  echo "install-os-packages: run as root on Debian: apt-get install ${missing[*]}" >&2
+  exit 0
+fi
+
+echo "install-os-packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The packages' own daemons are not wanted: tests start their own instances.
+for svc in postfix dovecot spamd spamassassin; do
+  if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+done

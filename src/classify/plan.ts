@@ -1,0 +1,165 @@
+// The planner: a pure function from (recipient, message facts, rules, defaults)
+// to a delivery plan — which copies go where, as whom — or a refusal. No I/O;
+// this is what `mailproc rules test` will show a user, and what the master
+// hands to workers. Evaluation: rules in table order; every rule whose
+// conditions all hold adds its destination; `stop` ends evaluation; a reject
+// destination refuses the recipient outright; no matching rule → the default
+// destination. The smallest `maxsize` among the address's rules is the
+// address's size limit (552 5.2.3), checked before anything else.
+import type { RecipientAddress } from '../mail/address.js';
+import { isEnhancedCode, status, type Status } from '../mail/status.js';
+import type { Comparison, Condition, Destination, Pattern, Rule } from './rules.js';
+
+export interface MessageFacts {
+  readonly sender: string;
+  /** Size in bytes as received. */
+  readonly size: number;
+  readonly headers: ReadonlyMap<string, readonly string[]>;
+  /** Absent until spam checking exists or when the check did not run. */
+  readonly spam?: { readonly isSpam: boolean; readonly score: number };
+}
+
+export interface PlanDefaults {
+  readonly destination: Destination;
+  /** Delivery user when neither the rule nor the uid table names one. */
+  readonly user: string;
+  readonly group?: string;
+}
+
+export interface PlanStep {
+  /** Templates expanded, except ${home}, which needs the user's passwd entry. */
+  readonly destination: Destination;
+  readonly user: string;
+  /** undefined = the user's primary group. */
+  readonly group?: string;
+  /** "db/rules:12" or "default". */
+  readonly origin: string;
+}
+
+export type Plan =
+  | { readonly kind: 'deliver'; readonly steps: readonly PlanStep[] }
+  | { readonly kind: 'refuse'; readonly status: Status };
+
+export interface PlanInput {
+  readonly recipient: RecipientAddress;
+  readonly rules: readonly Rule[];
+  /** From the uid / gid tables, if they have the address. */
+  readonly uid?: string;
+  readonly gid?: string;
+  readonly facts: MessageFacts;
+  readonly defaults: PlanDefaults;
+}
+
+const regexCache = new Map<string, RegExp>();
+
+function compile(p: Pattern): RegExp {
+  const key = p.kind === 'glob' ? `g:${p.glob}` : `r:${p.flags}:${p.source}`;
+  let re = regexCache.get(key);
+  if (re === undefined) {
+    re = p.kind === 'glob'
+      ? new RegExp(`^${p.glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'is')
+      : new RegExp(p.source, p.flags);
+    if (regexCache.size > 10_000) regexCache.clear();
+    regexCache.set(key, re);
+  }
+  return re;
+}
+
+export function matchPattern(p: Pattern, value: string): boolean {
+  const re = compile(p);
+  re.lastIndex = 0; // a g/y flag from a table must not make matching stateful
+  return re.test(value);
+}
+
+function compare(a: number, op: Comparison, b: number): boolean {
+  switch (op) {
+    case '<': return a < b;
+    case '<=': return a <= b;
+    case '>': return a > b;
+    case '>=': return a >= b;
+    case '=': return a === b;
+  }
+}
+
+export function holds(c: Condition, r: RecipientAddress, f: MessageFacts): boolean {
+  switch (c.kind) {
+    case 'header': {
+      const values = f.headers.get(c.name.toLowerCase()) ?? [];
+      return values.some((v) => matchPattern(c.pattern, v)) !== c.negate;
+    }
+    case 'sender': return matchPattern(c.pattern, f.sender) !== c.negate;
+    case 'extension': return matchPattern(c.pattern, r.extension) !== c.negate;
+    case 'size': return compare(f.size, c.op, c.bytes);
+    case 'spam': return (f.spam?.isSpam ?? false) === c.is;
+    case 'score': return f.spam !== undefined && compare(f.spam.score, c.op, c.value);
+  }
+}
+
+/**
+ * A value substituted into a path must not climb out of it: the sender picks
+ * the extension, and with a catch-all the local part too.
+ */
+function pathSafe(v: string): string {
+  const s = v.replace(/[/\x00]/g, '_');
+  return s.startsWith('.') ? `_${s}` : s;
+}
+
+export function expandTemplate(text: string, r: RecipientAddress, home?: string): string {
+  return text.replace(/\$\{(\w+)\}/g, (whole, name: string) => {
+    switch (name) {
+      case 'user': return pathSafe(r.user.toLowerCase());
+      case 'local': return pathSafe(r.local.toLowerCase());
+      case 'extension': return pathSafe(r.extension);
+      case 'domain': return pathSafe(r.domain);
+      case 'address': return pathSafe(r.address.toLowerCase());
+      case 'home': return home ?? whole;
+      default: return whole;
+    }
+  });
+}
+
+export function expandDestination(d: Destination, r: RecipientAddress, home?: string): Destination {
+  switch (d.kind) {
+    case 'maildir': {
+      const folder = d.folder !== undefined ? expandTemplate(d.folder, r, home) : undefined;
+      return { kind: 'maildir', path: expandTemplate(d.path, r, home), ...(folder !== undefined && folder !== '' ? { folder } : {}) };
+    }
+    case 'mbox': return { kind: 'mbox', path: expandTemplate(d.path, r, home) };
+    case 'pipe': return { kind: 'pipe', argv: d.argv.map((a) => expandTemplate(a, r, home)) };
+    default: return d;
+  }
+}
+
+/** The smallest maxsize among the rules, or undefined. */
+export function addressSizeLimit(rules: readonly Rule[]): number | undefined {
+  let limit: number | undefined;
+  for (const rule of rules) if (rule.maxsize !== undefined && (limit === undefined || rule.maxsize < limit)) limit = rule.maxsize;
+  return limit;
+}
+
+export function planDelivery(input: PlanInput): Plan {
+  const { recipient: r, rules, facts, defaults } = input;
+  const limit = addressSizeLimit(rules);
+  if (limit !== undefined && facts.size > limit) {
+    return { kind: 'refuse', status: status('5.2.3', `Message too large for ${r.address} (limit ${limit} bytes)`, 552) };
+  }
+  const steps: PlanStep[] = [];
+  const userOf = (rule?: Rule): string => rule?.uid ?? input.uid ?? defaults.user;
+  const groupOf = (rule?: Rule): string | undefined => rule?.gid ?? input.gid ?? (input.uid === undefined && rule?.uid === undefined ? defaults.group : undefined);
+  for (const rule of rules) {
+    if (!rule.conditions.every((c) => holds(c, r, facts))) continue;
+    const d = rule.destination;
+    if (d.kind === 'reject') {
+      const code = isEnhancedCode(d.code) ? d.code : '5.7.1';
+      return { kind: 'refuse', status: status(code, d.text !== '' ? d.text : 'Rejected by the recipient\'s rules') };
+    }
+    const group = groupOf(rule);
+    steps.push({ destination: expandDestination(d, r), user: userOf(rule), ...(group !== undefined ? { group } : {}), origin: rule.origin });
+    if (rule.stop) break;
+  }
+  if (steps.length === 0) {
+    const group = groupOf();
+    steps.push({ destination: expandDestination(defaults.destination, r), user: userOf(), ...(group !== undefined ? { group } : {}), origin: 'default' });
+  }
+  return { kind: 'deliver', steps };
+}

@@ -1,0 +1,81 @@
+// The rule model: what the rules, uid, gid and lists tables hold once parsed.
+// These records are what the table compiler (src/db) writes into LMDB and
+// what the planner (src/classify/plan.ts) reads. Plain data only: they are
+// stored with LMDB's structured encoding and sent over IPC, so no classes,
+// no functions, no RegExp objects (a regex is kept as source + flags).
+
+/** A pattern over a string: a shell glob (case-insensitive) or a regex. */
+export type Pattern =
+  | { readonly kind: 'glob'; readonly glob: string }
+  | { readonly kind: 'regex'; readonly source: string; readonly flags: string };
+
+export type Comparison = '<' | '<=' | '>' | '>=' | '=';
+
+export type Condition =
+  /** A header (name case-insensitive) exists and one of its values matches. */
+  | { readonly kind: 'header'; readonly name: string; readonly pattern: Pattern; readonly negate: boolean }
+  /** The envelope sender matches ("" is the null sender). */
+  | { readonly kind: 'sender'; readonly pattern: Pattern; readonly negate: boolean }
+  /** The message size in bytes compares to a number. */
+  | { readonly kind: 'size'; readonly op: Comparison; readonly bytes: number }
+  /** The address extension matches ("" when there is none). */
+  | { readonly kind: 'extension'; readonly pattern: Pattern; readonly negate: boolean }
+  /** The spam verdict (true = spam). Evaluated once spam checking exists; until then never spam. */
+  | { readonly kind: 'spam'; readonly is: boolean }
+  /** The spam score compares to a number. */
+  | { readonly kind: 'score'; readonly op: Comparison; readonly value: number };
+
+/**
+ * Where a copy goes. Paths and argv words may contain ${user}, ${local},
+ * ${extension}, ${domain}, ${address}, ${home}; they are expanded by the
+ * planner. A relative path is relative to the daemon's working directory.
+ */
+export type Destination =
+  | { readonly kind: 'maildir'; readonly path: string; readonly folder?: string }
+  | { readonly kind: 'mbox'; readonly path: string }
+  | { readonly kind: 'pipe'; readonly argv: readonly string[] }
+  | { readonly kind: 'forward'; readonly address: string }
+  | { readonly kind: 'list'; readonly name: string }
+  | { readonly kind: 'discard' }
+  /** code is the enhanced status code (5.x.x or 4.x.x), text the reply text. */
+  | { readonly kind: 'reject'; readonly code: string; readonly text: string };
+
+export interface Rule {
+  readonly destination: Destination;
+  /** All must hold for the rule to apply. Empty = always. */
+  readonly conditions: readonly Condition[];
+  /** Override of the address's uid/gid (a user name or a number as a string). */
+  readonly uid?: string;
+  readonly gid?: string;
+  /** Largest message this rule accepts, in bytes; larger → 552 5.2.3 for the recipient. */
+  readonly maxsize?: number;
+  /** Stop evaluating further rules once this one applies. */
+  readonly stop: boolean;
+  /** Where the rule came from, "file:line", for `rules test` and log lines. */
+  readonly origin: string;
+}
+
+export type ListMode = 'open' | 'closed' | 'moderated';
+
+export interface ListEntry {
+  readonly mode: ListMode;
+  /**
+   * How mail to the list reaches its manager: "lmtp:unix:/path", "lmtp:inet:host:port"
+   * (Mailman 3) or "pipe:/path/to/mailman wrapper post NAME" (Mailman 2); "" = none yet.
+   */
+  readonly manager: string;
+  /** Subscriber addresses, lower case. */
+  readonly subscribers: readonly string[];
+  readonly origin: string;
+}
+
+/** The four tables and the value each key maps to. */
+export interface TableValues {
+  rules: readonly Rule[];
+  uid: string;
+  gid: string;
+  lists: ListEntry;
+}
+
+export type TableName = keyof TableValues;
+export const TABLE_NAMES: readonly TableName[] = ['rules', 'uid', 'gid', 'lists'];

@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+// mailprocd: the daemon. `mailprocd [--config FILE]` runs it (no file = the
+// embedded default); `mailprocd --check-config [--config FILE]` validates and
+// prints the resolved configuration, exit 0 when good, 1 with every problem
+// named by key when not.
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../config/index.js';
+import { createLogger } from '../log.js';
+import { parseDefaultDestination, startDaemon } from '../main.js';
+
+const USAGE = `usage: mailprocd [--config FILE] [--check-config]
+  --config FILE    YAML configuration (default: the embedded default, state under ./var)
+  --check-config   validate the configuration and print it, then exit
+`;
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      options: { config: { type: 'string', short: 'c' }, 'check-config': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`mailprocd: ${(err as Error).message}\n${USAGE}`);
+    return 64;
+  }
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (args['check-config']) {
+    try {
+      const c = loadConfig(args.config);
+      parseDefaultDestination(c.delivery.default);
+      process.stdout.write(`${JSON.stringify(c, null, 2)}\n`);
+      process.stderr.write(`mailprocd: configuration ${c.file ?? '(embedded default)'} is valid\n`);
+      return 0;
+    } catch (err) {
+      process.stderr.write(`mailprocd: ${(err as Error).message}\n`);
+      return 1;
+    }
+  }
+  let daemon;
+  try {
+    daemon = await startDaemon(args.config !== undefined ? { configFile: args.config } : {});
+  } catch (err) {
+    const msg = err instanceof ConfigError ? err.message : `cannot start: ${(err as Error).message}`;
+    createLogger({ format: 'text', level: 'info' }).error(msg);
+    return 1;
+  }
+  const d = daemon;
+  const shutdown = (sig: string): void => {
+    process.stderr.write(`mailprocd: ${sig} received\n`);
+    void d.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => d.reload());
+  return -1; // keep running
+}
+
+void main().then((code) => {
+  if (code >= 0) process.exit(code);
+});

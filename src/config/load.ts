@@ -1,0 +1,124 @@
+// Loads, validates and freezes the configuration. No file = the embedded
+// default (every default in schema.ts). Relative paths are resolved against
+// the working directory once, here, so the rest of the code sees absolute
+// paths only. Fails with ConfigError listing EVERY problem, each naming its
+// key ("limits.message_size: expected a size like 10M…") or, for YAML syntax,
+// the file and line.
+import { readFileSync } from 'node:fs';
+import { hostname as osHostname, userInfo } from 'node:os';
+import { resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { configSchema, type ParsedConfig } from './schema.js';
+
+export class ConfigError extends Error {
+  constructor(readonly file: string, readonly problems: readonly string[]) {
+    super(`${file}: invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface Listen {
+  readonly kind: 'unix' | 'tcp';
+  /** Socket path for unix; host for tcp. */
+  readonly path: string;
+  readonly host: string;
+  readonly port: number;
+  /** As written, for logs. */
+  readonly spec: string;
+}
+
+export interface Config extends Omit<ParsedConfig, 'paths' | 'lmtp' | 'smtp' | 'hostname'> {
+  readonly file: string | undefined;
+  readonly hostname: string;
+  readonly paths: { readonly state: string; readonly sources: string; readonly db: string; readonly spool: string; readonly run: string; readonly mail: string };
+  readonly lmtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['lmtp']['socket'] };
+  readonly smtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['smtp']['socket'] };
+  /** User deliveries run as when the tables name none. */
+  readonly deliveryUser: string;
+  readonly deliveryGroup: string | undefined;
+}
+
+export function parseListen(spec: string, base: string): Listen {
+  if (spec.startsWith('unix:')) {
+    return { kind: 'unix', path: resolve(base, spec.slice(5)), host: '', port: 0, spec };
+  }
+  const cut = spec.lastIndexOf(':');
+  const host = spec.slice(0, cut).replace(/^\[(.*)\]$/, '$1');
+  return { kind: 'tcp', path: '', host, port: Number(spec.slice(cut + 1)), spec };
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** Validates an already-parsed object (from YAML or a test) and resolves it. */
+export function resolveConfig(raw: unknown, file: string | undefined, cwd = process.cwd()): Config {
+  const where = file ?? '(embedded default)';
+  const parsed = configSchema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => {
+      const key = i.path.join('.') || '(top level)';
+      if (i.code === 'unrecognized_keys') return `${[...i.path, ...i.keys].join('.')}: unknown key`;
+      return `${key}: ${i.message}`;
+    });
+    throw new ConfigError(where, problems);
+  }
+  const c = parsed.data;
+  const state = resolve(cwd, c.paths.state);
+  const paths = {
+    state,
+    sources: resolve(cwd, c.paths.sources),
+    db: c.paths.db !== undefined ? resolve(cwd, c.paths.db) : resolve(state, 'db'),
+    spool: c.paths.spool !== undefined ? resolve(cwd, c.paths.spool) : resolve(state, 'spool'),
+    run: c.paths.run !== undefined ? resolve(cwd, c.paths.run) : resolve(state, 'run'),
+    mail: c.paths.mail !== undefined ? resolve(cwd, c.paths.mail) : resolve(state, 'mail'),
+  };
+  const problems: string[] = [];
+  const listens = (section: 'lmtp' | 'smtp'): Listen[] =>
+    c[section].listen.map((spec, i) => {
+      const l = parseListen(spec, cwd);
+      if (l.kind === 'tcp' && (l.port < 1 || l.port > 65535)) problems.push(`${section}.listen.${i}: port out of range in "${spec}"`);
+      return l;
+    });
+  const lmtp = { listen: listens('lmtp'), socket: c.lmtp.socket };
+  const smtp = { listen: listens('smtp'), socket: c.smtp.socket };
+  if (lmtp.listen.length === 0 && smtp.listen.length === 0) problems.push('lmtp.listen: no LMTP or SMTP listener configured');
+  if (!c.delivery.default.includes(':') && c.delivery.default !== 'discard') problems.push(`delivery.default: expected "maildir:PATH" or "mbox:PATH", got "${c.delivery.default}"`);
+  if (c.queue.retry_max < c.queue.retry_min) problems.push('queue.retry_max: must not be below queue.retry_min');
+  if (problems.length > 0) throw new ConfigError(where, problems);
+
+  const root = process.getuid?.() === 0;
+  const config: Config = {
+    ...c,
+    file,
+    hostname: c.hostname ?? osHostname(),
+    paths,
+    lmtp,
+    smtp,
+    // Like Postfix's default_privs: never deliver as root by default.
+    deliveryUser: c.delivery.user ?? (root ? 'nobody' : userInfo().username),
+    deliveryGroup: c.delivery.group,
+  };
+  return deepFreeze(config);
+}
+
+/** Reads FILE (YAML) or, with no file, returns the embedded default. */
+export function loadConfig(file?: string, cwd = process.cwd()): Config {
+  if (file === undefined) return resolveConfig({}, undefined, cwd);
+  const path = resolve(cwd, file);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(path, [`cannot read: ${(err as Error).message}`]);
+  }
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(path, doc.errors.map((e) => `line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`));
+  }
+  return resolveConfig(doc.toJS(), path, cwd);
+}

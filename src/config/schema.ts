@@ -1,0 +1,116 @@
+// The configuration schema: every key, its type, its default. The defaults ARE
+// the embedded default that `npm start` runs with no file: LMTP on
+// ./var/run/lmtp.sock and 127.0.0.1:2424, SMTP on 127.0.0.1:2525, tables
+// compiled from ./db into ./var/db, Maildirs under ./var/mail.
+// Exports the zod schema and the inferred Config type; load.ts validates and
+// freezes. Sizes accept 10M/512k/bytes, durations 30s/5m/2h/1d/ms numbers in
+// seconds, so an administrator can write what they mean.
+import { z } from 'zod';
+
+const SIZE_RE = /^(\d+(?:\.\d+)?)\s*([kmg]?)b?$/i;
+const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/i;
+
+/** Bytes; accepts a number or "10M", "512k", "1G". */
+export const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return v;
+  const m = SIZE_RE.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: `expected a size like 10M, 512k or a number of bytes, got "${v}"` });
+    return z.NEVER;
+  }
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1;
+  return Math.round(Number(m[1]) * mult);
+});
+
+/** Milliseconds; accepts a number of seconds or "500ms", "30s", "5m", "2h", "1d". */
+export const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return Math.round(v * 1000);
+  const m = DURATION_RE.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: `expected a duration like 30s, 5m, 2h or a number of seconds, got "${v}"` });
+    return z.NEVER;
+  }
+  const unit = (m[2] ?? 's').toLowerCase();
+  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[unit] ?? 1000;
+  return Math.round(Number(m[1]) * mult);
+});
+
+/** "unix:/path", "unix:./relative", "127.0.0.1:2424", "[::1]:24". */
+const listenAddress = z.string().refine((s) => /^unix:.+$/.test(s) || /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), {
+  message: 'expected "unix:PATH" or "HOST:PORT"',
+});
+
+const octalMode = z.union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode like "0660"'), z.number().int()])
+  .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8)));
+
+const socketOptions = z.object({
+  /** Mode of unix sockets; Postfix's lmtp client runs as "postfix", so e.g. 0660 with group postfix. */
+  mode: octalMode.default(0o666),
+  owner: z.string().optional(),
+  group: z.string().optional(),
+}).strict();
+
+const listener = z.object({
+  listen: z.array(listenAddress).default([]),
+  socket: socketOptions.default({ mode: 0o666 }),
+}).strict();
+
+export const configSchema = z.object({
+  /** Name in the greeting, Received headers and Maildir file names. */
+  hostname: z.string().min(1).optional(),
+  paths: z.object({
+    /** Everything the daemon writes lives under here unless set below. */
+    state: z.string().default('./var'),
+    /** Text sources of the tables (rules, uid, gid, lists). */
+    sources: z.string().default('./db'),
+    db: z.string().optional(),
+    spool: z.string().optional(),
+    run: z.string().optional(),
+    /** Mail root; created mode 1777 (like /var/mail) if missing so per-user dirs can be made by their owners. */
+    mail: z.string().optional(),
+  }).strict().default({ state: './var', sources: './db' }),
+  lmtp: listener.default({ listen: ['unix:./var/run/lmtp.sock', '127.0.0.1:2424'], socket: { mode: 0o666 } }),
+  smtp: listener.default({ listen: ['127.0.0.1:2525'], socket: { mode: 0o666 } }),
+  limits: z.object({
+    /** Announced in SIZE; larger messages get 552 5.3.4. */
+    message_size: size.default(50 * 1024 * 1024),
+    /** Per transaction; RFC 5321 asks for at least 100. */
+    recipients: z.number().int().min(1).default(1000),
+    /** Idle time before a client is disconnected with 421 4.4.2. */
+    client_timeout: duration.default(300_000),
+    /** Concurrent client connections per listener. */
+    connections: z.number().int().min(1).default(200),
+  }).strict().default({ message_size: 50 * 1024 * 1024, recipients: 1000, client_timeout: 300_000, connections: 200 }),
+  delivery: z.object({
+    /** Where mail goes when no rule matches (or the address has no rules). */
+    default: z.string().default('maildir:./var/mail/${user}/Maildir/'),
+    /** Who deliveries run as when the tables give no uid; default: nobody when root, else the invoking user. */
+    user: z.string().optional(),
+    group: z.string().optional(),
+    recipient_delimiter: z.string().max(8).default('+'),
+    /** fsync files and directories before acknowledging. Off only for throwaway test setups. */
+    fsync: z.boolean().default(true),
+    mbox_lock_attempts: z.number().int().min(1).default(20),
+    mbox_lock_delay: duration.default(1000),
+    mbox_stale_lock: duration.default(500_000),
+    /** Idle worker processes exit after this long. */
+    worker_idle: duration.default(60_000),
+  }).strict().default({
+    default: 'maildir:./var/mail/${user}/Maildir/', recipient_delimiter: '+', fsync: true,
+    mbox_lock_attempts: 20, mbox_lock_delay: 1000, mbox_stale_lock: 500_000, worker_idle: 60_000,
+  }),
+  queue: z.object({
+    /** First retry after a temporary failure; doubles up to retry_max. */
+    retry_min: duration.default(60_000),
+    retry_max: duration.default(3_600_000),
+    /** A message still undeliverable after this long is bounced. */
+    lifetime: duration.default(5 * 86_400_000),
+  }).strict().default({ retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000 }),
+  log: z.object({
+    format: z.enum(['text', 'json']).default('text'),
+    level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  }).strict().default({ format: 'text', level: 'info' }),
+}).strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;

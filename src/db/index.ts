@@ -1,0 +1,16 @@
+// The db folder's public surface: the table source parser, the LMDB compiler
+// and reader, and recipient resolution. Everything else in src/db is internal.
+
+export { formatSourceError, parseTableSource, type ParsedTable, type SourceError } from './source.js';
+export {
+  compileTables,
+  openTables,
+  type CompileOptions,
+  type CompileReport,
+  type TableHit,
+  type TableInfo,
+  type TableReader,
+  type Tables,
+  type TablesInfo,
+} from './tables.js';
+export { isKnown, resolveRecipient, type Resolution } from './lookup.js';

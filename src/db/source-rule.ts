@@ -1,0 +1,243 @@
+// One line of the rules table after its key: DESTINATION, then conditions and
+// options in any order (grammar and examples in db/README.md). Pure and
+// internal to src/db: every problem goes to `report` with its line, and the
+// rule is returned only when there was none, so a half-understood rule can
+// never be compiled.
+
+import type { Comparison, Condition, Destination, Pattern, Rule } from '../classify/rules.js';
+import { checkAccount, parseSize, type Report, type Token, type Where } from './source-lex.js';
+
+/** The names the planner expands in paths, argv words and folders (src/classify/plan.ts). */
+const VARIABLES = ['user', 'local', 'extension', 'domain', 'address', 'home'];
+
+const DESTINATION_KINDS = 'maildir, mbox, pipe, forward, list, discard or reject';
+const MATCH_RE = /^(!?)(sender|extension|header:([A-Za-z0-9][A-Za-z0-9_.-]*))([=~])(.*)$/s;
+const COMPARE_RE = /^(!?)(size|score)(<=|>=|<|>|=)(.*)$/s;
+const OPTION_RE = /^(uid|gid|maxsize|folder)=(.*)$/s;
+const REGEX_RE = /^\/(.+)\/([a-z]*)$/s;
+const SCORE_RE = /^-?\d+(?:\.\d+)?$/;
+const REJECT_CODE_RE = /^[45]\.\d{1,3}\.\d{1,3}$/;
+const FORWARD_RE = /^[^@\s]+@[^@\s]+$/;
+// g and y only make sense for searching on (lastIndex); a condition is a yes/no match.
+const REGEX_FLAGS = 'imsu';
+
+export function parseRule(tokens: readonly Token[], where: Where, report: Report): Rule | undefined {
+  let ok = true;
+  const fail: Report = (line, message) => {
+    ok = false;
+    report(line, message);
+  };
+  const [first, ...rest] = tokens;
+  if (first === undefined) {
+    fail(where.line, `rule has no destination (want ${DESTINATION_KINDS})`);
+    return undefined;
+  }
+  const destination = parseDestination(first, fail);
+  const conditions: Condition[] = [];
+  const options = new Map<string, Token>();
+  let stop = false;
+  for (const t of rest) {
+    if (t.text === 'stop') {
+      if (stop) fail(t.line, 'option stop given twice');
+      stop = true;
+      continue;
+    }
+    const option = OPTION_RE.exec(t.text);
+    if (option) {
+      const [, name = '', text = ''] = option;
+      if (options.has(name)) fail(t.line, `option ${name} given twice`);
+      options.set(name, { text, line: t.line });
+      continue;
+    }
+    const condition = parseCondition(t, fail);
+    if (condition) conditions.push(condition);
+  }
+
+  const uid = options.get('uid');
+  const gid = options.get('gid');
+  const maxsize = options.get('maxsize');
+  const folder = options.get('folder');
+  if (uid) checkAccount('uid', uid.text, uid.line, fail);
+  if (gid) checkAccount('gid', gid.text, gid.line, fail);
+  const maxBytes = maxsize ? parseSize(maxsize.text, maxsize.line, fail) : undefined;
+  if (maxsize && maxBytes === 0) fail(maxsize.line, 'maxsize must be more than 0');
+  const withFolder = folder && destination ? addFolder(destination, folder, fail) : destination;
+  if (!ok || withFolder === undefined) return undefined;
+  return {
+    destination: withFolder,
+    conditions,
+    ...(uid ? { uid: uid.text } : {}),
+    ...(gid ? { gid: gid.text } : {}),
+    ...(maxBytes !== undefined ? { maxsize: maxBytes } : {}),
+    stop,
+    origin: where.origin,
+  };
+}
+
+function addFolder(destination: Destination, folder: Token, fail: Report): Destination | undefined {
+  if (destination.kind !== 'maildir') {
+    fail(folder.line, 'folder= applies only to a maildir destination');
+    return undefined;
+  }
+  if (folder.text === '' || folder.text.includes('/')) {
+    fail(folder.line, `bad folder "${folder.text}" (want a name without "/")`);
+    return undefined;
+  }
+  return checkVariables(folder.text, folder.line, fail) ? { ...destination, folder: folder.text } : undefined;
+}
+
+function parseDestination(t: Token, fail: Report): Destination | undefined {
+  const colon = t.text.indexOf(':');
+  const kind = colon < 0 ? t.text : t.text.slice(0, colon);
+  const arg = colon < 0 ? '' : t.text.slice(colon + 1);
+  const need = (what: string, usage: string): boolean => {
+    if (arg === '') fail(t.line, `${kind} needs ${what}: ${usage}`);
+    return arg !== '';
+  };
+  switch (kind) {
+    case 'maildir':
+      return need('a path', `${kind}:PATH`) && checkVariables(arg, t.line, fail) ? { kind, path: arg } : undefined;
+    case 'mbox':
+      if (!need('a path', `${kind}:PATH`) || !checkVariables(arg, t.line, fail)) return undefined;
+      if (arg.endsWith('/')) {
+        fail(t.line, `mbox path "${arg}" ends in "/": an mbox is a file`);
+        return undefined;
+      }
+      return { kind, path: arg };
+    case 'pipe': {
+      if (!need('a command', 'pipe:"/path/to/program ARG…"')) return undefined;
+      const argv = splitArgv(arg, t.line, fail);
+      return argv && argv.every((w) => checkVariables(w, t.line, fail)) ? { kind, argv } : undefined;
+    }
+    case 'forward':
+      if (!need('an address', 'forward:USER@DOMAIN')) return undefined;
+      if (arg.includes('${')) {
+        // The planner passes forward addresses through unexpanded.
+        fail(t.line, `forward address "${arg}" cannot use variables`);
+        return undefined;
+      }
+      if (!FORWARD_RE.test(arg)) {
+        fail(t.line, `bad forward address "${arg}" (want user@domain)`);
+        return undefined;
+      }
+      return { kind, address: arg };
+    case 'list':
+      return need('a list address', 'list:LIST@DOMAIN') ? { kind, name: arg.toLowerCase() } : undefined;
+    case 'discard':
+      if (colon >= 0) {
+        fail(t.line, 'discard takes no argument');
+        return undefined;
+      }
+      return { kind };
+    case 'reject': {
+      if (!need('a code and text', 'reject:"5.7.1 TEXT"')) return undefined;
+      const space = arg.search(/\s/);
+      const code = space < 0 ? arg : arg.slice(0, space);
+      if (!REJECT_CODE_RE.test(code)) {
+        fail(t.line, `reject code "${code}" must be an enhanced status code 4.x.x or 5.x.x (quote it with the text: reject:"5.7.1 text")`);
+        return undefined;
+      }
+      return { kind, code, text: space < 0 ? '' : arg.slice(space).trim() };
+    }
+    default:
+      fail(t.line, `unknown destination kind "${kind}" (a rule starts with its destination: ${DESTINATION_KINDS})`);
+      return undefined;
+  }
+}
+
+function parseCondition(t: Token, fail: Report): Condition | undefined {
+  if (t.text === 'spam' || t.text === '!spam') return { kind: 'spam', is: t.text === 'spam' };
+  const match = MATCH_RE.exec(t.text);
+  if (match) {
+    const [, bang, subject = '', name, op, text = ''] = match;
+    const pattern = parsePattern(op === '~' ? 'regex' : 'glob', text, t, fail);
+    if (pattern === undefined) return undefined;
+    const negate = bang === '!';
+    if (name !== undefined) return { kind: 'header', name, pattern, negate };
+    return { kind: subject === 'sender' ? 'sender' : 'extension', pattern, negate };
+  }
+  const compare = COMPARE_RE.exec(t.text);
+  if (compare) {
+    const [, bang, subject, op, text = ''] = compare;
+    if (bang === '!') {
+      fail(t.line, `"${t.text}" cannot be negated: use the opposite comparison`);
+      return undefined;
+    }
+    if (subject === 'size') {
+      const bytes = parseSize(text, t.line, fail);
+      return bytes === undefined ? undefined : { kind: 'size', op: op as Comparison, bytes };
+    }
+    if (!SCORE_RE.test(text)) {
+      fail(t.line, `bad score "${text}" (want a number, e.g. 5 or -0.5)`);
+      return undefined;
+    }
+    return { kind: 'score', op: op as Comparison, value: Number(text) };
+  }
+  const hint = t.text.replace(/^!/, '').startsWith('header:')
+    ? ' (want header:NAME=GLOB or header:NAME~/REGEX/FLAGS)'
+    : '';
+  fail(t.line, `unknown condition or option "${t.text}"${hint}`);
+  return undefined;
+}
+
+function parsePattern(kind: Pattern['kind'], text: string, t: Token, fail: Report): Pattern | undefined {
+  if (kind === 'glob') return { kind, glob: text };
+  const m = REGEX_RE.exec(text);
+  if (!m) {
+    fail(t.line, `bad regex "${text}" in "${t.text}" (want /REGEX/FLAGS)`);
+    return undefined;
+  }
+  const [, source = '', flags = ''] = m;
+  const badFlag = [...flags].find((f) => !REGEX_FLAGS.includes(f));
+  if (badFlag !== undefined) {
+    fail(t.line, `regex flag "${badFlag}" not allowed in "${t.text}" (use ${[...REGEX_FLAGS].join(', ')})`);
+    return undefined;
+  }
+  try {
+    new RegExp(source, flags);
+  } catch (e) {
+    fail(t.line, `bad regex in "${t.text}": ${(e as Error).message}`);
+    return undefined;
+  }
+  return { kind, source, flags };
+}
+
+/** Words at white space; single quotes group a word that holds spaces. No shell is involved. */
+function splitArgv(text: string, line: number, fail: Report): string[] | undefined {
+  const argv: string[] = [];
+  for (const m of text.matchAll(/'([^']*)'|(')|([^\s']+)|(\s+)/g)) {
+    if (m[2] !== undefined) {
+      fail(line, `unterminated single quote in pipe command "${text}"`);
+      return undefined;
+    }
+    if (m[4] !== undefined) continue;
+    // Adjacent pieces with no space between them (a'b c'd) form one word.
+    const piece = m[1] ?? m[3] ?? '';
+    const joined = m.index > 0 && !/\s/.test(text.charAt(m.index - 1)) && argv.length > 0;
+    if (joined) argv[argv.length - 1] += piece;
+    else argv.push(piece);
+  }
+  if (argv.length === 0 || argv[0] === '') {
+    fail(line, 'pipe needs a command: pipe:"/path/to/program ARG…"');
+    return undefined;
+  }
+  return argv;
+}
+
+/** Rejects ${name} templates the planner would not know, so the mistake shows at compile time. */
+function checkVariables(text: string, line: number, fail: Report): boolean {
+  let ok = true;
+  for (let at = text.indexOf('${'); at >= 0; at = text.indexOf('${', at + 2)) {
+    const end = text.indexOf('}', at);
+    if (end < 0) {
+      fail(line, `unterminated "\${" in "${text}"`);
+      return false;
+    }
+    const name = text.slice(at + 2, end);
+    if (!VARIABLES.includes(name)) {
+      fail(line, `unknown variable \${${name}} in "${text}" (known: ${VARIABLES.join(', ')})`);
+      ok = false;
+    }
+  }
+  return ok;
+}

@@ -1,0 +1,132 @@
+// Table sources: the one parser for the text files an administrator edits
+// (rules, uid, gid, lists; the format is in db/README.md). Pure, no I/O:
+// text in, typed entries and EVERY error out, each naming file and line.
+// Never throws on bad input; a caller must not compile a table whose parse
+// returned errors (compileTables in tables.ts does not).
+//
+// Exports: parseTableSource, formatSourceError, SourceError, ParsedTable.
+
+import type { ListEntry, ListMode, Rule, TableName, TableValues } from '../classify/rules.js';
+import { checkAccount, splitEntries, type Report, type Token, type Where } from './source-lex.js';
+import { parseRule } from './source-rule.js';
+
+export interface SourceError {
+  readonly file: string;
+  /** 1-based; 0 when the problem is the whole file (e.g. it cannot be read). */
+  readonly line: number;
+  readonly message: string;
+}
+
+export interface ParsedTable<T extends TableName> {
+  /** Lower-cased key → value. Rules keep every line of a key, in file order. */
+  readonly entries: Map<string, TableValues[T]>;
+  readonly errors: SourceError[];
+}
+
+/** "db/rules:12: unknown destination kind "maildri"…", the form editors and compilers use. */
+export function formatSourceError(e: SourceError): string {
+  return e.line > 0 ? `${e.file}:${e.line}: ${e.message}` : `${e.file}: ${e.message}`;
+}
+
+export function parseTableSource<T extends TableName>(table: T, text: string, file: string): ParsedTable<T> {
+  const errors: SourceError[] = [];
+  const report: Report = (line, message) => errors.push({ file, line, message });
+  const rules = new Map<string, Rule[]>();
+  const values = new Map<string, string | ListEntry>();
+  const firstLine = new Map<string, number>();
+  for (const entry of splitEntries(text, report)) {
+    const [keyToken, ...rest] = entry.tokens;
+    if (entry.broken || keyToken === undefined) continue;
+    const key = parseKey(keyToken, report);
+    if (key === undefined) continue;
+    const where: Where = { line: entry.line, origin: `${file}:${entry.line}` };
+    if (table === 'rules') {
+      const rule = parseRule(rest, where, report);
+      if (rule) rules.set(key, [...(rules.get(key) ?? []), rule]);
+      continue;
+    }
+    // One value per key: a second line for the same key is a mistake, not an override.
+    const seen = firstLine.get(key);
+    if (seen !== undefined) {
+      report(entry.line, `duplicate key "${key}" (first given at line ${seen})`);
+      continue;
+    }
+    firstLine.set(key, entry.line);
+    const value = table === 'lists' ? parseList(rest, where, report) : parseAccount(table, rest, where, report);
+    if (value !== undefined) values.set(key, value);
+  }
+  // The casts are safe: which map was filled follows from `table`, which fixes T.
+  const entries = (table === 'rules' ? rules : values) as Map<string, TableValues[T]>;
+  // The lexer reports while grouping lines, before entries are parsed; give them back in file order.
+  return { entries, errors: errors.sort((a, b) => a.line - b.line) };
+}
+
+/** user@domain, user+ext@domain, user, user+ext or @domain; lower-cased like the lookup keys. */
+function parseKey(t: Token, report: Report): string | undefined {
+  const key = t.text.toLowerCase();
+  const at = key.indexOf('@');
+  const ok = key !== '' && key !== '@' && at === key.lastIndexOf('@') && !key.endsWith('@');
+  if (!ok) report(t.line, `bad key "${t.text}" (want user@domain, user+ext@domain, user or @domain)`);
+  return ok ? key : undefined;
+}
+
+function parseAccount(table: 'uid' | 'gid', tokens: readonly Token[], where: Where, report: Report): string | undefined {
+  const [name, extra] = tokens;
+  if (name === undefined || extra !== undefined) {
+    report(extra?.line ?? where.line, `want exactly one ${table === 'uid' ? 'user' : 'group'} name or number after the key`);
+    return undefined;
+  }
+  return checkAccount(table, name.text, name.line, report) ? name.text : undefined;
+}
+
+const LIST_MODES: readonly ListMode[] = ['open', 'closed', 'moderated'];
+const MANAGER_RE = /^(?:|lmtp:unix:\/\S*|lmtp:inet:(?:\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):\d{1,5}|pipe:\S.*)$/s;
+const SUBSCRIBER_RE = /^[^@\s,]+@[^@\s,]+$/;
+
+function parseList(tokens: readonly Token[], where: Where, report: Report): ListEntry | undefined {
+  let ok = true;
+  const fail: Report = (line, message) => {
+    ok = false;
+    report(line, message);
+  };
+  const [modeToken, ...rest] = tokens;
+  const mode = LIST_MODES.find((m) => m === modeToken?.text);
+  if (mode === undefined) {
+    const found = modeToken === undefined ? 'none' : `"${modeToken.text}"`;
+    fail(modeToken?.line ?? where.line, `list mode must be open, closed or moderated, found ${found}`);
+  }
+  let manager: string | undefined;
+  const subscribers: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const t = rest[i] as Token;
+    const eq = t.text.indexOf('=');
+    const name = eq < 0 ? t.text : t.text.slice(0, eq);
+    const value = t.text.slice(eq + 1);
+    if (eq >= 0 && name === 'manager') {
+      if (manager !== undefined) fail(t.line, 'manager= given twice');
+      if (!MANAGER_RE.test(value)) fail(t.line, `bad manager "${value}" (want lmtp:unix:/PATH, lmtp:inet:HOST:PORT, pipe:COMMAND or "")`);
+      manager = value;
+    } else if (eq >= 0 && name === 'subscribers') {
+      // A list ending in a comma goes on in the next word, so it can run over continuation lines.
+      let word: Token | undefined = value === '' ? undefined : { text: value, line: t.line };
+      while (word !== undefined) {
+        const items = word.text.split(',');
+        const more = word.text.endsWith(',') && i + 1 < rest.length;
+        if (more) items.pop();
+        for (const item of items) addSubscriber(subscribers, item, word.line, fail);
+        word = more ? rest[++i] : undefined;
+      }
+    } else {
+      fail(t.line, `unknown list option "${t.text}" (want manager=… or subscribers=…)`);
+    }
+  }
+  return ok && mode !== undefined ? { mode, manager: manager ?? '', subscribers, origin: where.origin } : undefined;
+}
+
+function addSubscriber(subscribers: string[], item: string, line: number, fail: Report): void {
+  const address = item.toLowerCase();
+  if (address === '') fail(line, 'empty subscriber (two commas in a row, or a trailing comma at the end of the entry)');
+  else if (!SUBSCRIBER_RE.test(address)) fail(line, `bad subscriber "${item}" (want user@domain)`);
+  else if (subscribers.includes(address)) fail(line, `subscriber "${address}" listed twice`);
+  else subscribers.push(address);
+}

@@ -1,0 +1,32 @@
+// Executes one planned destination in the worker (already running as the
+// recipient's user): dispatches to the leaf for its kind and returns exactly
+// one result. Leaves never call leaves. Kinds that have no leaf yet (pipe,
+// forward, list) defer with 4.3.5 rather than bounce: it is a configuration
+// the admin can still fix, and unknown means temporary.
+import type { Destination } from '../classify/rules.js';
+import { ok, status } from '../mail/status.js';
+import type { LeafOptions, DeliveryResult } from '../workers/ipc.js';
+import { deliverMaildir } from './maildir.js';
+import { deliverMbox } from './mbox.js';
+import type { MessageCopy } from './types.js';
+
+export async function executeDestination(copy: MessageCopy, d: Destination, o: LeafOptions): Promise<DeliveryResult> {
+  switch (d.kind) {
+    case 'maildir':
+      return deliverMaildir(copy, { path: d.path, hostname: o.hostname, fsync: o.fsync, ...(d.folder !== undefined ? { folder: d.folder } : {}) });
+    case 'mbox':
+      return deliverMbox(copy, {
+        path: d.path, fsync: o.fsync,
+        lockAttempts: o.mboxLockAttempts, lockDelayMs: o.mboxLockDelayMs, staleLockMs: o.mboxStaleLockMs,
+      });
+    case 'discard':
+      return { status: ok('Discarded by rule') };
+    case 'reject':
+      // The planner turns rejects into refusals; reaching here is a bug.
+      throw new Error('bug: reject destination reached a worker');
+    case 'pipe':
+    case 'forward':
+    case 'list':
+      return { status: status('4.3.5', `destination kind "${d.kind}" is not supported by this version`) };
+  }
+}

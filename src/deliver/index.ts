@@ -1,0 +1,6 @@
+// Public surface of the delivery leaves: one function per destination kind,
+// each taking a MessageCopy and returning one Delivery (a Status and the file
+// written), never throwing for I/O. Callers run them as the recipient's user.
+export type { Delivery, MessageCopy } from './types.js';
+export { deliverMaildir, type MaildirOptions } from './maildir.js';
+export { deliverMbox, type MboxOptions } from './mbox.js';

@@ -1,0 +1,240 @@
+// Maildir leaf: writes one message into <maildir>/new, durably, or not at all.
+//
+// Exports: deliverMaildir(copy, options) → Promise<Delivery>; MaildirOptions;
+// maildirFolderName(folder) (the Maildir++ name a folder maps to, or undefined
+// for INBOX).
+//
+// Steps (reliability.md §1.2, Postfix local(8)): unique name; create it in tmp/
+// O_EXCL 0600; one writev of header+body; fsync; close; link() into new/ (never
+// rename: link fails on a name clash instead of replacing a message); unlink
+// the tmp name; fsync new/ so the link itself survives a crash. Only then 2.0.0.
+//
+// Failure contract: every I/O error becomes a Status through the errno table
+// (src/mail/errno.ts); nothing is left in tmp/ and nothing partial in new/. A
+// maildir, folder, tmp/ or new/ that is a symlink is refused before anything is
+// written (ELOOP → 5.2.0). Missing directories are created 0700 on ENOENT, then
+// the delivery is retried once, so the common path does no mkdir. Throws only
+// for bad options (programmer errors).
+import { constants } from 'node:fs';
+import { link, lstat, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { errnoError, statusFromError } from '../mail/errno.js';
+import { ok } from '../mail/status.js';
+import { writeFully, type Delivery, type MessageCopy } from './types.js';
+
+export interface MaildirOptions {
+  /** Absolute path of the Maildir (the INBOX). Created, with missing parents, 0700. */
+  readonly path: string;
+  /** Maildir++ folder, "a/b" for nested; from user input, so it is sanitised. */
+  readonly folder?: string;
+  /** This host's name, for unique file names. */
+  readonly hostname: string;
+  /** fsync the file and new/ (default true). Only benchmarks turn it off. */
+  readonly fsync?: boolean;
+}
+
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
+const TMP_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
+const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
+const NAME_TRIES = 5;
+
+let sequence = 0;
+
+/**
+ * The Maildir++ directory name for a folder: "Foo" → ".Foo", "a/b" → ".a.b".
+ * '/' and '.' both separate levels; empty, "." and ".." parts are dropped (so
+ * "../../etc" → ".etc" and ".Trash" → ".Trash"), control characters become
+ * '_'. Nothing can name a path outside the Maildir. undefined means the INBOX
+ * (no folder, "INBOX", or nothing left after cleaning).
+ */
+export function maildirFolderName(folder: string | undefined): string | undefined {
+  if (folder === undefined) return undefined;
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what we strip
+  const parts = folder.split(/[/.]/).filter((p) => p !== '').map((p) => p.replace(/[\x00-\x1f\x7f]/g, '_'));
+  if (parts.length === 0 || (parts.length === 1 && parts[0]!.toUpperCase() === 'INBOX')) return undefined;
+  return '.' + parts.join('.');
+}
+
+/** time.M<usec>P<pid>Q<seq>.<host>,S=<size> — unique per host, process and call. */
+function uniqueName(arrival: Date, host: string, size: number): string {
+  sequence += 1;
+  const usec = Math.floor((performance.timeOrigin + performance.now()) * 1000) % 1_000_000;
+  return `${Math.floor(arrival.getTime() / 1000)}.M${usec}P${process.pid}Q${sequence}.${host},S=${size}`;
+}
+
+/** The maildir spec's escapes, so the host cannot add a path or an info part. */
+function sanitiseHost(hostname: string): string {
+  return hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
+}
+
+function isCode(err: unknown, code: string): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === code;
+}
+
+async function ignoreErrors(p: Promise<unknown>): Promise<void> {
+  try {
+    await p;
+  } catch {
+    // best-effort cleanup: the original error is the one reported
+  }
+}
+
+/** Throws ELOOP for a symlink and ENOTDIR for anything else that is not a directory. */
+async function checkDirectory(path: string): Promise<void> {
+  const st = await lstat(path);
+  if (st.isSymbolicLink()) throw errnoError('ELOOP', path);
+  if (!st.isDirectory()) throw errnoError('ENOTDIR', path);
+}
+
+/**
+ * Checks that no directory we write through is a symlink and opens new/ (the
+ * handle is needed for its fsync anyway). The checks run concurrently, so the
+ * common path costs about one round trip to the thread pool.
+ */
+async function openMaildir(root: string, dir: string): Promise<FileHandle> {
+  const newDir = join(dir, 'new');
+  const checks = [checkDirectory(dir), checkDirectory(join(dir, 'tmp'))];
+  if (dir !== root) checks.push(checkDirectory(root));
+  const [opened, ...checked] = await Promise.allSettled([open(newDir, DIR_FLAGS), ...checks]);
+  // A refusal (ELOOP) outranks ENOENT, so we never create through a symlink.
+  const rejected = checked.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  const failed = rejected.find((r) => !isCode(r.reason, 'ENOENT')) ?? rejected[0];
+  if (opened!.status === 'fulfilled') {
+    if (failed === undefined) return opened.value;
+    await ignoreErrors(opened.value.close());
+  }
+  if (failed !== undefined) throw failed.reason;
+  const reason: unknown = (opened as PromiseRejectedResult).reason;
+  // O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR; say what it really is.
+  if (isCode(reason, 'ENOTDIR')) await checkDirectory(newDir);
+  throw reason;
+}
+
+async function makeDirectory(path: string): Promise<void> {
+  try {
+    await mkdir(path, { mode: 0o700 });
+  } catch (err) {
+    if (!isCode(err, 'EEXIST')) throw err;
+  }
+}
+
+/** fsync a directory so the entries just made in it survive a crash. */
+async function syncDirectory(path: string): Promise<void> {
+  const fh = await open(path, DIR_FLAGS);
+  try {
+    await fh.sync();
+  } finally {
+    await ignoreErrors(fh.close());
+  }
+}
+
+/**
+ * Creates the Maildir (parents too) and, for a folder, its Maildir++ directory
+ * with its maildirfolder marker; each with cur/ new/ tmp/, all 0700. Runs only
+ * after an ENOENT, and tolerates a concurrent delivery doing the same.
+ */
+async function createMaildir(root: string, dir: string, fsync: boolean): Promise<void> {
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  await Promise.all(['cur', 'new', 'tmp'].map((d) => makeDirectory(join(root, d))));
+  if (dir !== root) {
+    await makeDirectory(dir);
+    const marker = await open(join(dir, 'maildirfolder'), O_WRONLY | O_CREAT | O_NOFOLLOW, 0o600);
+    await marker.close();
+    await Promise.all(['cur', 'new', 'tmp'].map((d) => makeDirectory(join(dir, d))));
+  }
+  if (fsync) {
+    // New directories are entries in their parents; without this a crash can
+    // take new/ (and the message fsynced into it) away again.
+    const parents = [dirname(root), root];
+    if (dir !== root) parents.push(dir);
+    await Promise.all(parents.map(syncDirectory));
+  }
+}
+
+export async function deliverMaildir(copy: MessageCopy, options: MaildirOptions): Promise<Delivery> {
+  const { path: root, hostname } = options;
+  if (!isAbsolute(root)) throw new Error(`bug: maildir path must be absolute: ${JSON.stringify(root)}`);
+  if (hostname === '') throw new Error('bug: maildir delivery needs a hostname');
+  if (Number.isNaN(copy.arrival.getTime())) throw new Error('bug: message arrival time is not a valid Date');
+  const fsync = options.fsync ?? true;
+  const folder = maildirFolderName(options.folder);
+  const dir = folder === undefined ? root : join(root, folder);
+  const host = sanitiseHost(hostname);
+  const size = copy.header.length + copy.body.length;
+
+  let newDir: FileHandle;
+  let verb = 'cannot open maildir';
+  try {
+    try {
+      newDir = await openMaildir(root, dir);
+    } catch (err) {
+      if (!isCode(err, 'ENOENT')) throw err;
+      verb = 'cannot create maildir';
+      await createMaildir(root, dir, fsync);
+      verb = 'cannot open maildir';
+      newDir = await openMaildir(root, dir);
+    }
+  } catch (err) {
+    // Name the directory that failed (new/, a symlinked tmp/, a parent), not just the maildir.
+    const at = (err as NodeJS.ErrnoException | null)?.path ?? dir;
+    return { status: statusFromError(err, `${verb} ${at}`), path: dir };
+  }
+
+  let what = '';
+  let tmpPath = '';
+  let newPath: string | undefined;
+  let file: FileHandle | undefined;
+  let linked = false;
+  try {
+    for (let i = 0; ; i++) {
+      tmpPath = join(dir, 'tmp', uniqueName(copy.arrival, host, size));
+      what = `cannot create maildir file ${tmpPath}`;
+      try {
+        file = await open(tmpPath, TMP_FLAGS, 0o600);
+        break;
+      } catch (err) {
+        // EEXIST: a clash with a leftover from a crashed process that had our
+        // pid; the next sequence number differs.
+        if (!isCode(err, 'EEXIST') || i + 1 >= NAME_TRIES) throw err;
+      }
+    }
+    what = `cannot write maildir file ${tmpPath}`;
+    await writeFully(file, [copy.header, copy.body]);
+    if (fsync) await file.sync();
+    // close() is checked: on network file systems it can report a write error.
+    const closing = file;
+    file = undefined;
+    await closing.close();
+
+    for (let i = 0; ; i++) {
+      const candidate = join(dir, 'new', i === 0 ? tmpPath.slice(join(dir, 'tmp').length + 1) : uniqueName(copy.arrival, host, size));
+      what = `cannot link ${tmpPath} to ${candidate}`;
+      try {
+        await link(tmpPath, candidate);
+        newPath = candidate;
+        linked = true;
+        break;
+      } catch (err) {
+        if (!isCode(err, 'EEXIST') || i + 1 >= NAME_TRIES) throw err;
+      }
+    }
+    // The message is in new/ now; a leftover tmp name is harmless (readers
+    // clean tmp/ after 36 hours), so a failed unlink does not fail delivery.
+    await ignoreErrors(unlink(tmpPath));
+    tmpPath = '';
+    what = `cannot sync maildir directory ${join(dir, 'new')}`;
+    if (fsync) await newDir.sync();
+    return { status: ok(`delivered to maildir ${dir}`), path: newPath };
+  } catch (err) {
+    if (file !== undefined) await ignoreErrors(file.close());
+    if (tmpPath !== '') await ignoreErrors(unlink(tmpPath));
+    // Not known to be durable: take it back so the retry is not a duplicate.
+    // If a reader already moved it to cur/, the unlink fails and the retry
+    // duplicates — better than losing it (Postfix's choice too).
+    if (linked && newPath !== undefined) await ignoreErrors(unlink(newPath));
+    return { status: statusFromError(err, what), path: newPath ?? (tmpPath !== '' ? tmpPath : dir) };
+  } finally {
+    await ignoreErrors(newDir.close());
+  }
+}

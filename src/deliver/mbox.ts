@@ -1,0 +1,236 @@
+// mbox leaf: appends one message to an mbox file the way Postfix local(8) does
+// (mbox_open.c, mail_copy.c; reliability.md §1.2).
+//
+// Exports: deliverMbox(copy, options) → Promise<Delivery>; MboxOptions;
+// fromLine(sender, date) and quoteFromLines(buf, atLineStart) (pure, for tests).
+//
+// Steps: open O_APPEND|O_NOFOLLOW|O_NONBLOCK (creating 0600), refuse anything
+// but a regular file with one link; take the dotlock path.lock (O_EXCL, retried,
+// stale ones removed); re-check that the path still names the file we opened;
+// append "From sender date", the header, the body with mboxo ">From " quoting,
+// a final LF if missing and one empty line; fsync. Only then 2.0.0.
+//
+// Failure contract: every I/O error becomes a Status via the errno table. On a
+// failed write or fsync the file is truncated back to its size before the
+// write (and fsynced) while the lock is still held, so readers never see half a
+// message. A symlink, FIFO, device, directory or hard-linked mailbox is refused
+// with nothing written (5.2.0); a lock still held after the attempts is 4.2.0.
+// No kernel lock (fcntl/flock): Node has none built in, see NOTES.md. Throws
+// only for bad options.
+import { constants } from 'node:fs';
+import { lstat, open, unlink, type FileHandle } from 'node:fs/promises';
+import { isAbsolute } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { statusFromError } from '../mail/errno.js';
+import { ok, status, type Status } from '../mail/status.js';
+import { writeFully, type Delivery, type MessageCopy } from './types.js';
+
+export interface MboxOptions {
+  /** Absolute path of the mbox file; created 0600 if missing (its directory is not). */
+  readonly path: string;
+  /** Tries at the dotlock before giving up with 4.2.0 (Postfix deliver_lock_attempts: 20). */
+  readonly lockAttempts?: number;
+  /** Pause between tries (Postfix deliver_lock_delay: 1 s). */
+  readonly lockDelayMs?: number;
+  /** A dotlock older than this is removed (Postfix stale_lock_time: 500 s). */
+  readonly staleLockMs?: number;
+  /** fsync after appending (default true). Only benchmarks turn it off. */
+  readonly fsync?: boolean;
+}
+
+const { O_WRONLY, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
+// O_NONBLOCK: opening a FIFO must not wait for a reader; it is refused below.
+const MBOX_FLAGS = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK;
+const LOCK_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
+
+const LF = 0x0a;
+const NEWLINE = Buffer.from('\n');
+const GT = Buffer.from('>');
+const FROM_ = Buffer.from('From ');
+const NL_FROM_ = Buffer.from('\nFrom ');
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/**
+ * "From sender Sat Nov 21 09:30:25 2026\n": the date in asctime(3) form, UTC.
+ * The null sender is MAILER-DAEMON. Whitespace and control characters in the
+ * sender become '_' so a reader's From_ parser still finds the date.
+ */
+export function fromLine(sender: string, date: Date): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what we replace
+  const who = sender === '' ? 'MAILER-DAEMON' : sender.replace(/[\s\x00-\x1f\x7f]/g, '_');
+  const two = (n: number): string => String(n).padStart(2, '0');
+  const when =
+    `${DAYS[date.getUTCDay()]} ${MONTHS[date.getUTCMonth()]} ${String(date.getUTCDate()).padStart(2, ' ')} ` +
+    `${two(date.getUTCHours())}:${two(date.getUTCMinutes())}:${two(date.getUTCSeconds())} ${date.getUTCFullYear()}`;
+  return `From ${who} ${when}\n`;
+}
+
+/**
+ * mboxo quoting without copying: slices of `buf` with a ">" chunk before every
+ * line that begins with "From " (">From " and "From" without a space are left
+ * alone). `atLineStart` says whether buf[0] begins a line.
+ */
+export function quoteFromLines(buf: Buffer, atLineStart: boolean): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  if (atLineStart && buf.subarray(0, FROM_.length).equals(FROM_)) out.push(GT);
+  for (let i = buf.indexOf(NL_FROM_); i !== -1; i = buf.indexOf(NL_FROM_, i + 1)) {
+    out.push(buf.subarray(start, i + 1), GT);
+    start = i + 1;
+  }
+  out.push(buf.subarray(start));
+  return out;
+}
+
+function messageChunks(copy: MessageCopy): Buffer[] {
+  const { header, body } = copy;
+  const bodyAtLineStart = header.length === 0 || header[header.length - 1] === LF;
+  const chunks = [Buffer.from(fromLine(copy.sender, copy.arrival)), ...quoteFromLines(header, true), ...quoteFromLines(body, bodyAtLineStart)];
+  const last = body.length > 0 ? body[body.length - 1] : header.length > 0 ? header[header.length - 1] : LF;
+  if (last !== LF) chunks.push(NEWLINE);
+  chunks.push(NEWLINE);
+  return chunks;
+}
+
+function isCode(err: unknown, code: string): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === code;
+}
+
+async function ignoreErrors(p: Promise<unknown>): Promise<void> {
+  try {
+    await p;
+  } catch {
+    // best-effort cleanup: the original error is the one reported
+  }
+}
+
+const refused = (path: string, why: string): Status => status('5.2.0', `refusing to deliver to mailbox ${path}: ${why}`);
+
+/** Opens the mailbox for appending, or says why not. */
+async function openMailbox(path: string): Promise<FileHandle | Status> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, MBOX_FLAGS, 0o600);
+  } catch (err) {
+    // A FIFO or socket without a reader says ENXIO, a directory EISDIR: say what it is.
+    if (isCode(err, 'ENXIO') || isCode(err, 'EISDIR')) {
+      const st = await lstat(path).catch(() => undefined);
+      if (st !== undefined && !st.isFile()) return refused(path, 'not a regular file');
+    }
+    return statusFromError(err, `cannot open mailbox ${path}`);
+  }
+  try {
+    const st = await fh.stat();
+    const why = !st.isFile() ? 'not a regular file' : st.nlink !== 1 ? `it has ${st.nlink} hard links` : undefined;
+    if (why === undefined) return fh;
+    await ignoreErrors(fh.close());
+    return refused(path, why);
+  } catch (err) {
+    await ignoreErrors(fh.close());
+    return statusFromError(err, `cannot stat mailbox ${path}`);
+  }
+}
+
+/** Takes path.lock; undefined on success, else why not. */
+async function takeDotlock(lockPath: string, path: string, attempts: number, delayMs: number, staleMs: number): Promise<Status | undefined> {
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    try {
+      const fh = await open(lockPath, LOCK_FLAGS, 0o600);
+      await ignoreErrors(fh.close());
+      return undefined;
+    } catch (err) {
+      if (!isCode(err, 'EEXIST')) return statusFromError(err, `cannot create lock file ${lockPath}`);
+    }
+    // A holder that died leaves its lock behind; Postfix removes it after stale_lock_time.
+    let mtimeMs: number | undefined;
+    try {
+      mtimeMs = (await lstat(lockPath)).mtimeMs;
+    } catch (err) {
+      if (!isCode(err, 'ENOENT')) return statusFromError(err, `cannot stat lock file ${lockPath}`);
+    }
+    if (mtimeMs !== undefined && Date.now() - mtimeMs > staleMs) {
+      await ignoreErrors(unlink(lockPath));
+      continue;
+    }
+    if (mtimeMs !== undefined && attempt < attempts) await sleep(delayMs);
+  }
+  return status('4.2.0', `mailbox ${path} is locked: ${lockPath} still exists after ${attempts} attempts`);
+}
+
+/** After locking: the path must still name the file we opened, with one link. */
+async function checkUnchanged(fh: FileHandle, path: string): Promise<number | Status> {
+  try {
+    const [held, named] = await Promise.all([fh.stat(), lstat(path)]);
+    if (held.dev === named.dev && held.ino === named.ino && named.isFile() && held.nlink === 1) return held.size;
+  } catch (err) {
+    if (!isCode(err, 'ENOENT')) return statusFromError(err, `cannot stat mailbox ${path}`);
+  }
+  // GNU pop3d and friends replace the mailbox by rename; writing now would lose the message.
+  return status('4.2.0', `mailbox ${path} changed unexpectedly while being locked`);
+}
+
+async function appendLocked(copy: MessageCopy, path: string, o: Required<MboxOptions>): Promise<Status> {
+  const opened = await openMailbox(path);
+  if (!('fd' in opened)) return opened;
+  const fh = opened;
+  const lockPath = `${path}.lock`;
+  let locked = false;
+  try {
+    const lockFailure = await takeDotlock(lockPath, path, o.lockAttempts, o.lockDelayMs, o.staleLockMs);
+    if (lockFailure !== undefined) return lockFailure;
+    locked = true;
+    const size = await checkUnchanged(fh, path);
+    if (typeof size !== 'number') return size;
+    try {
+      await writeFully(fh, messageChunks(copy));
+      if (o.fsync) await fh.sync();
+    } catch (err) {
+      // Before the lock goes: a reader must never see the partial message.
+      const failure = statusFromError(err, `cannot append to mailbox ${path}`);
+      try {
+        await fh.truncate(size);
+        await fh.sync();
+      } catch (undo) {
+        return status(failure.code, `${failure.text}; truncating it back to ${size} bytes also failed: ${statusFromError(undo, 'truncate').text}`, failure.reply);
+      }
+      return failure;
+    }
+    return ok(`delivered to mailbox ${path}`);
+  } finally {
+    // close() before removing the dotlock; a close error after a successful
+    // fsync loses nothing on a local file system, so it is not reported.
+    await ignoreErrors(fh.close());
+    if (locked) await ignoreErrors(unlink(lockPath));
+  }
+}
+
+// Deliveries in this process to the same mbox wait for each other here instead
+// of polling the dotlock once a second.
+const queues = new Map<string, Promise<unknown>>();
+
+export async function deliverMbox(copy: MessageCopy, options: MboxOptions): Promise<Delivery> {
+  const { path } = options;
+  if (!isAbsolute(path)) throw new Error(`bug: mbox path must be absolute: ${JSON.stringify(path)}`);
+  if (Number.isNaN(copy.arrival.getTime())) throw new Error('bug: message arrival time is not a valid Date');
+  const o: Required<MboxOptions> = {
+    path,
+    lockAttempts: options.lockAttempts ?? 20,
+    lockDelayMs: options.lockDelayMs ?? 1000,
+    staleLockMs: options.staleLockMs ?? 500_000,
+    fsync: options.fsync ?? true,
+  };
+  if (!Number.isInteger(o.lockAttempts) || o.lockAttempts < 1) throw new Error(`bug: lockAttempts must be a positive integer, not ${o.lockAttempts}`);
+  if (!(o.lockDelayMs >= 0) || !(o.staleLockMs >= 0)) throw new Error('bug: lock delays must be non-negative');
+
+  const before = queues.get(path) ?? Promise.resolve();
+  const mine = before.then(() => appendLocked(copy, path, o));
+  const settled = mine.catch(() => undefined);
+  queues.set(path, settled);
+  try {
+    return { status: await mine, path };
+  } finally {
+    if (queues.get(path) === settled) queues.delete(path);
+  }
+}

@@ -1,0 +1,35 @@
+// Trace headers, as Postfix local(8) writes them: Return-Path (the envelope
+// sender), Delivered-To (the recipient; also our loop marker) and one
+// Received. Produced as LF-terminated lines to prepend to the stored message.
+// Values come from the envelope, which smtp-server has parsed; control
+// characters are stripped so a hostile HELO cannot inject header lines.
+
+export interface TraceInfo {
+  readonly sender: string;
+  readonly recipient: string;
+  /** HELO/LHLO name the client gave. */
+  readonly helo: string;
+  readonly clientAddress: string;
+  readonly protocol: 'LMTP' | 'ESMTP' | 'SMTP';
+  readonly hostname: string;
+  readonly queueId: string;
+  readonly arrival: Date;
+}
+
+const clean = (s: string): string => s.replace(/[\x00-\x1f\x7f]+/g, ' ');
+
+/** RFC 5322 date-time, e.g. "Sat, 21 Nov 2026 09:30:25 +0000". */
+export function rfc5322Date(d: Date): string {
+  return d.toUTCString().replace(/GMT$/, '+0000');
+}
+
+export function traceHeader(t: TraceInfo): Buffer {
+  const received =
+    `Received: from ${clean(t.helo) || 'unknown'} (${clean(t.clientAddress) || 'localhost'})\n` +
+    `\tby ${clean(t.hostname)} (mailprocd) with ${t.protocol} id ${t.queueId}\n` +
+    `\tfor <${clean(t.recipient)}>; ${rfc5322Date(t.arrival)}\n`;
+  return Buffer.from(
+    `Return-Path: <${clean(t.sender)}>\nDelivered-To: ${clean(t.recipient)}\n${received}`,
+    'utf8',
+  );
+}

@@ -1,0 +1,183 @@
+// Start-up and shutdown of the daemon: config → tables → worker pool → spool
+// and queue → listeners → signals. Every failure to start is reported with
+// what to fix (config key, table file:line, socket in use) and exits non-zero.
+// SIGTERM/SIGINT: stop accepting, let sessions and in-flight deliveries
+// finish (spooled mail stays in the spool), stop workers, exit 0.
+// SIGHUP: re-read the configuration (listeners keep their sockets) and forget
+// cached user lookups; tables need no reload (LMDB readers see each compile).
+import { chmod, mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Destination } from './classify/rules.js';
+import { loadConfig, type Config } from './config/index.js';
+import { compileTables, formatSourceError, isKnown, openTables, parseTableSource, resolveRecipient, type Tables } from './db/index.js';
+import { createLogger, type Logger } from './log.js';
+import type { RecipientAddress } from './mail/address.js';
+import { QueueManager } from './queue/manager.js';
+import { Spool } from './queue/spool.js';
+import { Listener, type IntakeHandlers } from './smtp/server.js';
+import { deliverToRecipient, type ResolvedRecipient } from './workers/dispatch.js';
+import { clearIdentityCache } from './workers/identity.js';
+import { WorkerPool } from './workers/pool.js';
+import { TABLE_NAMES } from './classify/rules.js';
+
+export interface Daemon {
+  readonly config: () => Config;
+  readonly listeners: readonly Listener[];
+  readonly pool: WorkerPool;
+  readonly queue: QueueManager;
+  stop(): Promise<void>;
+  reload(): void;
+}
+
+/** Parses delivery.default with the rules source parser, so it takes the same syntax as a rule. */
+export function parseDefaultDestination(text: string): Destination {
+  const parsed = parseTableSource('rules', `default ${text}\n`, 'delivery.default');
+  const rule = parsed.entries.get('default')?.[0];
+  if (parsed.errors.length > 0 || rule === undefined || rule.conditions.length > 0) {
+    const why = parsed.errors.map((e) => e.message).join('; ') || 'expected a destination without conditions';
+    throw new Error(`delivery.default: ${why}`);
+  }
+  return rule.destination;
+}
+
+/**
+ * Compiles the table sources when nothing is compiled yet or a source is newer
+ * than its compiled table, as a newcomer who edits db/rules and restarts
+ * expects. A bad source leaves the old tables in place (and is fatal only
+ * when there is nothing compiled at all).
+ */
+async function refreshTables(c: Config, log: Logger): Promise<void> {
+  const probe = openTables(c.paths.db);
+  const info = probe.info();
+  await probe.close();
+  let stale = info.generation === 0;
+  for (const t of TABLE_NAMES) {
+    const src = await stat(join(c.paths.sources, t)).catch(() => undefined);
+    const compiled = info.tables[t];
+    if (src && (!compiled || src.mtimeMs > Date.parse(compiled.compiledAt))) stale = true;
+  }
+  if (!stale) return;
+  const report = await compileTables({ sourceDir: c.paths.sources, dbDir: c.paths.db });
+  if (report.ok) {
+    log.info(`compiled tables from ${c.paths.sources} into ${c.paths.db}`, { generation: report.generation });
+    return;
+  }
+  for (const e of report.errors) log.error(formatSourceError(e));
+  if (info.generation === 0) throw new Error(`table sources in ${c.paths.sources} have errors and no compiled tables exist`);
+  log.warn('table sources have errors; still using the tables compiled before');
+}
+
+async function prepareDirectories(c: Config, log: Logger): Promise<void> {
+  await mkdir(c.paths.state, { recursive: true, mode: 0o755 });
+  await mkdir(c.paths.run, { recursive: true, mode: 0o755 });
+  const existed = await stat(c.paths.mail).catch(() => undefined);
+  if (!existed) {
+    await mkdir(c.paths.mail, { recursive: true });
+    // Like /var/mail: every delivery user may create their own directory there, none may remove another's.
+    if (process.getuid?.() === 0) await chmod(c.paths.mail, 0o1777);
+    log.info(`created mail root ${c.paths.mail}`);
+  }
+}
+
+function toResolved(tables: Tables, rcpt: RecipientAddress): ResolvedRecipient | undefined {
+  const r = resolveRecipient(tables, rcpt);
+  if (!isKnown(r)) return undefined;
+  return {
+    rules: r.rules?.value ?? [],
+    ...(r.uid ? { uid: r.uid.value } : {}),
+    ...(r.gid ? { gid: r.gid.value } : {}),
+    ...(r.list ? { list: r.list.value } : {}),
+  };
+}
+
+export async function startDaemon(opts: { configFile?: string; log?: Logger }): Promise<Daemon> {
+  let config = loadConfig(opts.configFile);
+  const log = opts.log ?? createLogger(config.log);
+  let defaultDestination = parseDefaultDestination(config.delivery.default);
+  await prepareDirectories(config, log);
+  await refreshTables(config, log);
+  const tables = openTables(config.paths.db);
+
+  const pool = new WorkerPool({
+    idleMs: config.delivery.worker_idle,
+    log,
+    leafOptions: () => ({
+      hostname: config.hostname,
+      fsync: config.delivery.fsync,
+      mboxLockAttempts: config.delivery.mbox_lock_attempts,
+      mboxLockDelayMs: config.delivery.mbox_lock_delay,
+      mboxStaleLockMs: config.delivery.mbox_stale_lock,
+    }),
+  });
+  const resolve = (rcpt: RecipientAddress): ResolvedRecipient | undefined => toResolved(tables, rcpt);
+  const deliver: IntakeHandlers['deliver'] = (env, message, r) =>
+    deliverToRecipient(
+      {
+        pool,
+        baseDir: process.cwd(),
+        defaults: { destination: defaultDestination, user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) },
+      },
+      { sender: env.sender, helo: env.helo, clientAddress: env.clientAddress, protocol: env.protocol, hostname: config.hostname, queueId: env.queueId, arrival: env.arrival },
+      message,
+      r.rcpt,
+      r.resolved,
+    );
+
+  const spool = new Spool(config.paths.spool, config.delivery.fsync);
+  await spool.init();
+  const queue = new QueueManager({ spool, config: () => config, log, resolve, deliver });
+
+  const handlers: IntakeHandlers = {
+    config: () => config,
+    log,
+    resolve,
+    deliver,
+    enqueue: async (env, raw, recipients) => {
+      const s = await spool.enqueue({
+        id: env.queueId, sender: env.sender, recipients: recipients.map((r) => r.rcpt.address),
+        helo: env.helo, clientAddress: env.clientAddress, protocol: env.protocol, arrival: env.arrival.getTime(),
+      }, raw);
+      if (s.code.startsWith('2')) queue.schedule(env.queueId, 0);
+      else log.error(s.text, undefined, env.queueId);
+      return s;
+    },
+  };
+  const listeners = [
+    ...config.lmtp.listen.map((l) => new Listener('lmtp', l, handlers)),
+    ...config.smtp.listen.map((l) => new Listener('smtp', l, handlers)),
+  ];
+  for (const l of listeners) await l.start();
+  const queued = await queue.start();
+  const where = listeners.map((l) => `${l.kind}=${l.listen.kind === 'unix' ? `unix:${l.listen.path}` : `${l.listen.host}:${l.port()}`}`).join(' ');
+  log.info(`ready ${where}`, { user: config.deliveryUser, queued, config: config.file ?? 'embedded default' });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    config: () => config,
+    listeners,
+    pool,
+    queue,
+    reload(): void {
+      try {
+        const next = loadConfig(opts.configFile);
+        defaultDestination = parseDefaultDestination(next.delivery.default);
+        config = next;
+        clearIdentityCache();
+        log.info('configuration reloaded (listener addresses change on restart only)');
+      } catch (err) {
+        log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
+      }
+    },
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        log.info('stopping: no new connections; finishing sessions and deliveries');
+        await Promise.all(listeners.map((l) => l.close()));
+        await queue.stop();
+        await pool.stop();
+        await tables.close();
+        log.info('stopped');
+      })();
+      return stopping;
+    },
+  };
+}

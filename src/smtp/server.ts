@@ -1,0 +1,231 @@
+// LMTP and SMTP listeners on smtp-server. Knows the protocols, not mailboxes:
+// RCPT is decided against the tables (550 5.1.1 for nobody's address, 552
+// 5.2.3 over a per-address maxsize), DATA is read whole and handed on:
+//   LMTP: delivered at once, one reply per accepted RCPT in RCPT order — also
+//         for a duplicate RCPT, which smtp-server would otherwise collapse and
+//         answer one reply short (RFC 2033 §4.2); a duplicate is delivered once
+//         and gets a copy of the first one's reply, as Dovecot does.
+//   SMTP: written to the durable spool (fsync) before the 250; the queue
+//         delivers it afterwards.
+// Every reply goes through replies.ts; no error reaches smtp-server without a
+// responseCode. Only <CRLF>.<CRLF> ends DATA (smtp-server's parser); bare LF
+// and bare CR stay message content.
+import { chmod, chown, lstat, unlink, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession, type SMTPServerEnvelope } from 'smtp-server';
+import type { Config, Listen } from '../config/index.js';
+import type { Logger } from '../log.js';
+import { parseRecipient, type RecipientAddress } from '../mail/address.js';
+import { hopCount, parseMessage, type ParsedMessage } from '../mail/message.js';
+import { status, statusWord, type Status } from '../mail/status.js';
+import type { TraceInfo } from '../mail/trace.js';
+import { addressSizeLimit } from '../classify/plan.js';
+import { newQueueId } from '../queue/queue-id.js';
+import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
+import { resolveGroup, resolveIdentity } from '../workers/identity.js';
+import { dataResult, installReplyCodes, replyError } from './replies.js';
+
+export interface AcceptedRecipient {
+  readonly rcpt: RecipientAddress;
+  readonly resolved: ResolvedRecipient;
+}
+
+export interface IntakeEnvelope {
+  readonly queueId: string;
+  readonly sender: string;
+  readonly helo: string;
+  readonly clientAddress: string;
+  readonly protocol: TraceInfo['protocol'];
+  readonly arrival: Date;
+}
+
+export interface IntakeHandlers {
+  readonly config: () => Config;
+  readonly log: Logger;
+  /** Table lookup; undefined = nobody owns the address. */
+  readonly resolve: (rcpt: RecipientAddress) => ResolvedRecipient | undefined;
+  /** LMTP: deliver now. */
+  readonly deliver: (env: IntakeEnvelope, message: ParsedMessage, r: AcceptedRecipient) => Promise<RecipientOutcome>;
+  /** SMTP: make durable; 2.x.x only once fsynced. */
+  readonly enqueue: (env: IntakeEnvelope, raw: Buffer, recipients: readonly AcceptedRecipient[]) => Promise<Status>;
+}
+
+interface Transaction {
+  readonly queueId: string;
+  readonly accepted: AcceptedRecipient[];
+}
+
+// One per envelope object: smtp-server makes a new envelope per transaction,
+// so RSET and a finished DATA start afresh without any bookkeeping here.
+const transactions = new WeakMap<SMTPServerEnvelope, Transaction>();
+
+function transactionOf(session: SMTPServerSession): Transaction {
+  let t = transactions.get(session.envelope);
+  if (!t) {
+    t = { queueId: newQueueId(), accepted: [] };
+    transactions.set(session.envelope, t);
+  }
+  return t;
+}
+
+function senderOf(session: SMTPServerSession): string {
+  const from = session.envelope.mailFrom;
+  return from === false ? '' : from.address;
+}
+
+function readAll(stream: SMTPServerDataStream): Promise<Buffer | Error> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('error', (err: Error) => resolve(err));
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+export class Listener {
+  readonly server: SMTPServer;
+
+  constructor(readonly kind: 'lmtp' | 'smtp', readonly listen: Listen, private readonly h: IntakeHandlers) {
+    installReplyCodes();
+    const c = h.config();
+    this.server = new SMTPServer({
+      lmtp: kind === 'lmtp',
+      name: c.hostname,
+      banner: 'mailprocd',
+      size: c.limits.message_size,
+      hideSize: false,
+      hidePIPELINING: false,
+      hide8BITMIME: false,
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: true,
+      hideSTARTTLS: true,
+      hideREQUIRETLS: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      authOptional: true,
+      disableReverseLookup: true, // no DNS from a delivery agent
+      maxClients: c.limits.connections,
+      maxRecipients: c.limits.recipients,
+      socketTimeout: c.limits.client_timeout,
+      closeTimeout: 30_000,
+      logger: false,
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
+      onData: (stream, session, cb) => {
+        this.onData(stream, session).then((r) => cb(null, r), (err: unknown) => {
+          h.log.error(`${kind} DATA handler failed: ${(err as Error).stack ?? String(err)}`);
+          const e = replyError(status('4.3.0', 'Temporary internal error'));
+          cb(null, kind === 'lmtp' ? transactionOf(session).accepted.map(() => e) : [e]);
+        });
+      },
+    });
+    this.server.on('error', (err) => h.log.warn(`${kind} ${listen.spec}: ${err.message}`));
+  }
+
+  async start(): Promise<void> {
+    const l = this.listen;
+    if (l.kind === 'unix') {
+      await mkdir(dirname(l.path), { recursive: true, mode: 0o755 });
+      // A socket left by a previous run would make listen() fail; anything else at that path is not ours to remove.
+      const st = await lstat(l.path).catch(() => undefined);
+      if (st?.isSocket()) await unlink(l.path);
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(new Error(`cannot listen on ${l.spec}: ${err.message}`));
+      this.server.server.once('error', onError);
+      const done = (): void => {
+        this.server.server.off('error', onError);
+        resolve();
+      };
+      if (l.kind === 'unix') this.server.listen(l.path, done);
+      else this.server.listen(l.port, l.host, done);
+    });
+    if (l.kind === 'unix') {
+      const sock = this.h.config()[this.kind].socket;
+      await chmod(l.path, sock.mode);
+      const uid = sock.owner !== undefined ? await resolveIdentity(sock.owner) : undefined;
+      if (typeof uid === 'string') throw new Error(`${this.kind}.socket.owner: ${uid}`);
+      const gid = sock.group !== undefined ? await resolveGroup(sock.group) : undefined;
+      if (sock.group !== undefined && gid === undefined) throw new Error(`${this.kind}.socket.group: unknown group "${sock.group}"`);
+      if (uid !== undefined || gid !== undefined) await chown(l.path, uid?.uid ?? -1, gid ?? -1);
+    }
+  }
+
+  /** The bound TCP port (tests listen on port 0). */
+  port(): number {
+    const a = this.server.server.address();
+    return typeof a === 'object' && a !== null ? a.port : 0;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const c = this.h.config();
+    const rcpt = parseRecipient(address.address, c.delivery.recipient_delimiter);
+    let resolved: ResolvedRecipient | undefined;
+    try {
+      resolved = this.h.resolve(rcpt);
+    } catch (err) {
+      this.h.log.error(`table lookup for ${rcpt.address} failed: ${(err as Error).message}`);
+      return cb(replyError(status('4.3.0', `<${rcpt.address}>: Temporary lookup failure`)));
+    }
+    if (resolved === undefined) {
+      return cb(replyError(status('5.1.1', `<${rcpt.address}>: Recipient address rejected: User unknown`)));
+    }
+    const limit = addressSizeLimit(resolved.rules);
+    const from = session.envelope.mailFrom;
+    const declared = from === false || from.args === false ? NaN : Number(from.args.SIZE);
+    if (limit !== undefined && Number.isFinite(declared) && declared > limit) {
+      return cb(replyError(status('5.2.3', `<${rcpt.address}>: Message too large for this recipient (limit ${limit} bytes)`, 552)));
+    }
+    transactionOf(session).accepted.push({ rcpt, resolved });
+    cb();
+  }
+
+  private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<(string | Error)[]> {
+    const t = transactionOf(session);
+    const raw = await readAll(stream);
+    const each = (s: Status): (string | Error)[] => (this.kind === 'lmtp' ? t.accepted.map(() => dataResult(s)) : [dataResult(s)]);
+    if (raw instanceof Error) return each(status('4.3.0', `Error reading message: ${raw.message}`));
+    if (stream.sizeExceeded) {
+      return each(status('5.3.4', `Message size exceeds fixed maximum message size ${this.h.config().limits.message_size}`, 552));
+    }
+    const env: IntakeEnvelope = {
+      queueId: t.queueId,
+      sender: senderOf(session),
+      helo: session.hostNameAppearsAs ?? '',
+      clientAddress: session.remoteAddress ?? '',
+      protocol: this.kind === 'lmtp' ? 'LMTP' : 'ESMTP',
+      arrival: new Date(),
+    };
+    this.h.log.info('', { from: env.sender, size: raw.length, nrcpt: t.accepted.length, proto: env.protocol }, env.queueId);
+    const message = parseMessage(raw);
+    if (hopCount(message.headers) >= 100) {
+      return each(status('5.4.6', `Too many hops (${hopCount(message.headers)} Received header fields): mail forwarding loop`));
+    }
+    if (this.kind === 'smtp') {
+      return [dataResult(await this.h.enqueue(env, raw, t.accepted))];
+    }
+    // LMTP: deliver each distinct recipient once; duplicates share the first one's outcome.
+    const byAddress = new Map<string, Promise<RecipientOutcome>>();
+    const outcomes = t.accepted.map((a) => {
+      const key = a.rcpt.address.toLowerCase();
+      let p = byAddress.get(key);
+      if (!p) {
+        p = this.h.deliver(env, message, a).then((o) => {
+          const delay = ((Date.now() - env.arrival.getTime()) / 1000).toFixed(3);
+          this.h.log.info(o.status.text, { to: a.rcpt.address, relay: o.relay, delay, dsn: o.status.code, status: statusWord(o.status) }, env.queueId);
+          return o;
+        });
+        byAddress.set(key, p);
+      }
+      return p;
+    });
+    const done = await Promise.all(outcomes);
+    return done.map((o, i) => {
+      const s = o.status;
+      const who = (t.accepted[i] as AcceptedRecipient).rcpt.address;
+      return dataResult(s.code.startsWith('2') ? status(s.code, `<${who}> ${t.queueId} ${s.text}`) : s);
+    });
+  }
+}

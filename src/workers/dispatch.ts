@@ -1,0 +1,95 @@
+// Master-side delivery of one message to one recipient: loop check, plan
+// (pure, src/classify/plan.ts), identity lookup, then one request per
+// identity to that identity's worker; the copies' results are folded into
+// one Status for the recipient:
+//   all delivered → 2.0.0; else the first temporary failure (the MTA or our
+//   queue retries; copies already written may then be written again — the
+//   duplicate Postfix local(8) also admits, never a loss); else the first
+//   permanent failure.
+// Never throws for mail trouble; returns a Status.
+import { isAbsolute, resolve } from 'node:path';
+import type { ListEntry, Rule, Destination } from '../classify/rules.js';
+import { expandDestination, planDelivery, type PlanDefaults, type PlanStep } from '../classify/plan.js';
+import type { RecipientAddress } from '../mail/address.js';
+import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
+import { isSuccess, isTemporary, ok, status, type Status } from '../mail/status.js';
+import { traceHeader, type TraceInfo } from '../mail/trace.js';
+import { resolveIdentity, type Identity } from './identity.js';
+import type { WorkerPool } from './pool.js';
+
+export interface ResolvedRecipient {
+  readonly rules: readonly Rule[];
+  readonly uid?: string;
+  readonly gid?: string;
+  readonly list?: ListEntry;
+}
+
+export interface DispatchContext {
+  readonly pool: WorkerPool;
+  readonly defaults: PlanDefaults;
+  /** Base for relative paths in tables (the daemon's working directory). */
+  readonly baseDir: string;
+}
+
+export interface RecipientOutcome {
+  readonly status: Status;
+  /** Destination kinds, for the log's relay= field. */
+  readonly relay: string;
+}
+
+function absolute(d: Destination, base: string): Destination {
+  switch (d.kind) {
+    case 'maildir':
+    case 'mbox':
+      return isAbsolute(d.path) ? d : { ...d, path: resolve(base, d.path) };
+    default:
+      return d;
+  }
+}
+
+export async function deliverToRecipient(
+  ctx: DispatchContext,
+  trace: Omit<TraceInfo, 'recipient'>,
+  message: ParsedMessage,
+  rcpt: RecipientAddress,
+  resolved: ResolvedRecipient,
+): Promise<RecipientOutcome> {
+  if (hasDeliveredTo(message.headers, rcpt.address)) {
+    return { status: status('5.4.6', `mail forwarding loop for ${rcpt.address}`), relay: 'none' };
+  }
+  const plan = planDelivery({
+    recipient: rcpt,
+    rules: resolved.rules,
+    ...(resolved.uid !== undefined ? { uid: resolved.uid } : {}),
+    ...(resolved.gid !== undefined ? { gid: resolved.gid } : {}),
+    facts: { sender: trace.sender, size: message.receivedSize, headers: message.headers },
+    defaults: ctx.defaults,
+  });
+  if (plan.kind === 'refuse') return { status: plan.status, relay: 'rules' };
+
+  const relay = [...new Set(plan.steps.map((s) => s.destination.kind))].join('+');
+  const byIdentity = new Map<string, PlanStep[]>();
+  for (const step of plan.steps) {
+    if (step.destination.kind === 'discard') continue;
+    const key = `${step.user}\0${step.group ?? ''}`;
+    const list = byIdentity.get(key);
+    if (list) list.push(step);
+    else byIdentity.set(key, [step]);
+  }
+  if (byIdentity.size === 0) return { status: ok('Discarded by rule'), relay };
+
+  const header = traceHeader({ ...trace, recipient: rcpt.address });
+  const outcomes = await Promise.all([...byIdentity.values()].map(async (steps): Promise<Status[]> => {
+    const first = steps[0] as PlanStep;
+    const identity: Identity | string = await resolveIdentity(first.user, first.group);
+    if (typeof identity === 'string') {
+      return steps.map(() => status('4.3.0', `cannot deliver to ${rcpt.address}: ${identity} (check the uid/gid tables)`));
+    }
+    const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home), ctx.baseDir));
+    const results = await ctx.pool.deliver(identity, { sender: trace.sender, arrival: trace.arrival, header, body: message.body, destinations });
+    return results.map((r) => r.status);
+  }));
+  const all = outcomes.flat();
+  if (all.every(isSuccess)) return { status: all.length === 1 ? (all[0] as Status) : ok(`Delivered ${all.length} copies`), relay };
+  return { status: all.find(isTemporary) ?? (all.find((s) => !isSuccess(s)) as Status), relay };
+}

@@ -1,0 +1,188 @@
+// The worker pool: one persistent worker process per delivery identity
+// (uid:gid), started on first use, expired after an idle time, replaced when
+// it dies. The pool is master-side; it never touches a user's files. A
+// delivery whose worker dies before answering gets 4.3.0 for each destination
+// so the message is retried, never lost or reported delivered.
+//
+// Safety: workers are spawned as the master's user (root, in a multi-user
+// setup) only so that they can read the daemon's code wherever it is
+// installed; worker-main.ts drops to the target uid/gid before it accepts any
+// message. The pool refuses uid 0 and, when not root, any uid but its own.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Destination } from '../classify/rules.js';
+import type { Logger } from '../log.js';
+import { status } from '../mail/status.js';
+import type { Identity } from './identity.js';
+import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions } from './ipc.js';
+
+const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
+
+export interface DeliverJob {
+  readonly sender: string;
+  readonly arrival: Date;
+  readonly header: Buffer;
+  readonly body: Buffer;
+  readonly destinations: readonly Destination[];
+}
+
+interface Pending {
+  readonly count: number;
+  readonly resolve: (r: DeliveryResult[]) => void;
+}
+
+interface Worker {
+  readonly key: string;
+  readonly identity: Identity;
+  readonly child: ChildProcess;
+  readonly started: number;
+  readonly pending: Map<number, Pending>;
+  lastUsed: number;
+  delivered: number;
+  idleTimer?: NodeJS.Timeout;
+}
+
+export interface WorkerInfo {
+  readonly user: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly pid: number | undefined;
+  readonly startedAt: number;
+  readonly messages: number;
+  readonly inFlight: number;
+}
+
+export interface PoolOptions {
+  readonly idleMs: number;
+  readonly leafOptions: () => LeafOptions;
+  readonly log: Logger;
+}
+
+const failAll = (n: number, text: string): DeliveryResult[] =>
+  Array.from({ length: n }, () => ({ status: status('4.3.0', text) }));
+
+export class WorkerPool {
+  private readonly workers = new Map<string, Worker>();
+  private nextId = 1;
+  private stopping = false;
+
+  constructor(private readonly opts: PoolOptions) {}
+
+  /** Delivers one copy to each destination as the identity; one result per destination, in order. */
+  async deliver(identity: Identity, job: DeliverJob): Promise<DeliveryResult[]> {
+    const n = job.destinations.length;
+    if (identity.uid === 0 || identity.gid === 0) {
+      return Array.from({ length: n }, () => ({ status: status('4.3.5', `refusing to deliver as root (user ${identity.user})`) }));
+    }
+    const self = process.getuid?.();
+    if (self !== 0 && self !== identity.uid) {
+      return Array.from({ length: n }, () => ({
+        status: status('4.3.5', `cannot deliver as ${identity.user} (uid ${identity.uid}): mailprocd is not running as root`),
+      }));
+    }
+    if (this.stopping) return failAll(n, 'mail system is shutting down');
+    const w = this.workerFor(identity);
+    const id = this.nextId++;
+    const req: DeliverRequest = {
+      v: IPC_VERSION, type: 'deliver', id,
+      sender: job.sender, arrival: job.arrival.getTime(),
+      header: job.header, body: job.body,
+      destinations: job.destinations, options: this.opts.leafOptions(),
+    };
+    return new Promise<DeliveryResult[]>((resolve) => {
+      w.pending.set(id, { count: n, resolve });
+      w.lastUsed = Date.now();
+      if (w.idleTimer) clearTimeout(w.idleTimer);
+      w.child.send(req, (err) => {
+        if (err) {
+          w.pending.delete(id);
+          resolve(failAll(n, `cannot reach the worker for ${identity.user}: ${err.message}`));
+        }
+      });
+    });
+  }
+
+  list(): WorkerInfo[] {
+    return [...this.workers.values()].map((w) => ({
+      user: w.identity.user, uid: w.identity.uid, gid: w.identity.gid, pid: w.child.pid,
+      startedAt: w.started, messages: w.delivered, inFlight: w.pending.size,
+    }));
+  }
+
+  /** Asks every worker to finish and exit; resolves once all have. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const exits = [...this.workers.values()].map((w) => new Promise<void>((resolve) => {
+      if (w.child.exitCode !== null || w.child.signalCode !== null) return resolve();
+      w.child.once('exit', () => resolve());
+      this.retire(w);
+    }));
+    await Promise.all(exits);
+  }
+
+  private workerFor(identity: Identity): Worker {
+    const key = `${identity.uid}:${identity.gid}`;
+    const existing = this.workers.get(key);
+    if (existing) return existing;
+    const root = process.getuid?.() === 0;
+    const child = spawn(process.execPath, [WORKER_MAIN], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'advanced',
+      cwd: '/',
+      env: {
+        PATH: '/usr/local/bin:/usr/bin:/bin',
+        HOME: identity.home,
+        USER: identity.user,
+        LOGNAME: identity.user,
+        MAILPROC_UID: String(identity.uid),
+        MAILPROC_GID: String(root ? identity.gid : process.getgid?.() ?? identity.gid),
+      },
+    });
+    const w: Worker = { key, identity, child, started: Date.now(), pending: new Map(), lastUsed: Date.now(), delivered: 0 };
+    this.workers.set(key, w);
+    child.on('message', (raw: unknown) => this.onMessage(w, raw));
+    child.on('error', (err) => this.opts.log.error(`worker for ${identity.user}: ${err.message}`));
+    child.on('exit', (code, signal) => {
+      if (this.workers.get(key) === w) this.workers.delete(key);
+      if (w.idleTimer) clearTimeout(w.idleTimer);
+      const lost = [...w.pending.values()];
+      w.pending.clear();
+      if (lost.length > 0 || (code !== 0 && !this.stopping)) {
+        this.opts.log.warn(`worker for ${identity.user} pid ${child.pid ?? '?'} exited`, { code: code ?? undefined, signal: signal ?? undefined, lost: lost.length });
+      }
+      for (const p of lost) p.resolve(failAll(p.count, `worker for ${identity.user} died (${signal ?? `exit ${code}`})`));
+    });
+    this.opts.log.debug(`started worker for ${identity.user}`, { pid: child.pid, uid: identity.uid, gid: identity.gid });
+    return w;
+  }
+
+  private onMessage(w: Worker, raw: unknown): void {
+    const m = checkWorkerMessage(raw);
+    if (typeof m === 'string') {
+      this.opts.log.error(`malformed message from worker ${w.child.pid ?? '?'}: ${m}`);
+      return;
+    }
+    if (m.type === 'ready') return;
+    const p = w.pending.get(m.id);
+    if (!p) return;
+    w.pending.delete(m.id);
+    w.delivered++;
+    const results = m.results.length === p.count ? [...m.results] : failAll(p.count, 'worker answered the wrong number of results');
+    p.resolve(results);
+    if (w.pending.size === 0) this.armIdle(w);
+  }
+
+  private armIdle(w: Worker): void {
+    if (w.idleTimer) clearTimeout(w.idleTimer);
+    w.idleTimer = setTimeout(() => {
+      if (w.pending.size === 0) this.retire(w);
+    }, this.opts.idleMs);
+    w.idleTimer.unref();
+  }
+
+  /** Takes the worker out of the pool at once (new work gets a fresh one) and asks it to exit. */
+  private retire(w: Worker): void {
+    if (this.workers.get(w.key) === w) this.workers.delete(w.key);
+    if (w.child.connected) w.child.send({ v: IPC_VERSION, type: 'shutdown' });
+  }
+}

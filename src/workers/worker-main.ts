@@ -1,0 +1,91 @@
+// The worker process: delivers as one user. Started by the pool (as root when
+// the master is root, only so that it can load this code from wherever the
+// daemon is installed), it drops to the target uid/gid with no supplementary
+// groups BEFORE it registers for any message, and asserts that it is no longer
+// root — qmail-lspawn's rule: the privilege boundary is a process boundary.
+// It never opens the spool: the master sends the bytes over IPC. Each request
+// is answered with one result per destination; a leaf that throws (a bug) is
+// answered 4.3.0 so the message is retried, not lost.
+import { executeDestination } from '../deliver/execute.js';
+import type { MessageCopy } from '../deliver/types.js';
+import { status } from '../mail/status.js';
+import { checkMasterMessage, IPC_VERSION, type DeliverReply, type DeliverRequest, type DeliveryResult, type ReadyReply } from './ipc.js';
+
+function fail(why: string): never {
+  process.stderr.write(`mailprocd worker[${process.pid}]: fatal: ${why}\n`);
+  process.exit(78); // EX_CONFIG
+}
+
+function dropPrivileges(): void {
+  const uid = Number(process.env.MAILPROC_UID);
+  const gid = Number(process.env.MAILPROC_GID);
+  if (!Number.isInteger(uid) || !Number.isInteger(gid)) fail('MAILPROC_UID/MAILPROC_GID not set');
+  const allowRoot = process.env.MAILPROC_ALLOW_ROOT === '1';
+  if ((uid === 0 || gid === 0) && !allowRoot) fail('refusing to deliver as root');
+  if (process.getuid?.() === 0) {
+    process.setgroups?.([gid]);
+    process.setgid?.(gid);
+    process.setuid?.(uid);
+  }
+  const ids = [process.getuid?.(), process.geteuid?.()];
+  const gids = [process.getgid?.(), process.getegid?.()];
+  if (ids.some((u) => u !== uid) || gids.some((g) => g !== gid)) {
+    fail(`could not become uid ${uid} gid ${gid} (now uid ${ids.join('/')} gid ${gids.join('/')})`);
+  }
+  if (!allowRoot && (process.getuid?.() === 0 || process.geteuid?.() === 0)) fail('still root after dropping privileges');
+  delete process.env.MAILPROC_UID;
+  delete process.env.MAILPROC_GID;
+  delete process.env.MAILPROC_ALLOW_ROOT;
+}
+
+async function handle(req: DeliverRequest): Promise<DeliveryResult[]> {
+  const copy: MessageCopy = {
+    header: Buffer.from(req.header.buffer, req.header.byteOffset, req.header.byteLength),
+    body: Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength),
+    sender: req.sender,
+    arrival: new Date(req.arrival),
+  };
+  const results: DeliveryResult[] = [];
+  for (const d of req.destinations) {
+    try {
+      results.push(await executeDestination(copy, d, req.options));
+    } catch (err) {
+      process.stderr.write(`mailprocd worker[${process.pid}]: error: ${(err as Error).stack ?? String(err)}\n`);
+      results.push({ status: status('4.3.0', `internal error in ${d.kind} delivery`) });
+    }
+  }
+  return results;
+}
+
+function send(m: ReadyReply | DeliverReply, done?: () => void): void {
+  process.send?.(m, undefined, undefined, () => done?.());
+}
+
+dropPrivileges();
+process.chdir('/');
+if (process.send === undefined) fail('started without an IPC channel');
+// The master is gone: nobody is left to answer for a delivery; stop.
+process.on('disconnect', () => process.exit(0));
+let inFlight = 0;
+let closing = false;
+process.on('message', (raw: unknown) => {
+  const m = checkMasterMessage(raw);
+  if (typeof m === 'string') {
+    process.stderr.write(`mailprocd worker[${process.pid}]: dropping malformed message: ${m}\n`);
+    return;
+  }
+  if (m.type === 'shutdown') {
+    closing = true;
+    if (inFlight === 0) process.exit(0);
+    return;
+  }
+  inFlight++;
+  void handle(m).then((results) => {
+    // Exit only once the reply is written: an unanswered delivery would be retried.
+    send({ v: IPC_VERSION, type: 'delivered', id: m.id, results }, () => {
+      inFlight--;
+      if (closing && inFlight === 0) process.exit(0);
+    });
+  });
+});
+send({ v: IPC_VERSION, type: 'ready', pid: process.pid, uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 });

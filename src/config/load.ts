@@ -81,7 +81,7 @@ export function resolveConfig(raw: unknown, file: string | undefined, cwd = proc
   const listens = (section: 'lmtp' | 'smtp'): Listen[] =>
     c[section].listen.map((spec, i) => {
       const l = parseListen(spec, cwd);
-      if (l.kind === 'tcp' && (l.port < 1 || l.port > 65535)) problems.push(`${section}.listen.${i}: port out of range in "${spec}"`);
+      if (l.kind === 'tcp' && (l.port < 0 || l.port > 65535)) problems.push(`${section}.listen.${i}: port out of range in "${spec}"`);
       return l;
     });
   const lmtp = { listen: listens('lmtp'), socket: c.lmtp.socket };

@@ -11,6 +11,7 @@ import { checkAccount, parseSize, type Report, type Token, type Where } from './
 const VARIABLES = ['user', 'local', 'extension', 'domain', 'address', 'home'];
 
 const DESTINATION_KINDS = 'maildir, mbox, pipe, forward, list, discard or reject';
+const DESTINATION_RE = /^(?:(?:maildir|mbox|pipe|forward|list|reject):|discard$)/;
 const MATCH_RE = /^(!?)(sender|extension|header:([A-Za-z0-9][A-Za-z0-9_.-]*))([=~])(.*)$/s;
 const COMPARE_RE = /^(!?)(size|score)(<=|>=|<|>|=)(.*)$/s;
 const OPTION_RE = /^(uid|gid|maxsize|folder)=(.*)$/s;
@@ -172,6 +173,10 @@ function parseCondition(t: Token, fail: Report): Condition | undefined {
       return undefined;
     }
     return { kind: 'score', op: op as Comparison, value: Number(text) };
+  }
+  if (DESTINATION_RE.test(t.text)) {
+    fail(t.line, `second destination "${t.text}": a rule has one destination, so give each its own line`);
+    return undefined;
   }
   const hint = t.text.replace(/^!/, '').startsWith('header:')
     ? ' (want header:NAME=GLOB or header:NAME~/REGEX/FLAGS)'

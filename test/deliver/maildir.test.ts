@@ -176,14 +176,17 @@ test('a full file system gives 4.3.1 and leaves nothing in tmp/ or new/', async 
     t.skip(why);
     return;
   }
-  t.after(() => execFileSync('umount', [mnt]));
-  const md = join(mnt, 'Maildir');
-  const small = await deliverMaildir(message('small\n'), { path: md, hostname: 'mx.example' });
-  assert.equal(small.status.code, '2.0.0', small.status.text);
-  const got = await deliverMaildir(message(Buffer.alloc(1 << 20, 'y')), { path: md, hostname: 'mx.example' });
-  assert.equal(got.status.code, '4.3.1', got.status.text);
-  assert.equal(got.status.reply, 452);
-  assert.match(got.status.text, /^cannot write maildir file .*\/tmp\/.*No space left on device/);
-  assert.deepEqual(await readdir(join(md, 'tmp')), []);
-  assert.deepEqual(await readdir(join(md, 'new')), [small.path!.split('/').pop()]);
+  try {
+    const md = join(mnt, 'Maildir');
+    const small = await deliverMaildir(message('small\n'), { path: md, hostname: 'mx.example' });
+    assert.equal(small.status.code, '2.0.0', small.status.text);
+    const got = await deliverMaildir(message(Buffer.alloc(1 << 20, 'y')), { path: md, hostname: 'mx.example' });
+    assert.equal(got.status.code, '4.3.1', got.status.text);
+    assert.equal(got.status.reply, 452);
+    assert.match(got.status.text, /^cannot write maildir file .*\/tmp\/.*No space left on device/);
+    assert.deepEqual(await readdir(join(md, 'tmp')), []);
+    assert.deepEqual(await readdir(join(md, 'new')), [small.path!.split('/').pop()]);
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
 });

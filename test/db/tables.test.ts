@@ -1,0 +1,131 @@
+// The LMDB tables (src/db/tables.ts): compile, look up in key order, keep
+// the old tables when a source is bad, and let a long-lived reader see a
+// compile made by another process without reopening.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { compileTables, formatSourceError, openTables, type Tables } from '../../src/db/index.js';
+import { compileInChild, compileInChildSync, makeTempTables, type TempTables } from './temp-tables.js';
+
+const GOOD = {
+  rules: 'alice@example.test mbox:/old\n@example.test reject:"5.1.1 no such user"\n',
+  uid: 'alice@example.test alice\n',
+  gid: 'alice@example.test mail\n',
+  lists: 'dev@example.test closed subscribers=alice@example.test\n',
+};
+
+async function compileGood(tt: TempTables): Promise<void> {
+  tt.write(GOOD);
+  const report = await compileTables(tt);
+  assert.ok(report.ok, JSON.stringify(report));
+}
+
+function openForTest(t: { after(fn: () => Promise<void>): void }, dbDir: string): Tables {
+  const tables = openTables(dbDir);
+  t.after(() => tables.close());
+  return tables;
+}
+
+const mboxPath = (tables: Tables, key: string): string | undefined => {
+  const d = tables.lookup('rules', [key])?.value[0]?.destination;
+  return d?.kind === 'mbox' ? d.path : undefined;
+};
+
+void test('a compile writes every table, and lookup returns the first key that hits', async (t) => {
+  const tt = makeTempTables(t);
+  await compileGood(tt);
+  const tables = openForTest(t, tt.dbDir);
+  assert.deepEqual(tables.lookup('uid', ['nobody@example.test', 'alice@example.test']), { key: 'alice@example.test', value: 'alice' });
+  assert.deepEqual(tables.lookup('gid', ['alice@example.test']), { key: 'alice@example.test', value: 'mail' });
+  assert.equal(tables.lookup('rules', ['bob@example.test', 'bob', '@example.test'])?.key, '@example.test');
+  assert.equal(tables.lookup('rules', ['alice@example.test', '@example.test'])?.key, 'alice@example.test');
+  assert.deepEqual(tables.lookup('lists', ['dev@example.test'])?.value, {
+    mode: 'closed', manager: '', subscribers: ['alice@example.test'], origin: join(tt.sourceDir, 'lists') + ':1',
+  });
+  assert.equal(tables.lookup('uid', ['bob@example.test']), undefined);
+  const info = tables.info();
+  assert.equal(info.generation, 1);
+  assert.deepEqual(info.tables.rules && { source: info.tables.rules.source, entries: info.tables.rules.entries }, { source: join(tt.sourceDir, 'rules'), entries: 2 });
+});
+
+void test('a bad source writes nothing: every error names file:line and the old tables keep answering', async (t) => {
+  const tt = makeTempTables(t);
+  await compileGood(tt);
+  const tables = openForTest(t, tt.dbDir);
+  tt.write({
+    rules: 'alice@example.test mbox:/new\n',
+    uid: 'alice@example.test root\n',
+    lists: 'dev@example.test closed\n  subscribers=bob\nops@example.test secret\n',
+  });
+  const report = await compileTables(tt);
+  assert.equal(report.ok, false);
+  const lists = join(tt.sourceDir, 'lists');
+  assert.deepEqual(!report.ok && report.errors.map(formatSourceError), [
+    `${lists}:2: bad subscriber "bob" (want user@domain)`,
+    `${lists}:3: list mode must be open, closed or moderated, found "secret"`,
+  ]);
+  await sleep(5); // let the reader take a fresh snapshot, as the next RCPT would
+  assert.equal(mboxPath(tables, 'alice@example.test'), '/old');
+  assert.equal(tables.lookup('uid', ['alice@example.test'])?.value, 'alice');
+  assert.deepEqual(tables.lookup('lists', ['dev@example.test'])?.value.subscribers, ['alice@example.test']);
+  assert.equal(tables.info().generation, 1);
+});
+
+void test('a missing rules source is an error; missing uid, gid and lists sources are empty tables', async (t) => {
+  const tt = makeTempTables(t);
+  await compileGood(tt);
+  for (const table of ['uid', 'gid', 'lists']) rmSync(join(tt.sourceDir, table));
+  const report = await compileTables(tt);
+  assert.ok(report.ok);
+  const tables = openForTest(t, tt.dbDir);
+  assert.equal(tables.lookup('uid', ['alice@example.test']), undefined);
+  assert.equal(tables.lookup('lists', ['dev@example.test']), undefined);
+  assert.equal(mboxPath(tables, 'alice@example.test'), '/old');
+
+  rmSync(join(tt.sourceDir, 'rules'));
+  const missing = await compileTables(tt);
+  assert.deepEqual(!missing.ok && missing.errors.map(formatSourceError), [
+    `${join(tt.sourceDir, 'rules')}: missing (the rules table must exist; an empty file is fine)`,
+  ]);
+});
+
+void test('compiling some tables leaves the others as they were', async (t) => {
+  const tt = makeTempTables(t);
+  await compileGood(tt);
+  tt.write({ rules: 'alice@example.test mbox:/new\n', uid: 'alice@example.test 1001\n' });
+  const report = await compileTables({ ...tt, tables: ['uid'] });
+  assert.deepEqual(report.ok && Object.keys(report.tables), ['uid']);
+  const tables = openForTest(t, tt.dbDir);
+  assert.equal(tables.lookup('uid', ['alice@example.test'])?.value, '1001');
+  assert.equal(mboxPath(tables, 'alice@example.test'), '/old');
+});
+
+void test('a long-lived reader sees a compile made by another process without reopening', async (t) => {
+  const tt = makeTempTables(t);
+  await compileGood(tt);
+  const tables = openForTest(t, tt.dbDir);
+  assert.equal(mboxPath(tables, 'alice@example.test'), '/old');
+
+  tt.write({ rules: 'alice@example.test mbox:/new\n', uid: '' });
+  assert.equal(await compileInChild(tt), 0);
+  assert.equal(mboxPath(tables, 'alice@example.test'), '/new');
+  assert.equal(tables.lookup('uid', ['alice@example.test']), undefined);
+  assert.equal(tables.lookup('rules', ['@example.test']), undefined);
+  assert.equal(tables.info().generation, 2);
+});
+
+void test('lookups in one synchronous run read one snapshot; the next turn reads the new tables', async (t) => {
+  const tt = makeTempTables(t);
+  await compileGood(tt);
+  const tables = openForTest(t, tt.dbDir);
+  tt.write({ rules: 'alice@example.test mbox:/new\n', uid: 'alice@example.test bob\n' });
+
+  const before = mboxPath(tables, 'alice@example.test');
+  assert.equal(compileInChildSync(tt), 0);
+  // Same turn of the event loop: still the snapshot the first lookup took, never a mix.
+  assert.deepEqual([before, tables.lookup('uid', ['alice@example.test'])?.value], ['/old', 'alice']);
+  await sleep(5);
+  assert.deepEqual([mboxPath(tables, 'alice@example.test'), tables.lookup('uid', ['alice@example.test'])?.value], ['/new', 'bob']);
+});

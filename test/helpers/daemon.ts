@@ -1,0 +1,145 @@
+// Starts a real mailprocd (the compiled CLI) in a child process on a temp
+// directory with its own tables, loopback ports chosen by the kernel and a
+// unix LMTP socket; collects its log lines; stops it by PID. Used by the
+// integration tests. Cleans up its directory on stop().
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+
+export const DAEMON = join(process.cwd(), 'dist/src/cli/mailprocd.js');
+export const MAILPROC = join(process.cwd(), 'dist/src/cli/mailproc.js');
+
+export const DEFAULT_RULES = (mail: string): string => `
+alice@example.test  maildir:${mail}/\${user}/Maildir/
+bob@example.test    maildir:${mail}/\${user}/Maildir/  folder=\${extension}  extension=?*  stop
+bob@example.test    maildir:${mail}/\${user}/Maildir/
+carol@example.test  mbox:${mail}/\${user}/mbox
+small@example.test  maildir:${mail}/\${user}/Maildir/  maxsize=1k
+`;
+
+export interface DaemonOptions {
+  /** Contents of the rules source; \${MAIL} is replaced by the mail root. */
+  readonly rules?: string;
+  readonly uid?: string;
+  readonly gid?: string;
+  readonly lists?: string;
+  /** Extra config merged over the test defaults. */
+  readonly config?: Record<string, unknown>;
+  /** Reuse a directory (restart after a kill). */
+  readonly dir?: string;
+}
+
+export interface TestDaemon {
+  readonly dir: string;
+  readonly mail: string;
+  readonly socket: string;
+  readonly lmtpPort: number;
+  readonly smtpPort: number;
+  readonly configFile: string;
+  readonly child: ChildProcess;
+  readonly logs: string[];
+  /** Resolves when a log line matching re appears (or rejects after timeoutMs). */
+  waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait for exit; the directory is kept for a restart. */
+  kill(): Promise<void>;
+  /** Removes the directory (after stop or kill). */
+  cleanup(): void;
+}
+
+function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && cur !== null && typeof cur === 'object' && !Array.isArray(cur)
+      ? merge(cur as Record<string, unknown>, v as Record<string, unknown>)
+      : v;
+  }
+  return out;
+}
+
+export function makeTestDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mailprocd-test-'));
+  // Workers run as nobody when the tests run as root: they must reach the mail root.
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
+  const dir = opts.dir ?? makeTestDir();
+  const mail = join(dir, 'mail');
+  const sources = join(dir, 'db');
+  mkdirSync(sources, { recursive: true });
+  const socket = join(dir, 'lmtp.sock');
+  writeFileSync(join(sources, 'rules'), (opts.rules ?? DEFAULT_RULES(mail)).replaceAll('${MAIL}', mail));
+  writeFileSync(join(sources, 'uid'), opts.uid ?? '');
+  writeFileSync(join(sources, 'gid'), opts.gid ?? '');
+  writeFileSync(join(sources, 'lists'), opts.lists ?? '');
+  const config = merge({
+    hostname: 'mx.test.local',
+    paths: { state: join(dir, 'state'), sources, mail },
+    lmtp: { listen: [`unix:${socket}`, '127.0.0.1:0'] },
+    smtp: { listen: ['127.0.0.1:0'] },
+    delivery: { default: `maildir:${mail}/\${user}/Maildir/`, mbox_lock_delay: '50ms' },
+    log: { level: 'debug' },
+  }, opts.config ?? {});
+  const configFile = join(dir, 'mailprocd.yaml');
+  writeFileSync(configFile, stringify(config));
+
+  const child = spawn(process.execPath, [DAEMON, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  const watchers: { re: RegExp; resolve: (l: string) => void }[] = [];
+  let partial = '';
+  const onData = (chunk: Buffer): void => {
+    partial += chunk.toString('utf8');
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      logs.push(line);
+      if (process.env.MAILPROC_TEST_LOG === '1') process.stderr.write(`[daemon] ${line}\n`);
+      for (const w of [...watchers]) {
+        if (w.re.test(line)) {
+          watchers.splice(watchers.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    }
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+  const waitForLog = (re: RegExp, timeoutMs = 10_000): Promise<string> => {
+    const seen = logs.find((l) => re.test(l));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out waiting for log ${re}; log so far:\n${logs.join('\n')}`)), timeoutMs);
+      watchers.push({ re, resolve: (l) => { clearTimeout(t); resolve(l); } });
+      void exited.then((code) => { clearTimeout(t); reject(new Error(`daemon exited (${code}) before log ${re}:\n${logs.join('\n')}`)); });
+    });
+  };
+  const ready = await waitForLog(/ ready /);
+  const ports = [...ready.matchAll(/(lmtp|smtp)=127\.0\.0\.1:(\d+)/g)];
+  const portOf = (kind: string): number => Number(ports.find((m) => m[1] === kind)?.[2] ?? 0);
+  return {
+    dir, mail, socket, configFile, child, logs, waitForLog,
+    lmtpPort: portOf('lmtp'),
+    smtpPort: portOf('smtp'),
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      return exited;
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+    cleanup() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,94 @@
+// A raw SMTP/LMTP client for protocol edges: writes exactly the bytes a test
+// gives and reads replies one at a time (multi-line replies joined), with a
+// timeout so a server that sends one reply too few fails the test instead of
+// hanging it.
+import { connect, type Socket } from 'node:net';
+
+export interface Reply {
+  readonly code: number;
+  /** All lines' text after "NNN-" / "NNN ", joined with "\n". */
+  readonly text: string;
+  /** The last line as sent, e.g. "250 2.0.0 Ok". */
+  readonly line: string;
+}
+
+export class RawClient {
+  private buffer = '';
+  private readonly waiters: (() => void)[] = [];
+  private closed = false;
+
+  private constructor(private readonly socket: Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.buffer += d.toString('latin1');
+      for (const w of this.waiters.splice(0)) w();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      for (const w of this.waiters.splice(0)) w();
+    });
+    socket.on('error', () => undefined);
+  }
+
+  static open(target: { port: number } | { path: string }): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const s = 'path' in target ? connect(target.path) : connect(target.port, '127.0.0.1');
+      s.once('connect', () => resolve(new RawClient(s)));
+      s.once('error', reject);
+    });
+  }
+
+  write(data: string | Buffer): void {
+    this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+  }
+
+  /** Writes one byte per write call, to split every token across reads. */
+  async writeBytewise(data: string | Buffer): Promise<void> {
+    const b = typeof data === 'string' ? Buffer.from(data, 'latin1') : data;
+    for (let i = 0; i < b.length; i++) {
+      this.socket.write(b.subarray(i, i + 1));
+      if (i % 64 === 0) await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  async reply(timeoutMs = 10_000): Promise<Reply> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = /^(?:(\d{3})-[^\r\n]*\r\n)*(\d{3}) [^\r\n]*\r\n/.exec(this.buffer);
+      if (m) {
+        const block = m[0];
+        this.buffer = this.buffer.slice(block.length);
+        const lines = block.split('\r\n').filter((l) => l !== '');
+        return { code: Number(lines[lines.length - 1]?.slice(0, 3)), text: lines.map((l) => l.slice(4)).join('\n'), line: lines[lines.length - 1] ?? '' };
+      }
+      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.buffer)}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no reply within ${timeoutMs} ms; unread: ${JSON.stringify(this.buffer)}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => { clearTimeout(t); resolve(); });
+      });
+    }
+  }
+
+  async replies(n: number, timeoutMs?: number): Promise<Reply[]> {
+    const out: Reply[] = [];
+    for (let i = 0; i < n; i++) out.push(await this.reply(timeoutMs));
+    return out;
+  }
+
+  /** Sends a command and returns its reply. */
+  async command(line: string, timeoutMs?: number): Promise<Reply> {
+    this.write(`${line}\r\n`);
+    return this.reply(timeoutMs);
+  }
+
+  /** True when nothing more arrives within ms (no stray extra replies). */
+  async quietFor(ms: number): Promise<boolean> {
+    await new Promise((r) => setTimeout(r, ms));
+    return this.buffer === '';
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}

@@ -50,7 +50,7 @@ void test('a compile writes every table, and lookup returns the first key that h
   assert.deepEqual(info.tables.rules && { source: info.tables.rules.source, entries: info.tables.rules.entries }, { source: join(tt.sourceDir, 'rules'), entries: 2 });
 });
 
-void test('a bad source writes nothing: every error names file:line and the old tables keep answering', async (t) => {
+void test('a bad source writes nothing: every error names file:line and the old tables keep answering until it is fixed', async (t) => {
   const tt = makeTempTables(t);
   await compileGood(tt);
   const tables = openForTest(t, tt.dbDir);
@@ -71,6 +71,13 @@ void test('a bad source writes nothing: every error names file:line and the old 
   assert.equal(tables.lookup('uid', ['alice@example.test'])?.value, 'alice');
   assert.deepEqual(tables.lookup('lists', ['dev@example.test'])?.value.subscribers, ['alice@example.test']);
   assert.equal(tables.info().generation, 1);
+
+  // Fixed, and compiled in this same process: the open reader sees it and stays usable.
+  tt.write({ lists: GOOD.lists });
+  assert.ok((await compileTables(tt)).ok);
+  await sleep(5);
+  assert.equal(mboxPath(tables, 'alice@example.test'), '/new');
+  assert.equal(tables.lookup('uid', ['alice@example.test'])?.value, 'root');
 });
 
 void test('a missing rules source is an error; missing uid, gid and lists sources are empty tables', async (t) => {

@@ -1,0 +1,142 @@
+// SMTP intake against a real mailprocd: 250 only once the message is in the
+// durable spool; the spool survives kill -9 and is delivered after a restart,
+// exactly once.
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, rmSync, writeFileSync, chmodSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { createTransport } from 'nodemailer';
+import { startDaemon, makeTestDir, type TestDaemon } from '../helpers/daemon.js';
+import { newFiles, onlyMessage, stored } from '../helpers/mailbox.js';
+import { RawClient } from '../helpers/raw-client.js';
+
+const RULES = `
+alice@example.test  maildir:\${MAIL}/\${user}/Maildir/
+held@example.test   maildir:\${MAIL}/blocked/\${user}/Maildir/
+@catch.test         maildir:\${MAIL}/\${user}/Maildir/
+`;
+
+async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function smtp(d: TestDaemon) {
+  return createTransport({ host: '127.0.0.1', port: d.smtpPort, name: 'client.test', pool: false } as never);
+}
+
+const spoolFiles = (d: TestDaemon): string[] => readdirSync(join(d.dir, 'state', 'spool', 'active'));
+
+test('SMTP: a message is queued (250 2.0.0 … queued as ID) and then delivered', async () => {
+  const d = await startDaemon({ rules: RULES });
+  try {
+    const raw = 'From: s@remote.test\r\nTo: alice@example.test\r\nSubject: via smtp\r\nMessage-ID: <one@remote.test>\r\n\r\nhello over SMTP\r\n';
+    const t = smtp(d);
+    const info = await t.sendMail({ envelope: { from: 's@remote.test', to: ['alice@example.test'] }, raw });
+    t.close();
+    assert.match(info.response, /^250 2\.0\.0 Ok: queued as ([0-9A-F]+)/);
+    const id = /queued as ([0-9A-F]+)/.exec(info.response)?.[1] ?? '';
+    const maildir = join(d.mail, 'alice', 'Maildir');
+    await waitFor('delivery', () => (newFiles(maildir).length > 0 ? true : undefined));
+    const m = onlyMessage(maildir);
+    assert.deepEqual(m.rest, stored(raw));
+    assert.notEqual(m.uid, 0);
+    assert.match(m.trace, / with ESMTP id /);
+    await d.waitForLog(new RegExp(`${id}: to=<alice@example.test>, relay=maildir, .*status=sent`));
+    await waitFor('spool emptied', () => (spoolFiles(d).length === 0 ? true : undefined));
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('SMTP: an unknown recipient is refused 550 5.1.1 at RCPT', async () => {
+  const d = await startDaemon({ rules: RULES });
+  try {
+    const c = await RawClient.open({ port: d.smtpPort });
+    assert.equal((await c.reply()).code, 220);
+    assert.equal((await c.command('EHLO client.test')).code, 250);
+    await c.command('MAIL FROM:<s@remote.test>');
+    assert.match((await c.command('RCPT TO:<nobody@example.test>')).line, /^550 5\.1\.1 /);
+    assert.match((await c.command('RCPT TO:<alice@example.test>')).line, /^250 2\.1\.5/);
+    assert.equal((await c.command('QUIT')).code, 221);
+    c.close();
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('SMTP: a deferred message survives kill -9 of the daemon and is delivered once after the restart', async () => {
+  const dir = makeTestDir();
+  const mail = join(dir, 'mail');
+  mkdirSync(mail, { recursive: true, mode: 0o1777 });
+  chmodSync(mail, 0o1777);
+  // A file where a directory should be: every delivery attempt fails temporarily (ENOTDIR).
+  writeFileSync(join(mail, 'blocked'), 'not a directory');
+  let d = await startDaemon({ rules: RULES, dir });
+  try {
+    const raw = 'From: s@remote.test\r\nTo: held@example.test\r\nSubject: held\r\nMessage-ID: <held@remote.test>\r\n\r\nkept across a crash\r\n';
+    const t = smtp(d);
+    const info = await t.sendMail({ envelope: { from: 's@remote.test', to: ['held@example.test'] }, raw });
+    t.close();
+    assert.match(info.response, /^250 /);
+    await d.waitForLog(/to=<held@example\.test>.*status=deferred/);
+    await d.kill();
+    assert.equal(spoolFiles(d).filter((f) => !f.includes('.')).length, 1, 'the message is in the spool after kill -9');
+
+    rmSync(join(mail, 'blocked'));
+    mkdirSync(join(mail, 'blocked'), { mode: 0o1777 });
+    chmodSync(join(mail, 'blocked'), 0o1777);
+    d = await startDaemon({ rules: RULES, dir });
+    const maildir = join(mail, 'blocked', 'held', 'Maildir');
+    await waitFor('delivery after restart', () => (newFiles(maildir).length > 0 ? true : undefined));
+    await waitFor('spool emptied', () => (spoolFiles(d).length === 0 ? true : undefined));
+    assert.deepEqual(onlyMessage(maildir).rest, stored(raw));
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('SMTP: kill -9 right after the last 250 of a burst loses nothing and duplicates nothing', async () => {
+  const dir = makeTestDir();
+  let d = await startDaemon({ rules: RULES, dir });
+  const n = 40;
+  const sent: string[] = [];
+  try {
+    const t = createTransport({ host: '127.0.0.1', port: d.smtpPort, name: 'client.test', pool: true, maxConnections: 4 } as never);
+    await Promise.all(Array.from({ length: n }, async (_, i) => {
+      const to = `burst${i % 5}@catch.test`;
+      const id = `<burst-${i}@remote.test>`;
+      const raw = `From: s@remote.test\r\nTo: ${to}\r\nSubject: burst ${i}\r\nMessage-ID: ${id}\r\n\r\nmessage ${i}\r\n`;
+      const info = await t.sendMail({ envelope: { from: 's@remote.test', to: [to] }, raw });
+      assert.match(info.response, /^250 /);
+      sent.push(id);
+    }));
+    t.close();
+    await d.kill();
+    d = await startDaemon({ rules: RULES, dir });
+    const collect = (): string[] => {
+      const ids: string[] = [];
+      for (let u = 0; u < 5; u++) {
+        for (const f of newFiles(join(d.mail, `burst${u}`, 'Maildir'))) {
+          ids.push(/^Message-ID: (.*)$/m.exec(readFileSync(f, 'utf8'))?.[1] ?? '?');
+        }
+      }
+      return ids;
+    };
+    await waitFor('every message delivered', () => (collect().length >= n && spoolFiles(d).length === 0 ? true : undefined), 20_000);
+    const ids = collect();
+    assert.equal(ids.length, n, 'exactly one file per accepted message');
+    assert.deepEqual([...new Set(ids)].sort(), [...sent].sort());
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});

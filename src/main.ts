@@ -6,7 +6,7 @@
 // SIGHUP: re-read the configuration (listeners keep their sockets) and forget
 // cached user lookups; tables need no reload (LMDB readers see each compile).
 import { chmod, mkdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Destination } from './classify/rules.js';
 import { loadConfig, type Config } from './config/index.js';
 import { compileTables, formatSourceError, isKnown, openTables, parseTableSource, resolveRecipient, type Tables } from './db/index.js';
@@ -16,7 +16,7 @@ import { QueueManager } from './queue/manager.js';
 import { Spool } from './queue/spool.js';
 import { Listener, type IntakeHandlers } from './smtp/server.js';
 import { deliverToRecipient, type ResolvedRecipient } from './workers/dispatch.js';
-import { clearIdentityCache } from './workers/identity.js';
+import { clearIdentityCache, resolveIdentity } from './workers/identity.js';
 import { WorkerPool } from './workers/pool.js';
 import { TABLE_NAMES } from './classify/rules.js';
 
@@ -76,6 +76,30 @@ async function prepareDirectories(c: Config, log: Logger): Promise<void> {
     // Like /var/mail: every delivery user may create their own directory there, none may remove another's.
     if (process.getuid?.() === 0) await chmod(c.paths.mail, 0o1777);
     log.info(`created mail root ${c.paths.mail}`);
+  }
+  await warnIfUnreachable(c, log);
+}
+
+/**
+ * As root we deliver as another user, who must be able to traverse every
+ * directory above the mail root (a checkout under /root is not). Say so at
+ * start rather than only in each deferred delivery.
+ */
+async function warnIfUnreachable(c: Config, log: Logger): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const who = await resolveIdentity(c.deliveryUser, c.deliveryGroup);
+  if (typeof who === 'string') {
+    log.warn(`delivery.user: ${who}; deliveries will be deferred`);
+    return;
+  }
+  for (let dir = c.paths.mail; ; dir = dirname(dir)) {
+    const st = await stat(dir).catch(() => undefined);
+    const reachable = st === undefined || st.uid === who.uid || (st.mode & 0o001) !== 0 || (st.gid === who.gid && (st.mode & 0o010) !== 0);
+    if (!reachable) {
+      log.warn(`${dir} (mode ${(st.mode & 0o7777).toString(8)}) cannot be traversed by ${who.user}, who deliveries run as: mail to ${c.paths.mail} will be deferred; move the state directory or set delivery.user`);
+      return;
+    }
+    if (dir === dirname(dir)) return;
   }
 }
 

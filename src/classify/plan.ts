@@ -100,7 +100,7 @@ export function holds(c: Condition, r: RecipientAddress, f: MessageFacts): boole
  * the extension, and with a catch-all the local part too.
  */
 function pathSafe(v: string): string {
-  const s = v.replace(/[/\x00]/g, '_');
+  const s = v.replaceAll('/', '_').replaceAll('\0', '_');
   return s.startsWith('.') ? `_${s}` : s;
 }
 

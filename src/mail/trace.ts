@@ -16,6 +16,8 @@ export interface TraceInfo {
   readonly arrival: Date;
 }
 
+// Control characters are exactly what must not reach a header line.
+// eslint-disable-next-line no-control-regex
 const clean = (s: string): string => s.replace(/[\x00-\x1f\x7f]+/g, ' ');
 
 /** RFC 5322 date-time, e.g. "Sat, 21 Nov 2026 09:30:25 +0000". */

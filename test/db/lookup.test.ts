@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { parseRecipient } from '../../src/mail/address.js';
-import { compileTables, formatSourceError, isKnown, openTables, resolveRecipient, type Resolution } from '../../src/db/index.js';
+import { compileTables, formatSourceError, isKnown, resolveRecipient, type Resolution } from '../../src/db/index.js';
 import { makeTempTables } from './temp-tables.js';
 
 const SOURCES = {
@@ -41,13 +41,12 @@ const cases: { address: string; want: string; known: boolean }[] = [
   { address: 'nobody@nowhere.test', want: '- - - -', known: false },
 ];
 
-void test('each table is searched in the lookup order and the first key that hits wins', async (t) => {
+test('each table is searched in the lookup order and the first key that hits wins', async (t) => {
   const tt = makeTempTables(t);
   tt.write(SOURCES);
   const report = await compileTables(tt);
   assert.ok(report.ok, JSON.stringify(report));
-  const tables = openTables(tt.dbDir);
-  t.after(() => tables.close());
+  const tables = tt.open();
   for (const c of cases) {
     const r = resolveRecipient(tables, parseRecipient(c.address, '+'));
     assert.equal(hitKeys(r), c.want, c.address);
@@ -55,13 +54,12 @@ void test('each table is searched in the lookup order and the first key that hit
   }
 });
 
-void test('the example sources in db/ compile and say what the embedded default expects', async (t) => {
+test('the example sources in db/ compile and say what the embedded default expects', async (t) => {
   const tt = makeTempTables(t);
   const sourceDir = fileURLToPath(new URL('../../../db/', import.meta.url));
   const report = await compileTables({ sourceDir, dbDir: tt.dbDir });
   assert.deepEqual(report.ok ? [] : report.errors.map(formatSourceError), []);
-  const tables = openTables(tt.dbDir);
-  t.after(() => tables.close());
+  const tables = tt.open();
   const resolve = (a: string): Resolution => resolveRecipient(tables, parseRecipient(a, '+'));
 
   for (const who of ['alice', 'bob', 'carol']) {

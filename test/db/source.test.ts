@@ -160,14 +160,14 @@ for (const c of bad) {
   });
 }
 
-void test('every bad line is reported, in file order, and good lines still parse', () => {
+test('every bad line is reported, in file order, and good lines still parse', () => {
   const text = ['a maildri:/m', 'a discard', 'b  "unclosed', 'c discard size>1Q', 'c discard'].join('\n');
   const got = parseTableSource('rules', text, 'src/rules');
   assert.deepEqual(got.errors.map((e) => [e.line, e.file]), [[1, 'src/rules'], [3, 'src/rules'], [4, 'src/rules']]);
   assert.deepEqual([...got.entries.keys()], ['a', 'c']);
 });
 
-void test('continuation lines, comments and blank lines join one entry', () => {
+test('continuation lines, comments and blank lines join one entry', () => {
   const text = [
     '# a comment',
     '',
@@ -227,7 +227,7 @@ for (const c of goodValues) {
   });
 }
 
-void test('rules of one key are kept in file order, across other keys', () => {
+test('rules of one key are kept in file order, across other keys', () => {
   const got = parseTableSource('rules', 'a mbox:/1\nb discard\nA mbox:/2', FILE);
   assert.deepEqual(got.entries.get('a')?.map((r) => [r.destination, r.origin]), [
     [{ kind: 'mbox', path: '/1' }, 'db/rules:1'],
@@ -235,6 +235,6 @@ void test('rules of one key are kept in file order, across other keys', () => {
   ]);
 });
 
-void test('an error about the whole file formats without a line number', () => {
+test('an error about the whole file formats without a line number', () => {
   assert.equal(formatSourceError({ file: 'db/rules', line: 0, message: 'missing' }), 'db/rules: missing');
 });

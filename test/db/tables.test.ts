@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { compileTables, formatSourceError, openTables, type Tables } from '../../src/db/index.js';
+import { compileTables, formatSourceError, type Tables } from '../../src/db/index.js';
 import { compileInChild, compileInChildSync, makeTempTables, type TempTables } from './temp-tables.js';
 
 const GOOD = {
@@ -22,21 +22,15 @@ async function compileGood(tt: TempTables): Promise<void> {
   assert.ok(report.ok, JSON.stringify(report));
 }
 
-function openForTest(t: { after(fn: () => Promise<void>): void }, dbDir: string): Tables {
-  const tables = openTables(dbDir);
-  t.after(() => tables.close());
-  return tables;
-}
-
 const mboxPath = (tables: Tables, key: string): string | undefined => {
   const d = tables.lookup('rules', [key])?.value[0]?.destination;
   return d?.kind === 'mbox' ? d.path : undefined;
 };
 
-void test('a compile writes every table, and lookup returns the first key that hits', async (t) => {
+test('a compile writes every table, and lookup returns the first key that hits', async (t) => {
   const tt = makeTempTables(t);
   await compileGood(tt);
-  const tables = openForTest(t, tt.dbDir);
+  const tables = tt.open();
   assert.deepEqual(tables.lookup('uid', ['nobody@example.test', 'alice@example.test']), { key: 'alice@example.test', value: 'alice' });
   assert.deepEqual(tables.lookup('gid', ['alice@example.test']), { key: 'alice@example.test', value: 'mail' });
   assert.equal(tables.lookup('rules', ['bob@example.test', 'bob', '@example.test'])?.key, '@example.test');
@@ -50,10 +44,10 @@ void test('a compile writes every table, and lookup returns the first key that h
   assert.deepEqual(info.tables.rules && { source: info.tables.rules.source, entries: info.tables.rules.entries }, { source: join(tt.sourceDir, 'rules'), entries: 2 });
 });
 
-void test('a bad source writes nothing: every error names file:line and the old tables keep answering until it is fixed', async (t) => {
+test('a bad source writes nothing: every error names file:line and the old tables keep answering until it is fixed', async (t) => {
   const tt = makeTempTables(t);
   await compileGood(tt);
-  const tables = openForTest(t, tt.dbDir);
+  const tables = tt.open();
   tt.write({
     rules: 'alice@example.test mbox:/new\n',
     uid: 'alice@example.test root\n',
@@ -80,13 +74,13 @@ void test('a bad source writes nothing: every error names file:line and the old 
   assert.equal(tables.lookup('uid', ['alice@example.test'])?.value, 'root');
 });
 
-void test('a missing rules source is an error; missing uid, gid and lists sources are empty tables', async (t) => {
+test('a missing rules source is an error; missing uid, gid and lists sources are empty tables', async (t) => {
   const tt = makeTempTables(t);
   await compileGood(tt);
   for (const table of ['uid', 'gid', 'lists']) rmSync(join(tt.sourceDir, table));
   const report = await compileTables(tt);
   assert.ok(report.ok);
-  const tables = openForTest(t, tt.dbDir);
+  const tables = tt.open();
   assert.equal(tables.lookup('uid', ['alice@example.test']), undefined);
   assert.equal(tables.lookup('lists', ['dev@example.test']), undefined);
   assert.equal(mboxPath(tables, 'alice@example.test'), '/old');
@@ -98,21 +92,21 @@ void test('a missing rules source is an error; missing uid, gid and lists source
   ]);
 });
 
-void test('compiling some tables leaves the others as they were', async (t) => {
+test('compiling some tables leaves the others as they were', async (t) => {
   const tt = makeTempTables(t);
   await compileGood(tt);
   tt.write({ rules: 'alice@example.test mbox:/new\n', uid: 'alice@example.test 1001\n' });
   const report = await compileTables({ ...tt, tables: ['uid'] });
   assert.deepEqual(report.ok && Object.keys(report.tables), ['uid']);
-  const tables = openForTest(t, tt.dbDir);
+  const tables = tt.open();
   assert.equal(tables.lookup('uid', ['alice@example.test'])?.value, '1001');
   assert.equal(mboxPath(tables, 'alice@example.test'), '/old');
 });
 
-void test('a long-lived reader sees a compile made by another process without reopening', async (t) => {
+test('a long-lived reader sees a compile made by another process without reopening', async (t) => {
   const tt = makeTempTables(t);
   await compileGood(tt);
-  const tables = openForTest(t, tt.dbDir);
+  const tables = tt.open();
   assert.equal(mboxPath(tables, 'alice@example.test'), '/old');
 
   tt.write({ rules: 'alice@example.test mbox:/new\n', uid: '' });
@@ -123,10 +117,10 @@ void test('a long-lived reader sees a compile made by another process without re
   assert.equal(tables.info().generation, 2);
 });
 
-void test('lookups in one synchronous run read one snapshot; the next turn reads the new tables', async (t) => {
+test('lookups in one synchronous run read one snapshot; the next turn reads the new tables', async (t) => {
   const tt = makeTempTables(t);
   await compileGood(tt);
-  const tables = openForTest(t, tt.dbDir);
+  const tables = tt.open();
   tt.write({ rules: 'alice@example.test mbox:/new\n', uid: 'alice@example.test bob\n' });
 
   const before = mboxPath(tables, 'alice@example.test');

@@ -7,17 +7,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { TableName } from '../../src/classify/rules.js';
+import { openTables, type Tables } from '../../src/db/index.js';
 
 export interface TempTables {
   readonly sourceDir: string;
   readonly dbDir: string;
   /** Writes the given sources; tables not named are left as they are. */
   write(files: Partial<Record<TableName, string>>): void;
+  /** A reader on dbDir, closed before the directory is removed. */
+  open(): Tables;
 }
 
 export function makeTempTables(t: TestContext): TempTables {
   const root = mkdtempSync(join(tmpdir(), 'mailprocd-db-'));
-  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const readers: Tables[] = [];
+  t.after(async () => {
+    await Promise.all(readers.map((r) => r.close()));
+    rmSync(root, { recursive: true, force: true });
+  });
   const sourceDir = join(root, 'src');
   const dbDir = join(root, 'db');
   mkdirSync(sourceDir);
@@ -28,6 +35,11 @@ export function makeTempTables(t: TestContext): TempTables {
       for (const [table, text] of Object.entries(files)) {
         writeFileSync(join(sourceDir, table), text);
       }
+    },
+    open() {
+      const reader = openTables(dbDir);
+      readers.push(reader);
+      return reader;
     },
   };
 }

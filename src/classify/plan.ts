@@ -107,8 +107,9 @@ function pathSafe(v: string): string {
 export function expandTemplate(text: string, r: RecipientAddress, home?: string): string {
   return text.replace(/\$\{(\w+)\}/g, (whole, name: string) => {
     switch (name) {
-      case 'user': return pathSafe(r.user.toLowerCase());
-      case 'local': return pathSafe(r.local.toLowerCase());
+      // An empty user would make ".../${user}/Maildir" the mail root's own Maildir.
+      case 'user': return pathSafe(r.user.toLowerCase()) || '_';
+      case 'local': return pathSafe(r.local.toLowerCase()) || '_';
       case 'extension': return pathSafe(r.extension);
       case 'domain': return pathSafe(r.domain);
       case 'address': return pathSafe(r.address.toLowerCase());

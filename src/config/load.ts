@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { hostname as osHostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import type { z } from 'zod';
 import { configSchema, type ParsedConfig } from './schema.js';
 
 export class ConfigError extends Error {
@@ -55,19 +56,45 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
+function describeIssue(i: z.core.$ZodIssue, prefix: readonly (string | number)[]): string {
+  const path = [...prefix, ...i.path.map(String)];
+  if (i.code === 'unrecognized_keys') return i.keys.map((k) => `${[...path, k].join('.')}: unknown key`).join('\n  ');
+  return `${path.join('.')}: ${i.message}`;
+}
+
 /** Validates an already-parsed object (from YAML or a test) and resolves it. */
 export function resolveConfig(raw: unknown, file: string | undefined, cwd = process.cwd()): Config {
   const where = file ?? '(embedded default)';
-  const parsed = configSchema.safeParse(raw ?? {});
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => {
-      const key = i.path.join('.') || '(top level)';
-      if (i.code === 'unrecognized_keys') return `${[...i.path, ...i.keys].join('.')}: unknown key`;
-      return `${key}: ${i.message}`;
-    });
-    throw new ConfigError(where, problems);
+  const problems: string[] = [];
+  const input = raw ?? {};
+  if (typeof input !== 'object' || Array.isArray(input)) throw new ConfigError(where, ['(top level): expected a mapping of keys']);
+  // Each section is validated on its own so that one bad section does not hide
+  // another's problems, nor the cross-key checks below.
+  const shape = configSchema.shape;
+  for (const k of Object.keys(input)) if (!(k in shape)) problems.push(`${k}: unknown key`);
+  const sections: Record<string, unknown> = {};
+  for (const [k, schema] of Object.entries(shape)) {
+    const r = (schema as z.ZodType).safeParse((input as Record<string, unknown>)[k]);
+    if (r.success) sections[k] = r.data;
+    else problems.push(...r.error.issues.map((i) => describeIssue(i, [k])));
   }
-  const c = parsed.data;
+  const c = sections as ParsedConfig;
+  const listens = (section: 'lmtp' | 'smtp'): Listen[] =>
+    (sections[section] === undefined ? [] : c[section].listen).map((spec, i) => {
+      const l = parseListen(spec, cwd);
+      if (l.kind === 'tcp' && (l.port < 0 || l.port > 65535)) problems.push(`${section}.listen.${i}: port out of range in "${spec}"`);
+      return l;
+    });
+  const lmtp = { listen: listens('lmtp'), socket: c.lmtp?.socket };
+  const smtp = { listen: listens('smtp'), socket: c.smtp?.socket };
+  if (sections.lmtp !== undefined && sections.smtp !== undefined && lmtp.listen.length === 0 && smtp.listen.length === 0) {
+    problems.push('lmtp.listen: no LMTP or SMTP listener configured');
+  }
+  if (sections.delivery !== undefined && !c.delivery.default.includes(':') && c.delivery.default !== 'discard') {
+    problems.push(`delivery.default: expected "maildir:PATH" or "mbox:PATH", got "${c.delivery.default}"`);
+  }
+  if (sections.queue !== undefined && c.queue.retry_max < c.queue.retry_min) problems.push('queue.retry_max: must not be below queue.retry_min');
+  if (problems.length > 0) throw new ConfigError(where, problems);
   const state = resolve(cwd, c.paths.state);
   const paths = {
     state,
@@ -77,19 +104,6 @@ export function resolveConfig(raw: unknown, file: string | undefined, cwd = proc
     run: c.paths.run !== undefined ? resolve(cwd, c.paths.run) : resolve(state, 'run'),
     mail: c.paths.mail !== undefined ? resolve(cwd, c.paths.mail) : resolve(state, 'mail'),
   };
-  const problems: string[] = [];
-  const listens = (section: 'lmtp' | 'smtp'): Listen[] =>
-    c[section].listen.map((spec, i) => {
-      const l = parseListen(spec, cwd);
-      if (l.kind === 'tcp' && (l.port < 0 || l.port > 65535)) problems.push(`${section}.listen.${i}: port out of range in "${spec}"`);
-      return l;
-    });
-  const lmtp = { listen: listens('lmtp'), socket: c.lmtp.socket };
-  const smtp = { listen: listens('smtp'), socket: c.smtp.socket };
-  if (lmtp.listen.length === 0 && smtp.listen.length === 0) problems.push('lmtp.listen: no LMTP or SMTP listener configured');
-  if (!c.delivery.default.includes(':') && c.delivery.default !== 'discard') problems.push(`delivery.default: expected "maildir:PATH" or "mbox:PATH", got "${c.delivery.default}"`);
-  if (c.queue.retry_max < c.queue.retry_min) problems.push('queue.retry_max: must not be below queue.retry_min');
-  if (problems.length > 0) throw new ConfigError(where, problems);
 
   const root = process.getuid?.() === 0;
   const config: Config = {
@@ -97,8 +111,8 @@ export function resolveConfig(raw: unknown, file: string | undefined, cwd = proc
     file,
     hostname: c.hostname ?? osHostname(),
     paths,
-    lmtp,
-    smtp,
+    lmtp: { listen: lmtp.listen, socket: c.lmtp.socket },
+    smtp: { listen: smtp.listen, socket: c.smtp.socket },
     // Like Postfix's default_privs: never deliver as root by default.
     deliveryUser: c.delivery.user ?? (root ? 'nobody' : userInfo().username),
     deliveryGroup: c.delivery.group,
@@ -118,7 +132,7 @@ export function loadConfig(file?: string, cwd = process.cwd()): Config {
   }
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
-    throw new ConfigError(path, doc.errors.map((e) => `line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`));
+    throw new ConfigError(path, doc.errors.map((e) => `line ${e.linePos?.[0]?.line ?? '?'}: ${(e.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '')}`));
   }
   return resolveConfig(doc.toJS(), path, cwd);
 }

@@ -28,7 +28,7 @@ export function parseRecipient(address: string, delimiter: string): RecipientAdd
     let cut = -1;
     for (const ch of delimiter) {
       const i = local.indexOf(ch);
-      if (i > 0 && (cut < 0 || i < cut)) cut = i;
+      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
     }
     if (cut > 0) {
       user = local.slice(0, cut);

@@ -1,7 +1,7 @@
 // LMTP against a real mailprocd: protocol edges with a raw socket client and
 // the delivered files checked on disk (bytes, owner, mode, tmp/ empty).
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTransport } from 'nodemailer';
@@ -299,5 +299,21 @@ describe('addresses, rules and loops', () => {
     c.write(dataBlock(`${'Received: from x by y; Sat, 21 Nov 2026 09:00:00 +0000\r\n'.repeat(100)}Subject: hops\r\n\r\nx\r\n`));
     assert.match((await c.reply()).line, /^554 5\.4\.6 /);
     c.close();
+  });
+});
+
+describe('mbox delivery over LMTP', () => {
+  test('carol\'s mbox gets a From_ line, the message with >From quoting and a blank line after', async () => {
+    const c = await session();
+    await c.command('MAIL FROM:<s@remote.test>');
+    assert.equal((await c.command('RCPT TO:<carol@example.test>')).code, 250);
+    await c.command('DATA');
+    c.write(dataBlock('Subject: mbox\r\n\r\nFrom here on\r\nnot From\r\n'));
+    assert.equal((await c.reply()).code, 250);
+    c.close();
+    const mbox = readFileSync(join(d.mail, 'carol', 'mbox'), 'latin1');
+    assert.match(mbox, /^From s@remote\.test \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\nReturn-Path: <s@remote\.test>\nDelivered-To: carol@example\.test\n/);
+    assert.ok(mbox.endsWith('\n\n>From here on\nnot From\n\n'), JSON.stringify(mbox.slice(-60)));
+    assert.notEqual(statSync(join(d.mail, 'carol', 'mbox')).uid, 0);
   });
 });

@@ -1,0 +1,780 @@
+#!/usr/bin/env node
+// `npm run bench`: LMTP → Maildir delivery throughput and latency of mailprocd,
+// side by side with Dovecot's LMTP server in the same run.
+//
+//   node scripts/bench.mjs [--messages 5000] [--latency 1000] [--warmup 1000]
+//        [--sessions 8] [--size 4096] [--users 100] [--all] [--no-peers]
+//        [--builtin] [--log-info] [--keep] [--timeout 900]
+//
+// Our side: starts dist/src/cli/mailprocd.js on a temp dir (unix socket + a
+// loopback TCP port, fsync on, a catch-all rule for @bench.test into
+// <tmp>/mail/${user}/Maildir/, deliveries as nobody), warms it up with
+// --warmup messages (not measured, as lmtp-dovecot.sh does for Dovecot), then
+// loads it with the peer harness's driver, ../shared/peers/lmtp-load.sh
+// (Postfix smtp-source for msgs/s over --messages, lmtp-load.mjs for p50/p99
+// over --latency), with exactly the parameters lmtp-dovecot.sh uses. With
+// --all also over TCP (new connection per message, and kept with -d), the two
+// other variants Dovecot is measured in. Then it reads the RSS of the master
+// and of its worker processes (idle, after the load), stops the daemon with
+// SIGTERM and checks that every message landed in Maildir new/ as nobody.
+//
+// Peer side: runs ../shared/peers/lmtp-dovecot.sh (Dovecot LMTP from a
+// throwaway config, under `unshare -n`) with the same -m/-s/-l/-u/-k and
+// parses its RESULT lines. Prints one table and the msgs/s ratio
+// mailprocd/Dovecot over the unix socket (the issue's target: ≥ 1.0×, goal 1.2×).
+//
+// The peers directory is $MAILPROC_PEERS or ../shared/peers next to the repo.
+// Without it (or without smtp-source, or with --builtin) our side is loaded by
+// the small lock-step LMTP driver in scripts/bench-lmtp.mjs instead (same
+// sessions, size, users; msgs/s and p50/p99 from one pass), and the peer side
+// is skipped with a note. --no-peers skips only Dovecot.
+//
+// Exit status: 0 when every run completed and no message was lost, whatever
+// the ratio (this is a report, not a test); 1 when a run failed, a message
+// was lost or the time limit (--timeout, whole bench) was hit; 2 for bad
+// usage or a missing build. Everything it starts is stopped by PID (or by the
+// process group it created), and the temp dir is removed (--keep keeps it).
+// Loopback and unix sockets only.
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, chmodSync, accessSync, constants as fsc } from 'node:fs';
+import net from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { runLmtpLoad } from './bench-lmtp.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DAEMON = join(ROOT, 'dist/src/cli/mailprocd.js');
+const T_START = performance.now();
+const SBIN_PATH = `${process.env.PATH ?? '/usr/bin:/bin'}:/usr/sbin:/sbin`;
+
+// ---- options -------------------------------------------------------------------------------
+const USAGE = `usage: node scripts/bench.mjs [options]
+  --messages N   messages in the throughput pass (smtp-source)      default 5000
+  --latency N    messages in the latency pass (lmtp-load.mjs)       default 1000
+  --warmup N     unmeasured warm-up messages before our runs        default 1000
+  --sessions N   concurrent LMTP sessions                           default 8
+  --size N       payload bytes per message                          default 4096
+  --users N      recipients u001..uNNN@bench.test                   default 100
+  --all          also measure mailprocd over TCP (new conn, and kept -d), as Dovecot is
+  --no-peers     skip Dovecot (our figures only)
+  --builtin      load mailprocd with the built-in driver even when the peers are there
+  --log-info     run mailprocd with log.level info and report its delay= distribution
+  --keep         keep the temp dir
+  --timeout S    limit for the whole bench, seconds                  default 900
+`;
+let opts;
+try {
+  opts = parseArgs({
+    options: {
+      messages: { type: 'string', default: '5000' },
+      latency: { type: 'string', default: '1000' },
+      warmup: { type: 'string', default: '1000' },
+      sessions: { type: 'string', default: '8' },
+      size: { type: 'string', default: '4096' },
+      users: { type: 'string', default: '100' },
+      all: { type: 'boolean', default: false },
+      'no-peers': { type: 'boolean', default: false },
+      builtin: { type: 'boolean', default: false },
+      'log-info': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      timeout: { type: 'string', default: '900' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  }).values;
+} catch (err) {
+  process.stderr.write(`bench: ${err.message}\n${USAGE}`);
+  process.exit(2);
+}
+if (opts.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const num = (k, min) => {
+  const v = Number(opts[k]);
+  if (!Number.isInteger(v) || v < min) {
+    process.stderr.write(`bench: --${k} must be an integer >= ${min}\n${USAGE}`);
+    process.exit(2);
+  }
+  return v;
+};
+const M = num('messages', 1);
+const K = num('latency', 0);
+const W = num('warmup', 0);
+const S = num('sessions', 1);
+const L = num('size', 1);
+const U = num('users', 1);
+const TIMEOUT_S = num('timeout', 10);
+const PASS_LIMIT_S = 150; // lmtp-load.sh -T, its default, which lmtp-dovecot.sh uses too
+
+let aborted = false; // set on a signal or the time limit: stop quietly
+const abort = new AbortController(); // stops the built-in driver
+const out = (line = '') => aborted || process.stdout.write(`${line}\n`);
+const note = (line) => aborted || process.stdout.write(`# ${line}\n`);
+const elapsed = () => ((performance.now() - T_START) / 1000).toFixed(1);
+
+// ---- bookkeeping of what we started ----------------------------------------------------------
+const children = new Set(); // ChildProcess, each spawned detached = its own process group
+let tmp;
+let daemon;
+let failures = [];
+const fail = (why) => {
+  failures.push(why);
+  out(`FAIL: ${why}`);
+};
+
+// Each child is spawned detached (its own process group). Its descendants may
+// make groups of their own (GNU timeout in lmtp-load.sh does), so stopping a
+// child means: snapshot its process tree from /proc, signal every group in it
+// (never ours) and every PID in it; the SIGKILL that follows uses the same
+// snapshot (orphans are reparented away from the tree), re-checking each PID's
+// group so that a reused PID is left alone.
+function procTable() {
+  const t = new Map();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      // pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      t.set(Number(e), { ppid: Number(f[1]), pgid: Number(f[2]) });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return t;
+}
+const OWN_PGID = procTable().get(process.pid)?.pgid;
+
+function treeOf(rootPid, table = procTable()) {
+  const members = [];
+  const todo = [rootPid];
+  while (todo.length > 0) {
+    const pid = todo.pop();
+    const p = table.get(pid);
+    if (p === undefined) continue;
+    members.push({ pid, pgid: p.pgid });
+    for (const [c, q] of table) if (q.ppid === pid) todo.push(c);
+  }
+  return members;
+}
+
+function signalTree(members, signal) {
+  const now = procTable();
+  for (const g of new Set(members.map((m) => m.pgid))) {
+    if (g > 1 && g !== OWN_PGID && [...now.values()].some((p) => p.pgid === g)) {
+      try {
+        process.kill(-g, signal);
+      } catch {
+        // gone
+      }
+    }
+  }
+  for (const m of members) {
+    if (now.get(m.pid)?.pgid !== m.pgid) continue;
+    try {
+      process.kill(m.pid, signal);
+    } catch {
+      // gone
+    }
+  }
+}
+
+const snapshots = new Map(); // child → its last tree snapshot
+
+/** SIGTERM (or signal) to the child's whole tree; remembers the tree for a later SIGKILL. */
+function killTree(child, signal) {
+  if (child.pid === undefined) return;
+  const fresh = treeOf(child.pid);
+  const known = snapshots.get(child) ?? [];
+  const members = [...fresh, ...known.filter((k) => !fresh.some((f) => f.pid === k.pid))];
+  snapshots.set(child, members);
+  signalTree(members, signal);
+}
+
+function cleanupNow() {
+  for (const c of [...children, ...snapshots.keys()]) killTree(c, 'SIGKILL');
+  if (tmp && !opts.keep) {
+    try {
+      rmSync(tmp, { recursive: true, force: true, maxRetries: 3 });
+    } catch {
+      // best effort
+    }
+  }
+}
+
+/** Stops everything it started (the daemon with SIGTERM to its master first), then exits. */
+function bail(why, code) {
+  if (aborted) return;
+  process.stdout.write(`${why}; stopping what the bench started\n`);
+  aborted = true;
+  abort.abort();
+  for (const c of children) {
+    if (c === daemon?.child) {
+      snapshots.set(c, treeOf(c.pid));
+      c.kill('SIGTERM');
+    } else killTree(c, 'SIGTERM');
+  }
+  setTimeout(() => {
+    cleanupNow();
+    process.exit(code);
+  }, 2000);
+}
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => bail(`bench: ${sig}`, 130));
+const watchdog = setTimeout(() => bail(`FAIL: the bench took longer than --timeout ${TIMEOUT_S} s`, 1), TIMEOUT_S * 1000);
+watchdog.unref();
+
+/** Runs a command in its own process group; resolves with its output, killed after limitS. */
+function run(cmd, args, limitS, env = {}) {
+  return new Promise((resolvePromise) => {
+    const child = spawn(cmd, args, {
+      cwd: tmp ?? ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PATH: SBIN_PATH, ...env },
+    });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killTree(child, 'SIGTERM');
+      setTimeout(() => killTree(child, 'SIGKILL'), 5000).unref();
+    }, limitS * 1000);
+    const t0 = performance.now();
+    child.on('error', (err) => { stderr += `${err.message}\n`; });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      children.delete(child);
+      resolvePromise({ code, signal, stdout, stderr, timedOut, secs: (performance.now() - t0) / 1000 });
+    });
+  });
+}
+
+/** key=value fields of the first "RESULT name=NAME" line (or of the first RESULT line). */
+function resultLine(text, name) {
+  const line = text.split('\n').find((l) => l.startsWith('RESULT ') && (name === undefined || l.includes(` name=${name} `)));
+  if (line === undefined) return undefined;
+  const f = {};
+  for (const m of line.matchAll(/(\w+)=(\S*)/g)) f[m[1]] = m[2];
+  return f;
+}
+
+function which(cmd) {
+  for (const d of SBIN_PATH.split(':')) {
+    try {
+      accessSync(join(d, cmd), fsc.X_OK);
+      return join(d, cmd);
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+function freePort() {
+  return new Promise((resolvePromise, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolvePromise(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** true when something accepts a connection at target (closed at once). */
+function canConnect(target) {
+  return new Promise((resolvePromise) => {
+    const s = net.connect(target);
+    s.once('connect', () => {
+      s.destroy();
+      resolvePromise(true);
+    });
+    s.once('error', () => resolvePromise(false));
+  });
+}
+
+/** Connects, waits for the 220 greeting, QUITs. true when the listener answers. */
+function probe(target) {
+  return new Promise((resolvePromise) => {
+    const s = net.connect(target);
+    let buf = '';
+    const done = (ok) => {
+      s.destroy();
+      resolvePromise(ok);
+    };
+    s.setTimeout(3000, () => done(false));
+    s.on('error', () => done(false));
+    s.on('data', (d) => {
+      buf += d;
+      if (/^220[ -]/m.test(buf) && buf.includes('\n')) {
+        s.end('QUIT\r\n');
+        done(true);
+      }
+    });
+  });
+}
+
+// ---- /proc helpers ---------------------------------------------------------------------------
+function procStatus(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const get = (k) => new RegExp(`^${k}:\\s*(\\S+)`, 'm').exec(text)?.[1];
+    return { pid, name: get('Name'), uid: Number(get('Uid')), rssKb: Number(get('VmRSS') ?? 0), hwmKb: Number(get('VmHWM') ?? 0) };
+  } catch {
+    return undefined;
+  }
+}
+
+function childrenOf(ppid) {
+  const found = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      // pid (comm) state ppid ...: comm may hold spaces and parentheses
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === ppid) found.push(Number(e));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found;
+}
+
+function cmdline(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+  } catch {
+    return '?';
+  }
+}
+
+function memory(pid) {
+  const master = procStatus(pid);
+  const kids = [];
+  const walk = (p) => {
+    for (const c of childrenOf(p)) {
+      const st = procStatus(c);
+      if (st) kids.push({ ...st, cmd: cmdline(c) });
+      walk(c);
+    }
+  };
+  walk(pid);
+  return { master, kids };
+}
+
+// ---- mail root checks ------------------------------------------------------------------------
+function countMail(root) {
+  const perUser = new Map();
+  let total = 0;
+  let tmpLeft = 0;
+  let sample;
+  let users;
+  try {
+    users = readdirSync(root);
+  } catch {
+    users = [];
+  }
+  for (const u of users) {
+    let n = 0;
+    for (const sub of ['new', 'cur']) {
+      try {
+        const names = readdirSync(join(root, u, 'Maildir', sub));
+        n += names.length;
+        if (sample === undefined && names.length > 0) sample = join(root, u, 'Maildir', sub, names[0]);
+      } catch {
+        // no such dir
+      }
+    }
+    try {
+      tmpLeft += readdirSync(join(root, u, 'Maildir', 'tmp')).length;
+    } catch {
+      // none
+    }
+    perUser.set(u, n);
+    total += n;
+  }
+  return { total, perUser, tmpLeft, sample };
+}
+
+const f1 = (x) => (x === undefined || x === '' || x === 'NA' || Number.isNaN(Number(x)) ? '-' : Number(x).toFixed(1));
+const f2 = (x) => (x === undefined || x === '' || x === 'NA' || Number.isNaN(Number(x)) ? '-' : Number(x).toFixed(2));
+const mb = (kb) => `${(kb / 1024).toFixed(1)} MiB`;
+
+// ---- our side --------------------------------------------------------------------------------
+async function startDaemon(mailRoot, sock, port) {
+  const db = join(tmp, 'db');
+  const cfg = join(tmp, 'mailprocd.yaml');
+  const q = (s) => JSON.stringify(s);
+  writeFileSync(join(db, 'rules'), `# written by scripts/bench.mjs\n@bench.test  maildir:${mailRoot}/\${user}/Maildir/\n`);
+  for (const t of ['uid', 'gid', 'lists']) writeFileSync(join(db, t), '');
+  writeFileSync(cfg, [
+    '# written by scripts/bench.mjs',
+    'hostname: bench.local',
+    'paths:',
+    `  state: ${q(join(tmp, 'state'))}`,
+    `  sources: ${q(db)}`,
+    `  mail: ${q(mailRoot)}`,
+    'lmtp:',
+    `  listen: [${q(`unix:${sock}`)}, ${q(`127.0.0.1:${port}`)}]`,
+    'smtp:',
+    '  listen: []',
+    'delivery:',
+    `  default: ${q(`maildir:${mailRoot}/\${user}/Maildir/`)}`,
+    '  fsync: true',
+    'log:',
+    `  level: ${opts['log-info'] ? 'info' : 'warn'}`,
+    '',
+  ].join('\n'));
+
+  const logPath = join(tmp, 'mailprocd.log');
+  const logFd = openSync(logPath, 'a');
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [DAEMON, '--config', cfg], {
+    cwd: tmp, detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, PATH: SBIN_PATH },
+  });
+  closeSync(logFd);
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  // Ready = both listeners accept (the "ready" line is info level, and the bench runs at
+  // warn; the TCP listener starts last), then the unix one must greet with 220.
+  const deadline = performance.now() + 20_000;
+  while (performance.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) break;
+    if ((await canConnect({ path: sock })) && (await canConnect({ host: '127.0.0.1', port }))) {
+      const startupMs = performance.now() - t0;
+      if (await probe({ path: sock })) return { child, logPath, startupMs };
+      break;
+    }
+    await sleep(20);
+  }
+  const log = readFileSync(logPath, 'utf8').trim().split('\n').slice(-15).join('\n');
+  throw new Error(`mailprocd did not become ready (${child.exitCode !== null ? `exit ${child.exitCode}` : 'no greeting within 20 s'}):\n${log}`);
+}
+
+async function stopDaemon(d) {
+  const t0 = performance.now();
+  const tree = treeOf(d.child.pid);
+  snapshots.set(d.child, tree);
+  let ms = 0;
+  if (d.child.exitCode === null && d.child.signalCode === null) {
+    const exited = new Promise((r) => d.child.once('exit', (code, signal) => r({ code, signal })));
+    d.child.kill('SIGTERM');
+    const r = await Promise.race([exited, sleep(15_000).then(() => undefined)]);
+    ms = performance.now() - t0;
+    if (r === undefined) {
+      fail('mailprocd did not exit within 15 s of SIGTERM; killed');
+      killTree(d.child, 'SIGKILL');
+      await exited;
+      return { ms };
+    }
+    if (r.code !== 0) fail(`mailprocd exited with ${r.code ?? r.signal} after SIGTERM`);
+  } else {
+    fail(`mailprocd had exited before the bench stopped it (${d.child.exitCode ?? d.child.signalCode})`);
+  }
+  // Workers exit with the master; anything left of the tree after 0.5 s is ours to kill.
+  await sleep(500);
+  const left = tree.filter((m) => m.pid !== d.child.pid && procTable().get(m.pid)?.pgid === m.pgid);
+  if (left.length > 0) {
+    fail(`${left.length} process(es) of mailprocd still running 0.5 s after it exited (pids ${left.map((m) => m.pid).join(' ')}); killed`);
+    signalTree(left, 'SIGKILL');
+  }
+  return { ms };
+}
+
+function loadArgs(v, name, target, m, k, check) {
+  const a = ['-m', String(m), '-s', String(S), '-l', String(L), '-u', String(U), '-k', String(k), '-T', String(PASS_LIMIT_S), '-n', name];
+  if (check) a.push('-c', check);
+  if (v.reuse) a.push('-d');
+  a.push(target);
+  return a;
+}
+
+async function ourSide(peers) {
+  const mailRoot = join(tmp, 'mail'); // created 1777 by the daemon
+  const sock = join(tmp, 'lmtp.sock');
+  const port = await freePort();
+  daemon = await startDaemon(mailRoot, sock, port);
+  const idle = memory(daemon.child.pid);
+  note(`mailprocd pid ${daemon.child.pid} ready in ${daemon.startupMs.toFixed(0)} ms (unix:${sock}, 127.0.0.1:${port}); RSS at start ${mb(idle.master?.rssKb ?? 0)}`);
+
+  const variants = [{ key: 'unix', label: 'unix socket', target: `unix:${sock}`, reuse: false }];
+  if (opts.all) {
+    variants.push({ key: 'tcp', label: 'TCP, new conn per msg', target: `127.0.0.1:${port}`, reuse: false });
+    variants.push({ key: 'tcp_reuse', label: 'TCP, conn kept (-d)', target: `127.0.0.1:${port}`, reuse: true });
+  }
+  const useScripts = peers.load !== undefined && !opts.builtin;
+  const driver = useScripts ? 'smtp-source + lmtp-load.mjs (peers/lmtp-load.sh)' : 'built-in driver (scripts/bench-lmtp.mjs)';
+  note(`load driver for mailprocd: ${driver}`);
+  let expected = 0;
+
+  if (W > 0) {
+    const t0 = performance.now();
+    if (useScripts) {
+      const r = await run(peers.load, loadArgs(variants[0], 'mailprocd-warmup', `unix:${sock}`, W, 0), PASS_LIMIT_S + 20);
+      const f = resultLine(r.stdout);
+      if (r.code !== 0 || f?.msgs !== String(W)) fail(`mailprocd warm-up: ${r.timedOut ? 'timed out' : `exit ${r.code}`}, msgs=${f?.msgs ?? '?'} of ${W}; ${r.stderr.trim().split('\n').slice(0, 3).join(' / ')}`);
+    } else {
+      const r = await runLmtpLoad({ signal: abort.signal, target: `unix:${sock}`, count: W, sessions: S, size: L, users: U, maxSeconds: PASS_LIMIT_S });
+      if (r.ok !== W) fail(`mailprocd warm-up: ${r.ok} of ${W} delivered; ${[...r.errors].map(([e, n]) => `${n}x ${e}`).join('; ')}`);
+    }
+    expected += W;
+    note(`mailprocd warm-up: ${W} msgs in ${((performance.now() - t0) / 1000).toFixed(1)} s (not measured)`);
+  }
+
+  const rows = {};
+  for (const v of variants) {
+    const name = `mailprocd-lmtp-${v.key.replace('_', '-')}`;
+    if (useScripts) {
+      const r = await run(peers.load, loadArgs(v, name, v.target, M, K, mailRoot), 2 * PASS_LIMIT_S + 40);
+      const f = resultLine(r.stdout);
+      const problems = [];
+      if (f === undefined) problems.push(`no RESULT line (exit ${r.code}${r.timedOut ? ', timed out' : ''})`);
+      else {
+        if (f.msgs !== String(M)) problems.push(`smtp-source completed ${f.msgs} of ${M}`);
+        if (K > 0 && (f.lat_msgs !== String(K) || f.lat_failed !== '0')) problems.push(`latency pass ${f.lat_msgs}/${K}, failed=${f.lat_failed}`);
+        if (f.delivered !== f.expected) problems.push(`delivered=${f.delivered} expected=${f.expected}`);
+        if (r.code !== 0 && problems.length === 0) problems.push(`lmtp-load.sh exit ${r.code}`);
+      }
+      if (r.stderr.trim() !== '') note(`${name} stderr: ${r.stderr.trim().split('\n').slice(0, 5).join(' / ')}`);
+      if (problems.length > 0) fail(`${name}: ${problems.join('; ')}`);
+      rows[v.key] = {
+        label: v.label, msgsPerS: f?.msgs_per_s, p50: f?.p50_ms, p99: f?.p99_ms, latMsgsPerS: f?.lat_msgs_per_s,
+        delivered: f?.delivered !== undefined ? `${f.delivered}/${f.expected}` : '-', secs: f?.secs,
+      };
+      note(`${name}: ${f?.msgs_per_s ?? '?'} msgs/s over ${M} msgs in ${f?.secs ?? '?'} s; p50 ${f?.p50_ms ?? '?'} ms, p99 ${f?.p99_ms ?? '?'} ms over ${K}`);
+      expected += M + K;
+    } else {
+      const before = countMail(mailRoot).total;
+      const r = await runLmtpLoad({ signal: abort.signal, target: v.target, count: M, sessions: S, size: L, users: U, reuse: v.reuse, maxSeconds: PASS_LIMIT_S });
+      await sleep(200);
+      const delivered = countMail(mailRoot).total - before;
+      if (r.ok !== M) fail(`${name}: ${r.ok} of ${M} accepted; ${[...r.errors].map(([e, n]) => `${n}x ${e}`).join('; ')}`);
+      if (delivered !== M) fail(`${name}: delivered=${delivered} expected=${M}`);
+      rows[v.key] = {
+        label: v.label, msgsPerS: r.msgsPerSec, p50: r.p50, p99: r.p99, latMsgsPerS: r.msgsPerSec,
+        delivered: `${delivered}/${M}`, secs: r.secs.toFixed(3),
+      };
+      note(`${name}: ${r.msgsPerSec.toFixed(1)} msgs/s over ${M} msgs in ${r.secs.toFixed(1)} s; p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`);
+      expected += M;
+    }
+    if (daemon.child.exitCode !== null || daemon.child.signalCode !== null) {
+      fail(`mailprocd died during ${name} (${daemon.child.exitCode ?? daemon.child.signalCode})`);
+      break;
+    }
+  }
+
+  // Idle memory after the load: the master and its delivery workers (one per uid:gid).
+  await sleep(500);
+  const mem = memory(daemon.child.pid);
+  const stop = await stopDaemon(daemon);
+  note(`mailprocd stopped in ${stop.ms.toFixed(0)} ms after SIGTERM`);
+
+  // Every message in new/ (or cur/), owned by nobody, nothing left in tmp/.
+  const landed = countMail(mailRoot);
+  const counts = [...landed.perUser.values()].sort((a, b) => a - b);
+  let owner = '-';
+  if (landed.sample) owner = String(statSync(landed.sample).uid);
+  const nobody = procUid('nobody');
+  if (landed.total !== expected) fail(`mailprocd: ${landed.total} messages landed, ${expected} expected`);
+  if (landed.tmpLeft > 0) fail(`mailprocd: ${landed.tmpLeft} files left in Maildir tmp/`);
+  if (nobody !== undefined && landed.sample && Number(owner) !== nobody) fail(`mailprocd: delivered files owned by uid ${owner}, not nobody (${nobody})`);
+  note(`mailprocd landed: ${landed.total} of ${expected} in Maildir new/+cur/, users_with_mail=${landed.perUser.size} ` +
+    `min_per_user=${counts[0] ?? 0} max_per_user=${counts[counts.length - 1] ?? 0}, owner uid=${owner}, tmp/ leftovers=${landed.tmpLeft}`);
+
+  // The daemon's own log: anything at warn or error is worth a look.
+  const log = readFileSync(daemon.logPath, 'utf8').split('\n').filter(Boolean);
+  const bad = log.filter((l) => /\]: (warn|error): |fatal|worker\[\d+\]/.test(l));
+  note(`mailprocd log: ${log.length} lines, ${bad.length} warn/error`);
+  for (const l of bad.slice(0, 8)) note(`  ${l}`);
+  let delays;
+  if (opts['log-info']) {
+    const d = log.map((l) => /delay=([\d.]+)/.exec(l)?.[1]).filter(Boolean).map(Number).sort((a, b) => a - b);
+    const q = (p) => (d.length > 0 ? d[Math.min(d.length - 1, Math.floor(p * d.length))] * 1000 : NaN);
+    delays = { n: d.length, p50: q(0.5), p99: q(0.99), max: d.length > 0 ? d[d.length - 1] * 1000 : NaN };
+    note(`mailprocd delay= (DATA received .. delivered, server side): ${d.length} deliveries, p50 ${f1(delays.p50)} ms, p99 ${f1(delays.p99)} ms, max ${f1(delays.max)} ms`);
+  }
+  return { rows, mem, startupMs: daemon.startupMs, stopMs: stop.ms, landed, expected, driver, delays };
+}
+
+function procUid(user) {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${user}:`));
+    return line === undefined ? undefined : Number(line.split(':')[2]);
+  } catch {
+    return undefined;
+  }
+}
+
+// ---- peer side -------------------------------------------------------------------------------
+async function dovecotSide(peers) {
+  const args = ['-m', String(M), '-s', String(S), '-l', String(L), '-u', String(U), '-k', String(K)];
+  // 4 lmtp-load.sh runs (sink + 3 Dovecot variants) of up to 2 passes, plus the warm-up.
+  const r = await run(peers.dovecot, args, 9 * PASS_LIMIT_S + 120);
+  for (const l of r.stderr.trim().split('\n').filter(Boolean).slice(0, 12)) note(`dovecot: ${l.replace(/^# /, '')}`);
+  const get = (name) => resultLine(r.stdout, name);
+  const rows = {};
+  const map = [
+    ['unix', 'dovecot-lmtp-unix', 'unix socket'],
+    ['tcp', 'dovecot-lmtp-tcp', 'TCP, new conn per msg'],
+    ['tcp_reuse', 'dovecot-lmtp-tcp-reuse', 'TCP, conn kept (-d)'],
+  ];
+  for (const [key, name, label] of map) {
+    const f = get(name);
+    if (f === undefined) continue;
+    rows[key] = {
+      label, msgsPerS: f.msgs_per_s, p50: f.p50_ms, p99: f.p99_ms, latMsgsPerS: f.lat_msgs_per_s,
+      delivered: f.delivered !== undefined ? `${f.delivered}/${f.expected}` : '-', secs: f.secs,
+    };
+    if (f.msgs !== String(M) || f.delivered !== f.expected) fail(`${name}: msgs=${f.msgs} of ${M}, delivered=${f.delivered} expected=${f.expected}`);
+  }
+  const sink = get('smtp-sink-null-unix');
+  const sum = get('dovecot-lmtp');
+  if (r.timedOut) fail(`lmtp-dovecot.sh timed out after ${r.secs.toFixed(0)} s`);
+  else if (rows.unix === undefined) fail(`lmtp-dovecot.sh gave no dovecot-lmtp-unix RESULT (exit ${r.code}); stderr: ${r.stderr.trim().split('\n').slice(-5).join(' / ')}`);
+  if (sum !== undefined && sum.landed !== sum.expected) fail(`dovecot: landed=${sum.landed} expected=${sum.expected}`);
+  if (r.code !== 0 && !r.timedOut) fail(`lmtp-dovecot.sh exit ${r.code}`);
+  return { rows, sink, sum, secs: r.secs };
+}
+
+// ---- main ------------------------------------------------------------------------------------
+async function main() {
+  if (!existsSync(DAEMON)) {
+    process.stderr.write(`bench: ${DAEMON} is missing: run \`npm run build\` (or \`npm run bench\`, which builds) first\n`);
+    return 2;
+  }
+  if (M < 2000 || U < 50 || S !== 8 || L !== 4096) note(`note: the issue's load is >= 2000 msgs, >= 50 users, 8 sessions, 4096 bytes; this run differs`);
+
+  const peersDir = resolve(process.env.MAILPROC_PEERS ?? join(ROOT, '..', 'shared', 'peers'));
+  const peers = {};
+  const have = (f) => existsSync(join(peersDir, f));
+  if (!have('lmtp-load.sh')) note(`peers: ${peersDir}/lmtp-load.sh not found: our figures only, with the built-in driver`);
+  else if (which('smtp-source') === undefined) note('peers: smtp-source not found (Debian postfix, /usr/sbin): our figures only, with the built-in driver');
+  else {
+    peers.load = join(peersDir, 'lmtp-load.sh');
+    const why = [];
+    if (opts['no-peers']) why.push('--no-peers');
+    if (!have('lmtp-dovecot.sh')) why.push(`${peersDir}/lmtp-dovecot.sh not found`);
+    if (which('dovecot') === undefined || !existsSync('/usr/lib/dovecot/lmtp')) why.push('Dovecot not installed (Debian dovecot-core dovecot-lmtpd; scripts/install-os-packages.sh)');
+    if (process.getuid?.() !== 0) why.push('not root (lmtp-dovecot.sh needs root)');
+    if (why.length === 0) peers.dovecot = join(peersDir, 'lmtp-dovecot.sh');
+    else note(`peer side skipped: ${why.join('; ')}`);
+  }
+  if (process.getuid?.() !== 0) note('not root: mailprocd delivers as the invoking user, not as nobody');
+
+  tmp = mkdtempSync('/tmp/mailproc-bench-');
+  chmodSync(tmp, 0o755); // workers run as nobody and must reach <tmp>/mail
+  mkdirSync(join(tmp, 'db'));
+  note(`bench: ${M} msgs (+${K} for latency, ${W} warm-up) of ${L} bytes, ${S} sessions, ${U} users; fsync on; temp dir ${tmp}`);
+
+  let ours;
+  try {
+    ours = await ourSide(peers);
+  } catch (err) {
+    fail(err.message);
+  }
+  let theirs;
+  if (peers.dovecot) {
+    note(`running ${peers.dovecot} (Dovecot under unshare -n: smtp-sink ceiling, unix, TCP, TCP -d; ~30 s)`);
+    theirs = await dovecotSide(peers);
+  }
+
+  // ---- report --------------------------------------------------------------------------------
+  out('');
+  out(`LMTP -> Maildir, ${L}-byte payload, ${S} sessions, ${U} users, fsync on.`);
+  if (ours === undefined || ours.driver.startsWith('smtp') || theirs !== undefined) {
+    out(`msgs/s: ${M} msgs through smtp-source (new connection per message unless -d); p50/p99: ${K} msgs through lmtp-load.mjs.`);
+  }
+  if (ours && !ours.driver.startsWith('smtp')) out(`mailprocd: built-in driver (new connection per message unless -d), msgs/s and p50/p99 from one pass of ${M} msgs.`);
+  out('');
+  const head = ['server', 'variant', 'msgs/s', 'p50 ms', 'p99 ms', 'lat-pass msgs/s', 'delivered'];
+  const table = [head];
+  const keys = ['unix', 'tcp', 'tcp_reuse'];
+  for (const k of keys) {
+    for (const [who, side] of [['mailprocd', ours], ['dovecot', theirs]]) {
+      const r = side?.rows?.[k];
+      if (r === undefined) continue;
+      table.push([who, r.label, f1(r.msgsPerS), f2(r.p50), f2(r.p99), f1(r.latMsgsPerS), r.delivered]);
+    }
+  }
+  if (theirs?.sink) table.push(['smtp-sink', 'null server (driver ceiling)', f1(theirs.sink.msgs_per_s), f2(theirs.sink.p50_ms), f2(theirs.sink.p99_ms), f1(theirs.sink.lat_msgs_per_s), '-']);
+  const widths = head.map((_, i) => Math.max(...table.map((r) => String(r[i]).length)));
+  for (const [i, r] of table.entries()) {
+    out(r.map((c, j) => (j < 2 ? String(c).padEnd(widths[j]) : String(c).padStart(widths[j]))).join('  '));
+    if (i === 0) out(widths.map((w) => '-'.repeat(w)).join('  '));
+  }
+  out('');
+
+  const ratio = (k) => {
+    const a = Number(ours?.rows?.[k]?.msgsPerS);
+    const b = Number(theirs?.rows?.[k]?.msgsPerS);
+    return a > 0 && b > 0 ? a / b : undefined;
+  };
+  const ru = ratio('unix');
+  if (ru !== undefined) {
+    const verdict = ru >= 1.2 ? 'meets the 1.2x goal' : ru >= 1.0 ? 'meets the 1.0x target (goal 1.2x)' : 'BELOW the 1.0x target';
+    out(`ratio mailprocd/dovecot msgs/s, unix socket: ${ru.toFixed(2)}x  (target >= 1.0x, goal 1.2x): ${verdict}`);
+    for (const k of ['tcp', 'tcp_reuse']) {
+      const r = ratio(k);
+      if (r !== undefined) out(`ratio mailprocd/dovecot msgs/s, ${ours.rows[k].label}: ${r.toFixed(2)}x`);
+    }
+  } else if (theirs === undefined) out('ratio: - (no Dovecot run)');
+  else out('ratio: - (a run gave no figure)');
+
+  if (ours?.mem?.master) {
+    const { master, kids } = ours.mem;
+    const workers = kids.filter((k) => k.cmd.includes('worker-main'));
+    const total = master.rssKb + kids.reduce((s, k) => s + k.rssKb, 0);
+    out(`mailprocd memory after the load (idle): master pid ${master.pid} RSS ${mb(master.rssKb)} (peak ${mb(master.hwmKb)}); ` +
+      `${workers.length} worker(s)${kids.length > workers.length ? ` + ${kids.length - workers.length} other child(ren)` : ''}; total ${mb(total)}`);
+    for (const k of kids) {
+      out(`  child pid ${k.pid} uid ${k.uid} RSS ${mb(k.rssKb)} (peak ${mb(k.hwmKb)}): ${k.cmd.replace(ROOT + '/', '')}`);
+    }
+    out(`mailprocd start ${ours.startupMs.toFixed(0)} ms, stop ${ours.stopMs.toFixed(0)} ms`);
+  }
+  if (theirs?.sum) out(`dovecot: landed ${theirs.sum.landed}/${theirs.sum.expected}, startup ${theirs.sum.startup_ms} ms, script ${theirs.secs.toFixed(1)} s`);
+
+  const w = ours?.mem?.kids?.filter((k) => k.cmd.includes('worker-main')) ?? [];
+  const fields = {
+    name: 'mailprocd-bench',
+    driver: ours ? (ours.driver.startsWith('smtp') ? 'smtp-source' : 'builtin') : 'none',
+    msgs: M, lat_msgs: K, warmup: W, sessions: S, size: L, users: U,
+    msgs_per_s_unix: f1(ours?.rows?.unix?.msgsPerS), p50_ms_unix: f2(ours?.rows?.unix?.p50), p99_ms_unix: f2(ours?.rows?.unix?.p99),
+    dovecot_msgs_per_s_unix: f1(theirs?.rows?.unix?.msgsPerS), dovecot_p50_ms_unix: f2(theirs?.rows?.unix?.p50), dovecot_p99_ms_unix: f2(theirs?.rows?.unix?.p99),
+    ratio_unix: ru !== undefined ? ru.toFixed(2) : '-',
+    ...(opts.all ? { ratio_tcp: ratio('tcp')?.toFixed(2) ?? '-', ratio_tcp_reuse: ratio('tcp_reuse')?.toFixed(2) ?? '-' } : {}),
+    master_rss_kb: ours?.mem?.master?.rssKb ?? '-', workers: w.length, worker_rss_kb: w.map((k) => k.rssKb).join(',') || '-',
+    landed: ours?.landed?.total ?? '-', expected: ours?.expected ?? '-',
+    failures: failures.length, secs: elapsed(),
+  };
+  out(`RESULT ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  if (failures.length > 0) {
+    out(`bench FAILED (${failures.length}): ${failures.join(' | ')}`);
+    return 1;
+  }
+  out(`bench completed in ${elapsed()} s`);
+  return 0;
+}
+
+let code = 1;
+try {
+  code = await main();
+} catch (err) {
+  out(`FAIL: ${err.stack ?? err.message}`);
+  code = 1;
+} finally {
+  if (!aborted) {
+    for (const c of children) killTree(c, 'SIGTERM');
+    if (children.size > 0) await sleep(500);
+    cleanupNow();
+    if (tmp && opts.keep) note(`kept ${tmp}`);
+  }
+}
+if (!aborted) process.exit(code); // else bail() exits once its cleanup is done

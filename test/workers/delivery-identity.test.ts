@@ -1,0 +1,65 @@
+// Deliveries never run as root: started as root, the daemon delivers as
+// `nobody` (Postfix's default_privs) through a worker process whose real and
+// effective uid are nobody's; files are owned by that user. A table that maps
+// an address to root is refused, temporarily, and nothing is written.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { startDaemon } from '../helpers/daemon.js';
+import { requireRoot } from '../helpers/components.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { newFiles } from '../helpers/mailbox.js';
+
+async function deliver(port: number, rcpt: string): Promise<string> {
+  const c = await RawClient.open({ port });
+  try {
+    await c.reply();
+    await c.command('LHLO client.test');
+    await c.command('MAIL FROM:<s@remote.test>');
+    const r = await c.command(`RCPT TO:<${rcpt}>`);
+    if (r.code !== 250) return r.line;
+    await c.command('DATA');
+    c.write('Subject: who\r\n\r\nwho am I\r\n.\r\n');
+    return (await c.reply()).line;
+  } finally {
+    c.close();
+  }
+}
+
+function workerPids(parent: number): number[] {
+  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent;
+    } catch {
+      return false;
+    }
+  });
+}
+
+test('run as root, deliveries run as nobody in a worker process and files are owned by nobody', async (t) => {
+  if (!requireRoot(t, 'switching to the delivery user')) return;
+  const nobody = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim());
+  const d = await startDaemon({ uid: 'rooty@example.test  root\n', rules: 'alice@example.test  maildir:${MAIL}/${user}/Maildir/\nrooty@example.test  maildir:${MAIL}/rooty/Maildir/\n' });
+  try {
+    assert.match(await deliver(d.lmtpPort, 'alice@example.test'), /^250 2\.0\.0 /);
+    const [file] = newFiles(join(d.mail, 'alice', 'Maildir'));
+    assert.ok(file);
+    assert.equal(statSync(file).uid, nobody);
+    const pids = workerPids(d.child.pid ?? -1);
+    assert.equal(pids.length, 1, 'one worker for the one delivery identity');
+    const status = readFileSync(`/proc/${pids[0]}/status`, 'utf8');
+    const uids = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/m.exec(status)?.slice(1).map(Number);
+    assert.deepEqual(uids, [nobody, nobody, nobody, nobody], 'real, effective, saved and fs uid are nobody');
+    const groups = /^Groups:\s*(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/).filter(Boolean).map(Number) ?? [];
+    assert.ok(!groups.includes(0), 'no root group among the supplementary groups');
+
+    assert.match(await deliver(d.lmtpPort, 'rooty@example.test'), /^451 4\.3\.5 .*root/);
+    assert.equal(existsSync(join(d.mail, 'rooty')), false, 'nothing written for the root-mapped address');
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});

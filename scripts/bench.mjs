@@ -38,6 +38,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, chmodSync, accessSync, constants as fsc } from 'node:fs';
 import net from 'node:net';
+import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -109,8 +110,10 @@ const U = num('users', 1);
 const TIMEOUT_S = num('timeout', 10);
 const PASS_LIMIT_S = 150; // lmtp-load.sh -T, its default, which lmtp-dovecot.sh uses too
 
+// `npm run bench | head` must not kill the bench before it has cleaned up.
+process.stdout.on('error', () => undefined);
 let aborted = false; // set on a signal or the time limit: stop quietly
-const abort = new AbortController(); // stops the built-in driver
+const abort = new globalThis.AbortController(); // stops the built-in driver
 const out = (line = '') => aborted || process.stdout.write(`${line}\n`);
 const note = (line) => aborted || process.stdout.write(`# ${line}\n`);
 const elapsed = () => ((performance.now() - T_START) / 1000).toFixed(1);
@@ -137,9 +140,13 @@ function procTable() {
     if (!/^\d+$/.test(e)) continue;
     try {
       const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
-      // pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses
+      // pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses; zombies are gone
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      t.set(Number(e), { ppid: Number(f[1]), pgid: Number(f[2]) });
+      if (f[0] !== 'Z') {
+        // utime stime cutime cstime (clock ticks) and starttime, to tell a reused PID
+        const cpu = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+        t.set(Number(e), { ppid: Number(f[1]), pgid: Number(f[2]), cpu, start: f[19] });
+      }
     } catch {
       // exited meanwhile
     }
@@ -217,10 +224,16 @@ function bail(why, code) {
       c.kill('SIGTERM');
     } else killTree(c, 'SIGTERM');
   }
-  setTimeout(() => {
+  // Give them up to 5 s to finish (lmtp-load.sh and lmtp-dovecot.sh clean up on exit), then SIGKILL.
+  const t0 = performance.now();
+  const poll = globalThis.setInterval(() => {
+    const now = procTable();
+    const alive = [...snapshots.values()].flat().some((m) => now.get(m.pid)?.pgid === m.pgid);
+    if (alive && performance.now() - t0 < 5000) return;
+    globalThis.clearInterval(poll);
     cleanupNow();
     process.exit(code);
-  }, 2000);
+  }, 100);
 }
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => bail(`bench: ${sig}`, 130));
 const watchdog = setTimeout(() => bail(`FAIL: the bench took longer than --timeout ${TIMEOUT_S} s`, 1), TIMEOUT_S * 1000);
@@ -368,6 +381,52 @@ function memory(pid) {
   };
   walk(pid);
   return { master, kids };
+}
+
+function cpuStat() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: f[3] + (f[4] ?? 0), total: f.reduce((a, b) => a + b, 0) };
+}
+
+/** Percentage of all CPUs busy over ms (from /proc/stat). */
+async function cpuBusy(ms) {
+  const a = cpuStat();
+  await sleep(ms);
+  const b = cpuStat();
+  return b.total > a.total ? (100 * (1 - (b.idle - a.idle) / (b.total - a.total))) : 0;
+}
+
+/**
+ * Samples once a second how much CPU processes outside the bench's own tree
+ * use (other people's tests on a shared machine), as a share of all CPUs.
+ * Returns stop() → that share in percent. A lower bound: a process that
+ * starts and ends between two samples counts only through a parent that
+ * reaps it (cutime). Kernel threads are left out.
+ */
+function foreignCpu() {
+  let prev = procTable();
+  let prevStat = cpuStat();
+  let foreign = 0;
+  let total = 0;
+  const tick = () => {
+    const now = procTable();
+    const st = cpuStat();
+    const ours = new Set(treeOf(process.pid, now).map((m) => m.pid));
+    for (const [pid, p] of now) {
+      if (ours.has(pid) || pid === 2 || p.ppid === 2) continue;
+      const q = prev.get(pid);
+      if (q !== undefined && q.start === p.start) foreign += Math.max(0, p.cpu - q.cpu);
+    }
+    total += st.total - prevStat.total;
+    prev = now;
+    prevStat = st;
+  };
+  const timer = globalThis.setInterval(tick, 1000);
+  return () => {
+    globalThis.clearInterval(timer);
+    tick();
+    return total > 0 ? (100 * foreign) / total : 0;
+  };
 }
 
 // ---- mail root checks ------------------------------------------------------------------------
@@ -669,21 +728,32 @@ async function main() {
   }
   if (process.getuid?.() !== 0) note('not root: mailprocd delivers as the invoking user, not as nobody');
 
+  const busy = await cpuBusy(1000);
+  const cpus = availableParallelism();
+  note(`machine: ${cpus} CPUs, load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}, ` +
+    `${busy.toFixed(0)}% CPU busy before the bench${busy > 15 ? ' (something else is running: expect noisy figures)' : ''}`);
   tmp = mkdtempSync('/tmp/mailproc-bench-');
   chmodSync(tmp, 0o755); // workers run as nobody and must reach <tmp>/mail
   mkdirSync(join(tmp, 'db'));
   note(`bench: ${M} msgs (+${K} for latency, ${W} warm-up) of ${L} bytes, ${S} sessions, ${U} users; fsync on; temp dir ${tmp}`);
 
   let ours;
+  let stopSampler = foreignCpu();
   try {
     ours = await ourSide(peers);
   } catch (err) {
     fail(err.message);
   }
+  const foreignOurs = stopSampler();
+  note(`other processes used >= ${foreignOurs.toFixed(0)}% of the CPUs while mailprocd was measured`);
   let theirs;
+  let foreignTheirs;
   if (peers.dovecot) {
     note(`running ${peers.dovecot} (Dovecot under unshare -n: smtp-sink ceiling, unix, TCP, TCP -d; ~30 s)`);
+    stopSampler = foreignCpu();
     theirs = await dovecotSide(peers);
+    foreignTheirs = stopSampler();
+    note(`other processes used >= ${foreignTheirs.toFixed(0)}% of the CPUs while Dovecot was measured`);
   }
 
   // ---- report --------------------------------------------------------------------------------
@@ -725,6 +795,9 @@ async function main() {
       const r = ratio(k);
       if (r !== undefined) out(`ratio mailprocd/dovecot msgs/s, ${ours.rows[k].label}: ${r.toFixed(2)}x`);
     }
+    if (Math.max(foreignOurs, foreignTheirs ?? 0) > 10) {
+      out(`caution: other processes used >= ${foreignOurs.toFixed(0)}% / ${(foreignTheirs ?? 0).toFixed(0)}% of the CPUs during the mailprocd / Dovecot runs; the ratio is noisy`);
+    }
   } else if (theirs === undefined) out('ratio: - (no Dovecot run)');
   else out('ratio: - (a run gave no figure)');
 
@@ -752,6 +825,7 @@ async function main() {
     ...(opts.all ? { ratio_tcp: ratio('tcp')?.toFixed(2) ?? '-', ratio_tcp_reuse: ratio('tcp_reuse')?.toFixed(2) ?? '-' } : {}),
     master_rss_kb: ours?.mem?.master?.rssKb ?? '-', workers: w.length, worker_rss_kb: w.map((k) => k.rssKb).join(',') || '-',
     landed: ours?.landed?.total ?? '-', expected: ours?.expected ?? '-',
+    foreign_cpu_pct: `${foreignOurs.toFixed(0)}${foreignTheirs !== undefined ? `/${foreignTheirs.toFixed(0)}` : ''}`,
     failures: failures.length, secs: elapsed(),
   };
   out(`RESULT ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`);

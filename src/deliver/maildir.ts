@@ -16,11 +16,12 @@
 // the delivery is retried once, so the common path does no mkdir. Throws only
 // for bad options (programmer errors).
 import { constants } from 'node:fs';
-import { link, lstat, mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, open, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { errnoError, statusFromError } from '../mail/errno.js';
 import { ok } from '../mail/status.js';
+import { ignoreErrors, isCode, makeDirectories, makeDirectory, syncDirectory } from './fs-helpers.js';
 import { writeFully, type Delivery, type MessageCopy } from './types.js';
 
 export interface MaildirOptions {
@@ -68,18 +69,6 @@ function sanitiseHost(hostname: string): string {
   return hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
 }
 
-function isCode(err: unknown, code: string): boolean {
-  return (err as NodeJS.ErrnoException | null)?.code === code;
-}
-
-async function ignoreErrors(p: Promise<unknown>): Promise<void> {
-  try {
-    await p;
-  } catch {
-    // best-effort cleanup: the original error is the one reported
-  }
-}
-
 /** Throws ELOOP for a symlink and ENOTDIR for anything else that is not a directory. */
 async function checkDirectory(path: string): Promise<void> {
   const st = await lstat(path);
@@ -111,44 +100,35 @@ async function openMaildir(root: string, dir: string): Promise<FileHandle> {
   throw reason;
 }
 
-async function makeDirectory(path: string): Promise<void> {
-  try {
-    await mkdir(path, { mode: 0o700 });
-  } catch (err) {
-    if (!isCode(err, 'EEXIST')) throw err;
-  }
-}
-
-/** fsync a directory so the entries just made in it survive a crash. */
-async function syncDirectory(path: string): Promise<void> {
-  const fh = await open(path, DIR_FLAGS);
-  try {
-    await fh.sync();
-  } finally {
-    await ignoreErrors(fh.close());
-  }
-}
-
 /**
  * Creates the Maildir (parents too) and, for a folder, its Maildir++ directory
  * with its maildirfolder marker; each with cur/ new/ tmp/, all 0700. Runs only
  * after an ENOENT, and tolerates a concurrent delivery doing the same.
  */
 async function createMaildir(root: string, dir: string, fsync: boolean): Promise<void> {
-  await mkdir(root, { recursive: true, mode: 0o700 });
-  await Promise.all(['cur', 'new', 'tmp'].map((d) => makeDirectory(join(root, d))));
+  const made = await makeDirectories(root);
+  const subdirs = async (base: string): Promise<void> => {
+    for (const d of ['cur', 'new', 'tmp']) if (await makeDirectory(join(base, d))) made.push(join(base, d));
+  };
+  await subdirs(root);
   if (dir !== root) {
-    await makeDirectory(dir);
+    if (await makeDirectory(dir)) made.push(dir);
     const marker = await open(join(dir, 'maildirfolder'), O_WRONLY | O_CREAT | O_NOFOLLOW, 0o600);
     await marker.close();
-    await Promise.all(['cur', 'new', 'tmp'].map((d) => makeDirectory(join(dir, d))));
+    await subdirs(dir);
   }
-  if (fsync) {
-    // New directories are entries in their parents; without this a crash can
-    // take new/ (and the message fsynced into it) away again.
-    const parents = [dirname(root), root];
-    if (dir !== root) parents.push(dir);
-    await Promise.all(parents.map(syncDirectory));
+  // A new directory is an entry in its parent; without this a crash can take
+  // new/ (and the message fsynced into it) away again. The maildir's own
+  // parents are synced even if a concurrent delivery made them, as it may not
+  // have synced them yet. A parent we may not open (mode 0711) cannot be helped.
+  if (!fsync) return;
+  const parents = new Set([dirname(root), root, dirname(dir), dir, ...made.map((d) => dirname(d))]);
+  for (const parent of parents) {
+    try {
+      await syncDirectory(parent);
+    } catch (err) {
+      if (!isCode(err, 'EACCES') && !isCode(err, 'EPERM')) throw err;
+    }
   }
 }
 
@@ -185,7 +165,6 @@ export async function deliverMaildir(copy: MessageCopy, options: MaildirOptions)
   let tmpPath = '';
   let newPath: string | undefined;
   let file: FileHandle | undefined;
-  let linked = false;
   try {
     for (let i = 0; ; i++) {
       tmpPath = join(dir, 'tmp', uniqueName(copy.arrival, host, size));
@@ -213,7 +192,6 @@ export async function deliverMaildir(copy: MessageCopy, options: MaildirOptions)
       try {
         await link(tmpPath, candidate);
         newPath = candidate;
-        linked = true;
         break;
       } catch (err) {
         if (!isCode(err, 'EEXIST') || i + 1 >= NAME_TRIES) throw err;
@@ -232,7 +210,7 @@ export async function deliverMaildir(copy: MessageCopy, options: MaildirOptions)
     // Not known to be durable: take it back so the retry is not a duplicate.
     // If a reader already moved it to cur/, the unlink fails and the retry
     // duplicates — better than losing it (Postfix's choice too).
-    if (linked && newPath !== undefined) await ignoreErrors(unlink(newPath));
+    if (newPath !== undefined) await ignoreErrors(unlink(newPath));
     return { status: statusFromError(err, what), path: newPath ?? (tmpPath !== '' ? tmpPath : dir) };
   } finally {
     await ignoreErrors(newDir.close());

@@ -15,14 +15,16 @@
 // write (and fsynced) while the lock is still held, so readers never see half a
 // message. A symlink, FIFO, device, directory or hard-linked mailbox is refused
 // with nothing written (5.2.0); a lock still held after the attempts is 4.2.0.
-// No kernel lock (fcntl/flock): Node has none built in, see NOTES.md. Throws
+// Kernel lock: fcntl through os-lock after the dotlock, see NOTES.md. Throws
 // only for bad options.
 import { constants } from 'node:fs';
 import { lstat, open, unlink, type FileHandle } from 'node:fs/promises';
-import { isAbsolute } from 'node:path';
+import { dirname, isAbsolute } from 'node:path';
+import { lock as lockFile } from 'os-lock';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { statusFromError } from '../mail/errno.js';
 import { ok, status, type Status } from '../mail/status.js';
+import { ignoreErrors, isCode, makeDirectories } from './fs-helpers.js';
 import { writeFully, type Delivery, type MessageCopy } from './types.js';
 
 export interface MboxOptions {
@@ -94,25 +96,18 @@ function messageChunks(copy: MessageCopy): Buffer[] {
   return chunks;
 }
 
-function isCode(err: unknown, code: string): boolean {
-  return (err as NodeJS.ErrnoException | null)?.code === code;
-}
-
-async function ignoreErrors(p: Promise<unknown>): Promise<void> {
-  try {
-    await p;
-  } catch {
-    // best-effort cleanup: the original error is the one reported
-  }
-}
-
 const refused = (path: string, why: string): Status => status('5.2.0', `refusing to deliver to mailbox ${path}: ${why}`);
 
 /** Opens the mailbox for appending, or says why not. */
 async function openMailbox(path: string): Promise<FileHandle | Status> {
   let fh: FileHandle;
   try {
-    fh = await open(path, MBOX_FLAGS, 0o600);
+    fh = await open(path, MBOX_FLAGS, 0o600).catch(async (err: unknown) => {
+      // A per-user directory such as ~/mail may not exist yet: make it (0700, as the user) once.
+      if (!isCode(err, 'ENOENT')) throw err;
+      await makeDirectories(dirname(path));
+      return open(path, MBOX_FLAGS, 0o600);
+    });
   } catch (err) {
     // A FIFO or socket without a reader says ENXIO, a directory EISDIR: say what it is.
     if (isCode(err, 'ENXIO') || isCode(err, 'EISDIR')) {
@@ -159,6 +154,25 @@ async function takeDotlock(lockPath: string, path: string, attempts: number, del
   return status('4.2.0', `mailbox ${path} is locked: ${lockPath} still exists after ${attempts} attempts`);
 }
 
+/**
+ * An fcntl write lock on the whole file, as Debian's Postfix takes after the
+ * dotlock (mailbox_delivery_lock = fcntl, dotlock): excludes readers and
+ * writers that lock only with fcntl (Dovecot, mutt). Never blocking: it is
+ * tried again like the dotlock. Released by the close() that ends the delivery.
+ */
+async function takeKernelLock(fh: FileHandle, path: string, attempts: number, delayMs: number): Promise<Status | undefined> {
+  for (let i = 1; ; i++) {
+    try {
+      await lockFile(fh.fd, { exclusive: true, immediate: true });
+      return undefined;
+    } catch (err) {
+      if (!isCode(err, 'EAGAIN') && !isCode(err, 'EACCES')) return statusFromError(err, `cannot lock mailbox ${path}`);
+      if (i >= attempts) return status('4.2.0', `mailbox ${path} is locked by another program (fcntl) after ${attempts} attempts`);
+      await sleep(delayMs);
+    }
+  }
+}
+
 /** After locking: the path must still name the file we opened, with one link. */
 async function checkUnchanged(fh: FileHandle, path: string): Promise<number | Status> {
   try {
@@ -181,6 +195,8 @@ async function appendLocked(copy: MessageCopy, path: string, o: Required<MboxOpt
     const lockFailure = await takeDotlock(lockPath, path, o.lockAttempts, o.lockDelayMs, o.staleLockMs);
     if (lockFailure !== undefined) return lockFailure;
     locked = true;
+    const kernelFailure = await takeKernelLock(fh, path, o.lockAttempts, o.lockDelayMs);
+    if (kernelFailure !== undefined) return kernelFailure;
     const size = await checkUnchanged(fh, path);
     if (typeof size !== 'number') return size;
     try {

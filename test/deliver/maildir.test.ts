@@ -2,7 +2,7 @@
 // symlink refusal, concurrency, and a full file system (tmpfs, needs root).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -159,6 +159,33 @@ test('a hostname with "/" and ":" cannot add a path or an info part to the name'
   assert.equal(got.status.code, '2.0.0', got.status.text);
   const [name] = await readdir(join(md, 'new'));
   assert.match(name!, /\.a\\057b\\072c,S=\d+$/);
+});
+
+test('a parent that cannot be made gives 4.3.0 naming it, and does not hang', { timeout: 10_000 }, async () => {
+  // Node's own mkdir({ recursive }) loops forever here.
+  const got = await deliverMaildir(message('x\n'), { path: '/proc/self/mailprocd-none/Maildir', hostname: 'h' });
+  assert.equal(got.status.code, '4.3.0', got.status.text);
+  assert.match(got.status.text, /^cannot create maildir \/proc\/self\/mailprocd-none: No such file or directory/);
+});
+
+test('a parent the user may not write is a temporary 4.2.0 naming the path and the uid', async (t) => {
+  if (!requireRoot(t, 'run a delivery as uid 65534')) return;
+  const base = await tempDir(t);
+  await chmod(base, 0o755);
+  const script = join(base, 'deliver.mjs');
+  await writeFile(script, [
+    `const { deliverMaildir } = await import(${JSON.stringify(new URL('../../src/deliver/index.js', import.meta.url).href)});`,
+    // Drop to nobody after the import, so the checkout need not be readable by nobody.
+    'process.setgroups([]); process.setgid(65534); process.setuid(65534);',
+    `const m = { header: Buffer.from('X: y\\n'), body: Buffer.from('b\\n'), sender: '', arrival: new Date() };`,
+    `const r = await deliverMaildir(m, { path: ${JSON.stringify(join(base, 'Maildir'))}, hostname: 'h' });`,
+    'process.stdout.write(JSON.stringify(r.status));',
+  ].join('\n'));
+  const out = execFileSync(process.execPath, [script]).toString();
+  const got = JSON.parse(out) as { code: string; text: string };
+  assert.equal(got.code, '4.2.0', got.text);
+  assert.match(got.text, new RegExp(`^cannot create maildir ${base}/Maildir: Permission denied \\(not writable by uid 65534, gid 65534\\)`));
+  assert.deepEqual(await readdir(base), ['deliver.mjs']);
 });
 
 test('a path that is not absolute is a programmer error', async () => {

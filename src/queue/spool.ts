@@ -6,7 +6,7 @@
 // appended and fsynced after each final outcome, so a restart neither loses a
 // recipient nor (outside the window between a delivery and its fsync, the one
 // Postfix also has) delivers one twice. Fails by returning a 4.x.x Status.
-import { open, readdir, readFile, rename, unlink, mkdir, appendFile, stat } from 'node:fs/promises';
+import { open, readdir, readFile, rename, unlink, mkdir, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { statusFromError } from '../mail/errno.js';
 import { ok, type Status } from '../mail/status.js';
@@ -49,11 +49,19 @@ export class Spool {
     this.active = join(dir, 'active');
   }
 
-  /** Creates the directories (0700) and removes half-written files left by a crash. */
+  /**
+   * Creates the directories (0700) and removes what a crash can leave: a
+   * half-written file in incoming/ (never acknowledged) and a progress file
+   * whose message was already removed (remove() unlinks the message first).
+   */
   async init(): Promise<void> {
     await mkdir(this.incoming, { recursive: true, mode: 0o700 });
     await mkdir(this.active, { recursive: true, mode: 0o700 });
     for (const name of await readdir(this.incoming)) await unlink(join(this.incoming, name)).catch(() => undefined);
+    const names = new Set(await readdir(this.active));
+    for (const name of names) {
+      if (name.endsWith('.done') && !names.has(name.slice(0, -'.done'.length))) await unlink(join(this.active, name)).catch(() => undefined);
+    }
   }
 
   /** Durable before it returns 2.0.0. */
@@ -108,13 +116,9 @@ export class Spool {
     }
   }
 
+  /** The message first: a crash in between leaves only an orphan progress file, which init() removes. */
   async remove(id: string): Promise<void> {
     await unlink(join(this.active, id)).catch(() => undefined);
     await unlink(join(this.active, `${id}.done`)).catch(() => undefined);
-  }
-
-  async age(id: string): Promise<number> {
-    const st = await stat(join(this.active, id));
-    return Date.now() - st.mtimeMs;
   }
 }

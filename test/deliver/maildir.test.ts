@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { deliverMaildir, type MessageCopy } from '../../src/deliver/index.js';
 import { maildirFolderName } from '../../src/deliver/maildir.js';
-import { requireRoot } from '../helpers/components.js';
+import { mountTmpfs, requireRoot } from '../helpers/components.js';
 
 const HEADER = Buffer.from('Return-Path: <a@example.org>\nDelivered-To: b@example.net\n');
 
@@ -193,16 +193,8 @@ test('a path that is not absolute is a programmer error', async () => {
 });
 
 test('a full file system gives 4.3.1 and leaves nothing in tmp/ or new/', async (t) => {
-  if (!requireRoot(t, 'mount a 64 KiB tmpfs')) return;
   const mnt = await tempDir(t);
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', mnt], { stdio: 'pipe' });
-  } catch (err) {
-    const why = `cannot mount tmpfs: ${String(err)}`;
-    if (process.env.CI === 'true') throw new Error(why);
-    t.skip(why);
-    return;
-  }
+  if (!mountTmpfs(t, mnt, '64k')) return;
   try {
     const md = join(mnt, 'Maildir');
     const small = await deliverMaildir(message('small\n'), { path: md, hostname: 'mx.example' });

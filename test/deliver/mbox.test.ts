@@ -13,7 +13,7 @@ import { test, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
 import { deliverMbox, type MessageCopy } from '../../src/deliver/index.js';
 import { fromLine } from '../../src/deliver/mbox.js';
-import { requireRoot } from '../helpers/components.js';
+import { mountTmpfs } from '../helpers/components.js';
 
 const HEADER = 'Return-Path: <a@example.org>\nDelivered-To: b@example.net\n';
 const ARRIVAL = new Date('2026-11-21T09:30:25Z');
@@ -215,16 +215,8 @@ test('a FIFO with a reader is refused without a hang and receives nothing', { ti
 });
 
 test('a disk full mid-write gives 4.3.1 and leaves the mbox byte for byte as it was', async (t) => {
-  if (!requireRoot(t, 'mount a 64 KiB tmpfs')) return;
   const mnt = await tempDir(t);
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', mnt], { stdio: 'pipe' });
-  } catch (err) {
-    const why = `cannot mount tmpfs: ${String(err)}`;
-    if (process.env.CI === 'true') throw new Error(why);
-    t.skip(why);
-    return;
-  }
+  if (!mountTmpfs(t, mnt, '64k')) return;
   try {
     const mbox = join(mnt, 'mbox');
     const first = await deliverMbox(message(`Subject: big\n\n${'z'.repeat(40_000)}\n`), { path: mbox });

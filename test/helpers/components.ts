@@ -2,6 +2,7 @@
 // Under CI=true a missing component fails the test; elsewhere the test is
 // skipped with a message naming the Debian package. It never passes without
 // having run.
+import { execFileSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -41,4 +42,22 @@ export function requireRoot(t: TestContext, what: string): boolean {
   if (process.env.CI === 'true') throw new Error(why);
   t.skip(why);
   return false;
+}
+
+/**
+ * Mounts a small tmpfs on dir (to fill a disk on purpose). False, with the
+ * test skipped (failed under CI=true), when the kernel refuses. The caller
+ * unmounts it.
+ */
+export function mountTmpfs(t: TestContext, dir: string, size: string): boolean {
+  if (!requireRoot(t, `mount a ${size} tmpfs`)) return false;
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', dir], { stdio: 'pipe' });
+    return true;
+  } catch (err) {
+    const why = `cannot mount tmpfs: ${String(err)}`;
+    if (process.env.CI === 'true') throw new Error(why);
+    t.skip(why);
+    return false;
+  }
 }

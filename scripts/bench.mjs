@@ -227,12 +227,13 @@ function bail(why, code) {
       c.kill('SIGTERM');
     } else killTree(c, 'SIGTERM');
   }
-  // Give them up to 5 s to finish (lmtp-load.sh and lmtp-dovecot.sh clean up on exit), then SIGKILL.
+  // Give them up to 15 s to finish (lmtp-load.sh and lmtp-dovecot.sh clean up on exit; the
+  // latter waits for Dovecot to stop and removes its temp dir), then SIGKILL what is left.
   const t0 = performance.now();
   const poll = globalThis.setInterval(() => {
     const now = procTable();
     const alive = [...snapshots.values()].flat().some((m) => now.get(m.pid)?.pgid === m.pgid);
-    if (alive && performance.now() - t0 < 5000) return;
+    if (alive && performance.now() - t0 < 15_000) return;
     globalThis.clearInterval(poll);
     cleanupNow();
     process.exit(code);
@@ -245,6 +246,7 @@ watchdog.unref();
 /** Runs a command in its own process group; resolves with its output, killed after limitS. */
 function run(cmd, args, limitS, env = {}) {
   return new Promise((resolvePromise) => {
+    if (aborted) return resolvePromise({ code: null, signal: null, stdout: '', stderr: 'not started: the bench is stopping', timedOut: false, secs: 0 });
     const child = spawn(cmd, args, {
       cwd: tmp ?? ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, PATH: SBIN_PATH, ...env },
@@ -258,7 +260,7 @@ function run(cmd, args, limitS, env = {}) {
     const timer = setTimeout(() => {
       timedOut = true;
       killTree(child, 'SIGTERM');
-      setTimeout(() => killTree(child, 'SIGKILL'), 5000).unref();
+      setTimeout(() => killTree(child, 'SIGKILL'), 15_000).unref();
     }, limitS * 1000);
     const t0 = performance.now();
     child.on('error', (err) => { stderr += `${err.message}\n`; });
@@ -495,6 +497,7 @@ async function startDaemon(mailRoot, sock, port) {
     '',
   ].join('\n'));
 
+  if (aborted) throw new Error('not started: the bench is stopping');
   const logPath = join(tmp, 'mailprocd.log');
   const logFd = openSync(logPath, 'a');
   const t0 = performance.now();
@@ -750,7 +753,7 @@ async function main() {
   note(`other processes used >= ${foreignOurs.toFixed(0)}% of the CPUs while mailprocd was measured`);
   let theirs;
   let foreignTheirs;
-  if (peers.dovecot) {
+  if (peers.dovecot && !aborted) {
     note(`running ${peers.dovecot} (Dovecot under unshare -n: smtp-sink ceiling, unix, TCP, TCP -d; ~30 s)`);
     stopSampler = foreignCpu();
     theirs = await dovecotSide(peers);

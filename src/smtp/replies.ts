@@ -1,15 +1,7 @@
-// The one mapping from Status to an SMTP/LMTP reply, and the one place where
-// smtp-server is taught to carry OUR enhanced status code.
-//
-// smtp-server derives the enhanced code from the reply number (550 → 5.1.1,
-// 552 → 5.2.2 …), so it cannot say 5.2.3 or 4.2.0, and text that already holds
-// a code comes out doubled ("550 5.1.1 5.7.1 …"). We patch
-// SMTPConnection.prototype.send once: a reply whose text starts with an
-// enhanced code of the same class as the reply number is sent as is. Every
-// other reply (the library's own 503, 501, 421 …) keeps the library's code.
-// Every error we hand to smtp-server carries responseCode, so the library
-// never picks 550/450 by default.
-import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+// The one mapping from Status to an SMTP/LMTP reply. Every error we hand to
+// smtp-server carries responseCode, so the library never picks 550/450 by
+// default; the text starts with our enhanced code, which library-patches.ts
+// lets through unchanged.
 import type { Status } from '../mail/status.js';
 
 /** Reply numbers for enhanced codes whose default (250/451/550) is not right. */
@@ -51,24 +43,4 @@ export function replyError(s: Status): SmtpError {
 /** What an LMTP per-recipient result (or the SMTP DATA result) is in smtp-server's terms. */
 export function dataResult(s: Status): string | SmtpError {
   return s.code.startsWith('2') ? replyText(s) : replyError(s);
-}
-
-const CODED = /^([245])\.\d{1,3}\.\d{1,3} /;
-let patched = false;
-
-/** Idempotent; called once by the listeners before they start. */
-export function installReplyCodes(): void {
-  if (patched) return;
-  patched = true;
-  type Send = (this: unknown, code: number, data?: unknown, context?: unknown) => void;
-  const proto = SMTPConnection.prototype as unknown as { send: Send };
-  const original = proto.send;
-  if (typeof original !== 'function') throw new Error('bug: smtp-server SMTPConnection.send not found (version changed?)');
-  proto.send = function send(code, data, context) {
-    if (typeof data === 'string') {
-      const m = CODED.exec(data);
-      if (m && m[1] === String(code)[0]) return original.call(this, code, data, false);
-    }
-    return original.call(this, code, data, context);
-  };
 }

@@ -23,7 +23,8 @@ import { addressSizeLimit } from '../classify/plan.js';
 import { newQueueId } from '../queue/queue-id.js';
 import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
 import { resolveGroup, resolveIdentity } from '../workers/identity.js';
-import { dataResult, installReplyCodes, replyError } from './replies.js';
+import { patchSmtpServer } from './library-patches.js';
+import { dataResult, replyError } from './replies.js';
 
 export interface AcceptedRecipient {
   readonly rcpt: RecipientAddress;
@@ -86,7 +87,7 @@ export class Listener {
   readonly server: SMTPServer;
 
   constructor(readonly kind: 'lmtp' | 'smtp', readonly listen: Listen, private readonly h: IntakeHandlers) {
-    installReplyCodes();
+    patchSmtpServer();
     const c = h.config();
     this.server = new SMTPServer({
       lmtp: kind === 'lmtp',

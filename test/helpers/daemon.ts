@@ -3,7 +3,7 @@
 // unix LMTP socket; collects its log lines; stops it by PID. Used by the
 // integration tests. Cleans up its directory on stop().
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -29,6 +29,8 @@ export interface DaemonOptions {
   readonly config?: Record<string, unknown>;
   /** Reuse a directory (restart after a kill). */
   readonly dir?: string;
+  /** Run the daemon itself as this user (the directory must be theirs). */
+  readonly runAs?: { readonly uid: number; readonly gid: number };
 }
 
 export interface TestDaemon {
@@ -89,7 +91,11 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   const configFile = join(dir, 'mailprocd.yaml');
   writeFileSync(configFile, stringify(config));
 
-  const child = spawn(process.execPath, [DAEMON, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (opts.runAs) for (const f of [sources, join(sources, 'rules'), join(sources, 'uid'), join(sources, 'gid'), join(sources, 'lists'), configFile]) chownSync(f, opts.runAs.uid, opts.runAs.gid);
+  const child = spawn(process.execPath, [DAEMON, '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.runAs ? { uid: opts.runAs.uid, gid: opts.runAs.gid, cwd: dir } : {}),
+  });
   const logs: string[] = [];
   const watchers: { re: RegExp; resolve: (l: string) => void }[] = [];
   let partial = '';

@@ -4,10 +4,10 @@
 // an address to root is refused, temporarily, and nothing is written.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { chownSync, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { startDaemon } from '../helpers/daemon.js';
+import { makeTestDir, startDaemon } from '../helpers/daemon.js';
 import { requireRoot } from '../helpers/components.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { newFiles } from '../helpers/mailbox.js';
@@ -58,6 +58,31 @@ test('run as root, deliveries run as nobody in a worker process and files are ow
 
     assert.match(await deliver(d.lmtpPort, 'rooty@example.test'), /^451 4\.3\.5 .*root/);
     assert.equal(existsSync(join(d.mail, 'rooty')), false, 'nothing written for the root-mapped address');
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('run as an ordinary user, the daemon delivers as that user', async (t) => {
+  if (!requireRoot(t, 'creating a system user to run the daemon as')) return;
+  const user = 'mailproc-t1';
+  try {
+    execFileSync('id', ['-u', user], { stdio: 'pipe' });
+  } catch {
+    execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', user], { stdio: 'pipe' });
+  }
+  const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
+  const dir = makeTestDir();
+  chownSync(dir, uid, gid);
+  const d = await startDaemon({ dir, runAs: { uid, gid } });
+  try {
+    assert.match(await deliver(d.lmtpPort, 'alice@example.test'), /^250 2\.0\.0 /);
+    const [file] = newFiles(join(d.mail, 'alice', 'Maildir'));
+    assert.ok(file);
+    assert.equal(statSync(file).uid, uid);
+    assert.match(d.logs.find((l) => / ready /.test(l)) ?? '', new RegExp(`user=${user}`));
   } finally {
     await d.stop();
     d.cleanup();

@@ -15,6 +15,17 @@ export interface MessageCopy {
   readonly sender: string;
   /** Arrival time (for the mbox From_ line and the maildir name). */
   readonly arrival: Date;
+  /** The recipient this copy is for (a pipe gets it in its environment). */
+  readonly recipient: CopyRecipient;
+}
+
+/** The recipient's address and its parts, as RecipientAddress in src/mail/address.ts. */
+export interface CopyRecipient {
+  readonly address: string;
+  readonly local: string;
+  readonly user: string;
+  readonly extension: string;
+  readonly domain: string;
 }
 
 /** The one result of a leaf. */

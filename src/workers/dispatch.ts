@@ -86,7 +86,8 @@ export async function deliverToRecipient(
       return steps.map(() => status('4.3.0', `cannot deliver to ${rcpt.address}: ${identity} (check the uid/gid tables)`));
     }
     const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home), ctx.baseDir));
-    const results = await ctx.pool.deliver(identity, { sender: trace.sender, arrival: trace.arrival, header, body: message.body, destinations });
+    const recipient = { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain };
+    const results = await ctx.pool.deliver(identity, { sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
     return results.map((r) => r.status);
   }));
   const all = outcomes.flat();

@@ -4,6 +4,7 @@
 // channel with "advanced" serialization, so message bytes travel as binary.
 import type { Destination } from '../classify/rules.js';
 import type { Status } from '../mail/status.js';
+import type { CopyRecipient } from '../deliver/types.js';
 
 export const IPC_VERSION = 1;
 
@@ -21,6 +22,7 @@ export interface DeliverRequest {
   readonly id: number;
   readonly sender: string;
   readonly arrival: number;
+  readonly recipient: CopyRecipient;
   /** Trace headers for this recipient. */
   readonly header: Uint8Array;
   /** Message, LF line endings. */
@@ -68,6 +70,7 @@ export function checkMasterMessage(m: unknown): MasterMessage | string {
   if (m.type === 'shutdown') return m as unknown as ShutdownRequest;
   if (m.type !== 'deliver') return `unknown message type ${String(m.type)}`;
   if (typeof m.id !== 'number' || typeof m.sender !== 'string' || typeof m.arrival !== 'number') return 'deliver: bad envelope fields';
+  if (!isObject(m.recipient) || typeof m.recipient.address !== 'string') return 'deliver: bad recipient';
   if (!(m.header instanceof Uint8Array) || !(m.body instanceof Uint8Array)) return 'deliver: header/body not binary';
   if (!Array.isArray(m.destinations) || !m.destinations.every((d) => isObject(d) && typeof d.kind === 'string')) return 'deliver: bad destinations';
   if (!isObject(m.options)) return 'deliver: no options';

@@ -11,6 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Destination } from '../classify/rules.js';
+import type { CopyRecipient } from '../deliver/types.js';
 import type { Logger } from '../log.js';
 import { status } from '../mail/status.js';
 import type { Identity } from './identity.js';
@@ -20,6 +21,7 @@ const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
 
 export interface DeliverJob {
   readonly sender: string;
+  readonly recipient: CopyRecipient;
   readonly arrival: Date;
   readonly header: Buffer;
   readonly body: Buffer;
@@ -85,7 +87,7 @@ export class WorkerPool {
     const id = this.nextId++;
     const req: DeliverRequest = {
       v: IPC_VERSION, type: 'deliver', id,
-      sender: job.sender, arrival: job.arrival.getTime(),
+      sender: job.sender, arrival: job.arrival.getTime(), recipient: job.recipient,
       header: job.header, body: job.body,
       destinations: job.destinations, options: this.opts.leafOptions(),
     };

@@ -44,6 +44,7 @@ async function handle(req: DeliverRequest): Promise<DeliveryResult[]> {
     body: Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength),
     sender: req.sender,
     arrival: new Date(req.arrival),
+    recipient: req.recipient,
   };
   const results: DeliveryResult[] = [];
   for (const d of req.destinations) {

@@ -9,11 +9,12 @@ import { test, type TestContext } from 'node:test';
 import { deliverMaildir, type MessageCopy } from '../../src/deliver/index.js';
 import { maildirFolderName } from '../../src/deliver/maildir.js';
 import { mountTmpfs, requireRoot } from '../helpers/components.js';
+import { TEST_RECIPIENT } from '../helpers/mailbox.js';
 
 const HEADER = Buffer.from('Return-Path: <a@example.org>\nDelivered-To: b@example.net\n');
 
 function message(body: string | Buffer, sender = 'a@example.org'): MessageCopy {
-  return { header: HEADER, body: typeof body === 'string' ? Buffer.from(body) : body, sender, arrival: new Date('2026-11-21T09:30:25Z') };
+  return { header: HEADER, body: typeof body === 'string' ? Buffer.from(body) : body, sender, arrival: new Date('2026-11-21T09:30:25Z'), recipient: TEST_RECIPIENT };
 }
 
 async function tempDir(t: TestContext): Promise<string> {

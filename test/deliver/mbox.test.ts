@@ -14,13 +14,14 @@ import { promisify } from 'node:util';
 import { deliverMbox, type MessageCopy } from '../../src/deliver/index.js';
 import { fromLine } from '../../src/deliver/mbox.js';
 import { mountTmpfs } from '../helpers/components.js';
+import { TEST_RECIPIENT } from '../helpers/mailbox.js';
 
 const HEADER = 'Return-Path: <a@example.org>\nDelivered-To: b@example.net\n';
 const ARRIVAL = new Date('2026-11-21T09:30:25Z');
 const FROM_LINE = 'From a@example.org Sat Nov 21 09:30:25 2026\n';
 
 function message(body: string | Buffer, sender = 'a@example.org'): MessageCopy {
-  return { header: Buffer.from(HEADER), body: typeof body === 'string' ? Buffer.from(body) : body, sender, arrival: ARRIVAL };
+  return { header: Buffer.from(HEADER), body: typeof body === 'string' ? Buffer.from(body) : body, sender, arrival: ARRIVAL, recipient: TEST_RECIPIENT };
 }
 
 async function tempDir(t: TestContext): Promise<string> {

@@ -40,3 +40,6 @@ export function stored(sent: string | Buffer): Buffer {
   const b = typeof sent === 'string' ? Buffer.from(sent, 'latin1') : sent;
   return Buffer.from(b.toString('latin1').replace(/\r\n/g, '\n'), 'latin1');
 }
+
+/** The recipient a leaf test delivers to: b@example.net, as the trace header says. */
+export const TEST_RECIPIENT = { address: 'b@example.net', local: 'b', user: 'b', extension: '', domain: 'example.net' } as const;

@@ -11,7 +11,7 @@ import type { Destination } from './classify/rules.js';
 import { loadConfig, type Config } from './config/index.js';
 import { compileTables, formatSourceError, isKnown, openTables, parseTableSource, resolveRecipient, type Tables } from './db/index.js';
 import { createLogger, type Logger } from './log.js';
-import type { RecipientAddress } from './mail/address.js';
+import { lookupKeys, type RecipientAddress } from './mail/address.js';
 import { QueueManager } from './queue/manager.js';
 import { Spool } from './queue/spool.js';
 import { Listener, type IntakeHandlers } from './smtp/server.js';
@@ -124,6 +124,9 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
 
   const pool = new WorkerPool({
     idleMs: config.delivery.worker_idle,
+    userWorkers: () => config.delivery.user_workers,
+    userConcurrency: () => config.delivery.user_concurrency,
+    maxDeliveries: config.delivery.max_deliveries,
     log,
     leafOptions: () => ({
       hostname: config.hostname,
@@ -139,6 +142,10 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
       {
         pool,
         baseDir: process.cwd(),
+        allowRoot: (rcpt) => {
+          const allowed = config.delivery.allow_root;
+          return allowed.length > 0 && lookupKeys(rcpt).some((k) => allowed.some((a) => a.toLowerCase() === k));
+        },
         defaults: { destination: defaultDestination, user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) },
       },
       { sender: env.sender, helo: env.helo, clientAddress: env.clientAddress, protocol: env.protocol, hostname: config.hostname, queueId: env.queueId, arrival: env.arrival },

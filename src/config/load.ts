@@ -32,7 +32,7 @@ export interface Config extends Omit<ParsedConfig, 'paths' | 'lmtp' | 'smtp' | '
   readonly file: string | undefined;
   readonly hostname: string;
   readonly paths: { readonly state: string; readonly sources: string; readonly db: string; readonly spool: string; readonly run: string; readonly mail: string };
-  readonly lmtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['lmtp']['socket'] };
+  readonly lmtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['lmtp']['socket']; readonly window: number; readonly on_timeout: 'queue' | 'defer' };
   readonly smtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['smtp']['socket'] };
   /** User deliveries run as when the tables name none. */
   readonly deliveryUser: string;
@@ -111,7 +111,7 @@ export function resolveConfig(raw: unknown, file: string | undefined, cwd = proc
     file,
     hostname: c.hostname ?? osHostname(),
     paths,
-    lmtp: { listen: lmtp.listen, socket: c.lmtp.socket },
+    lmtp: { listen: lmtp.listen, socket: c.lmtp.socket, window: c.lmtp.window, on_timeout: c.lmtp.on_timeout },
     smtp: { listen: smtp.listen, socket: c.smtp.socket },
     // Like Postfix's default_privs: never deliver as root by default.
     deliveryUser: c.delivery.user ?? (root ? 'nobody' : userInfo().username),

@@ -69,7 +69,16 @@ export const configSchema = z.object({
     /** Mail root; created mode 1777 (like /var/mail) if missing so per-user dirs can be made by their owners. */
     mail: z.string().optional(),
   }).strict().default({ state: './var', sources: './db' }),
-  lmtp: listener.default({ listen: ['unix:./var/run/lmtp.sock', '127.0.0.1:2424'], socket: { mode: 0o666 } }),
+  lmtp: listener.extend({
+    /**
+     * The LMTP reply is the delivery's real outcome when it finishes within
+     * this window; past it see on_timeout. Keep it well under Postfix's
+     * lmtp_data_done_timeout (600 s), or Postfix retries a delivered message.
+     */
+    window: duration.default(120_000),
+    /** queue: fsync the message into our queue and answer 250; defer: answer 451 4.3.0 so the MTA retries. */
+    on_timeout: z.enum(['queue', 'defer']).default('queue'),
+  }).strict().default({ listen: ['unix:./var/run/lmtp.sock', '127.0.0.1:2424'], socket: { mode: 0o666 }, window: 120_000, on_timeout: 'queue' }),
   smtp: listener.default({ listen: ['127.0.0.1:2525'], socket: { mode: 0o666 } }),
   limits: z.object({
     /** Announced in SIZE; larger messages get 552 5.3.4. */
@@ -95,9 +104,18 @@ export const configSchema = z.object({
     mbox_stale_lock: duration.default(500_000),
     /** Idle worker processes exit after this long. */
     worker_idle: duration.default(60_000),
+    /** Worker processes per delivery user (uid:gid). */
+    user_workers: z.number().int().min(1).default(1),
+    /** Deliveries of one user at once: a flood for one user occupies only these slots. */
+    user_concurrency: z.number().int().min(1).default(8),
+    /** Deliveries at once across all users; freed slots go round robin to users with work. */
+    max_deliveries: z.number().int().min(1).default(64),
+    /** Addresses (as in the tables) allowed to deliver as uid/gid 0; nobody by default. */
+    allow_root: z.array(z.string()).default([]),
   }).strict().default({
     default: 'maildir:./var/mail/${user}/Maildir/', recipient_delimiter: '+', fsync: true,
     mbox_lock_attempts: 20, mbox_lock_delay: 1000, mbox_stale_lock: 500_000, worker_idle: 60_000,
+    user_workers: 1, user_concurrency: 8, max_deliveries: 64, allow_root: [],
   }),
   queue: z.object({
     /** First retry after a temporary failure; doubles up to retry_max. */
@@ -105,7 +123,11 @@ export const configSchema = z.object({
     retry_max: duration.default(3_600_000),
     /** A message still undeliverable after this long is bounced. */
     lifetime: duration.default(5 * 86_400_000),
-  }).strict().default({ retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000 }),
+    /** Messages being delivered from the queue at once (the rest wait their turn on disk). */
+    active_limit: z.number().int().min(1).default(1000),
+    /** Where DSN bounces are sent (an MTA: "127.0.0.1:25"); unset = bounces are only logged. */
+    bounce_relay: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected "HOST:PORT"').optional(),
+  }).strict().default({ retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000, active_limit: 1000 }),
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

@@ -29,6 +29,8 @@ export interface DispatchContext {
   readonly defaults: PlanDefaults;
   /** Base for relative paths in tables (the daemon's working directory). */
   readonly baseDir: string;
+  /** delivery.allow_root: may this recipient's copies be written as uid/gid 0? */
+  readonly allowRoot: (rcpt: RecipientAddress) => boolean;
 }
 
 export interface RecipientOutcome {
@@ -87,7 +89,7 @@ export async function deliverToRecipient(
     }
     const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home), ctx.baseDir));
     const recipient = { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain };
-    const results = await ctx.pool.deliver(identity, { sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
+    const results = await ctx.pool.deliver(identity, { allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
     return results.map((r) => r.status);
   }));
   const all = outcomes.flat();

@@ -1,13 +1,18 @@
-// The worker pool: one persistent worker process per delivery identity
-// (uid:gid), started on first use, expired after an idle time, replaced when
-// it dies. The pool is master-side; it never touches a user's files. A
-// delivery whose worker dies before answering gets 4.3.0 for each destination
-// so the message is retried, never lost or reported delivered.
+// The worker pool: persistent worker processes per delivery identity
+// (uid:gid) — at most `userWorkers` of them, started on first use, expired
+// after an idle time, replaced when they die — fed by the fair scheduler
+// (scheduler.ts): one FIFO per identity, at most `userConcurrency` of its
+// deliveries at once, at most `maxDeliveries` overall, round robin. The pool
+// is master-side; it never touches a user's files. A delivery whose worker
+// dies before answering gets 4.3.0 for each destination so the message is
+// retried, never lost or reported delivered.
 //
 // Safety: workers are spawned as the master's user (root, in a multi-user
 // setup) only so that they can read the daemon's code wherever it is
 // installed; worker-main.ts drops to the target uid/gid before it accepts any
-// message. The pool refuses uid 0 and, when not root, any uid but its own.
+// message. The pool refuses uid 0 / gid 0 unless the job says the address is
+// allowed to deliver as root (delivery.allow_root), and, when not root
+// itself, any uid but its own.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Destination } from '../classify/rules.js';
@@ -15,11 +20,14 @@ import type { CopyRecipient } from '../deliver/types.js';
 import type { Logger } from '../log.js';
 import { status } from '../mail/status.js';
 import type { Identity } from './identity.js';
+import { FairScheduler } from './scheduler.js';
 import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions } from './ipc.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
 
 export interface DeliverJob {
+  /** The configuration explicitly allows this address to deliver as root. */
+  readonly allowRoot?: boolean;
   readonly sender: string;
   readonly recipient: CopyRecipient;
   readonly arrival: Date;
@@ -56,6 +64,12 @@ export interface WorkerInfo {
 
 export interface PoolOptions {
   readonly idleMs: number;
+  /** Worker processes per identity. */
+  readonly userWorkers: () => number;
+  /** Deliveries of one identity at once. */
+  readonly userConcurrency: () => number;
+  /** Deliveries at once, all identities. */
+  readonly maxDeliveries: number;
   readonly leafOptions: () => LeafOptions;
   readonly log: Logger;
 }
@@ -64,16 +78,23 @@ const failAll = (n: number, text: string): DeliveryResult[] =>
   Array.from({ length: n }, () => ({ status: status('4.3.0', text) }));
 
 export class WorkerPool {
-  private readonly workers = new Map<string, Worker>();
+  /** identity key → its live workers */
+  private readonly workers = new Map<string, Worker[]>();
+  private readonly scheduler: FairScheduler;
   private nextId = 1;
   private stopping = false;
 
-  constructor(private readonly opts: PoolOptions) {}
+  constructor(private readonly opts: PoolOptions) {
+    this.scheduler = new FairScheduler(
+      { perKey: () => opts.userConcurrency(), global: opts.maxDeliveries },
+      (err) => opts.log.error(`bug in a scheduled delivery: ${(err as Error).stack ?? String(err)}`),
+    );
+  }
 
   /** Delivers one copy to each destination as the identity; one result per destination, in order. */
   async deliver(identity: Identity, job: DeliverJob): Promise<DeliveryResult[]> {
     const n = job.destinations.length;
-    if (identity.uid === 0 || identity.gid === 0) {
+    if ((identity.uid === 0 || identity.gid === 0) && job.allowRoot !== true) {
       return Array.from({ length: n }, () => ({ status: status('4.3.5', `refusing to deliver as root (user ${identity.user})`) }));
     }
     const self = process.getuid?.();
@@ -83,7 +104,22 @@ export class WorkerPool {
       }));
     }
     if (this.stopping) return failAll(n, 'mail system is shutting down');
-    const w = this.workerFor(identity);
+    const key = `${identity.uid}:${identity.gid}`;
+    return new Promise<DeliveryResult[]>((resolve) => {
+      this.scheduler.submit(key, async () => {
+        resolve(this.stopping ? failAll(n, 'mail system is shutting down') : await this.send(key, identity, job));
+      });
+    });
+  }
+
+  /** Deliveries waiting for a slot and running, per identity key and in all. */
+  load(): { queued: number; active: number } {
+    return { queued: this.scheduler.queued(), active: this.scheduler.active() };
+  }
+
+  private send(key: string, identity: Identity, job: DeliverJob): Promise<DeliveryResult[]> {
+    const n = job.destinations.length;
+    const w = this.workerFor(key, identity, job.allowRoot === true);
     const id = this.nextId++;
     const req: DeliverRequest = {
       v: IPC_VERSION, type: 'deliver', id,
@@ -105,7 +141,7 @@ export class WorkerPool {
   }
 
   list(): WorkerInfo[] {
-    return [...this.workers.values()].map((w) => ({
+    return [...this.workers.values()].flat().map((w) => ({
       user: w.identity.user, uid: w.identity.uid, gid: w.identity.gid, pid: w.child.pid,
       startedAt: w.started, messages: w.delivered, inFlight: w.pending.size,
     }));
@@ -114,7 +150,7 @@ export class WorkerPool {
   /** Asks every worker to finish and exit; resolves once all have. */
   async stop(): Promise<void> {
     this.stopping = true;
-    const exits = [...this.workers.values()].map((w) => new Promise<void>((resolve) => {
+    const exits = [...this.workers.values()].flat().map((w) => new Promise<void>((resolve) => {
       if (w.child.exitCode !== null || w.child.signalCode !== null) return resolve();
       w.child.once('exit', () => resolve());
       this.retire(w);
@@ -122,10 +158,14 @@ export class WorkerPool {
     await Promise.all(exits);
   }
 
-  private workerFor(identity: Identity): Worker {
-    const key = `${identity.uid}:${identity.gid}`;
-    const existing = this.workers.get(key);
-    if (existing) return existing;
+  /** The identity's least busy worker, or a new one while there are fewer than userWorkers. */
+  private workerFor(key: string, identity: Identity, allowRoot: boolean): Worker {
+    const live = this.workers.get(key) ?? [];
+    const idle = live.find((w) => w.pending.size === 0);
+    if (idle) return idle;
+    if (live.length > 0 && live.length >= this.opts.userWorkers()) {
+      return live.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    }
     const root = process.getuid?.() === 0;
     const child = spawn(process.execPath, [WORKER_MAIN], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -138,14 +178,15 @@ export class WorkerPool {
         LOGNAME: identity.user,
         MAILPROC_UID: String(identity.uid),
         MAILPROC_GID: String(root ? identity.gid : process.getgid?.() ?? identity.gid),
+        ...(allowRoot ? { MAILPROC_ALLOW_ROOT: '1' } : {}),
       },
     });
     const w: Worker = { key, identity, child, started: Date.now(), pending: new Map(), lastUsed: Date.now(), delivered: 0 };
-    this.workers.set(key, w);
+    this.workers.set(key, [...live, w]);
     child.on('message', (raw: unknown) => this.onMessage(w, raw));
     child.on('error', (err) => this.opts.log.error(`worker for ${identity.user}: ${err.message}`));
     child.on('exit', (code, signal) => {
-      if (this.workers.get(key) === w) this.workers.delete(key);
+      this.forget(w);
       if (w.idleTimer) clearTimeout(w.idleTimer);
       const lost = [...w.pending.values()];
       w.pending.clear();
@@ -182,9 +223,15 @@ export class WorkerPool {
     w.idleTimer.unref();
   }
 
+  private forget(w: Worker): void {
+    const rest = (this.workers.get(w.key) ?? []).filter((x) => x !== w);
+    if (rest.length > 0) this.workers.set(w.key, rest);
+    else this.workers.delete(w.key);
+  }
+
   /** Takes the worker out of the pool at once (new work gets a fresh one) and asks it to exit. */
   private retire(w: Worker): void {
-    if (this.workers.get(w.key) === w) this.workers.delete(w.key);
+    this.forget(w);
     if (w.child.connected) w.child.send({ v: IPC_VERSION, type: 'shutdown' });
   }
 }

@@ -64,10 +64,17 @@ describe('the embedded default', () => {
 
   test('the other limits, queue and log settings have their documented defaults', () => {
     assert.deepEqual(
-      { limits: c.limits, queue: c.queue, log: c.log, delimiter: c.delivery.recipient_delimiter, fsync: c.delivery.fsync },
+      {
+        limits: c.limits, queue: c.queue, log: c.log, delimiter: c.delivery.recipient_delimiter, fsync: c.delivery.fsync,
+        slots: [c.delivery.user_workers, c.delivery.user_concurrency, c.delivery.max_deliveries], allowRoot: c.delivery.allow_root,
+        window: [c.lmtp.window, c.lmtp.on_timeout],
+      },
       {
         limits: { message_size: 52428800, recipients: 1000, client_timeout: 300_000, connections: 200 },
-        queue: { retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000 },
+        queue: { retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000, active_limit: 1000 },
+        slots: [1, 8, 64],
+        allowRoot: [],
+        window: [120_000, 'queue'],
         log: { format: 'text', level: 'info' },
         delimiter: '+',
         fsync: true,

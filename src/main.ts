@@ -172,6 +172,15 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
       else log.error(s.text, undefined, env.queueId);
       return s;
     },
+    adopt: async (env, raw, running) => {
+      const s = await spool.enqueue({
+        id: env.queueId, sender: env.sender, recipients: running.map((r) => r.address),
+        helo: env.helo, clientAddress: env.clientAddress, protocol: env.protocol, arrival: env.arrival.getTime(),
+      }, raw);
+      if (s.code.startsWith('2')) queue.adopt(env.queueId, running);
+      else log.error(s.text, undefined, env.queueId);
+      return s;
+    },
   };
   const listeners = [
     ...config.lmtp.listen.map((l) => new Listener('lmtp', l, handlers)),

@@ -1,20 +1,25 @@
 // The queue manager: delivers what the spool holds. On start it picks up every
 // active entry (mail that got a 250 before a crash or restart); after each
-// attempt a recipient is finished (delivered, or failed permanently) or
-// retried with exponential backoff from queue.retry_min to queue.retry_max;
-// past queue.lifetime it is given up. Finished recipients are recorded in the
-// spool before the next step, so a restart resumes where it stopped.
-// Bounce messages (DSN) come with the per-user workers issue; until then a
-// permanent failure or an expiry is logged status=bounced and the entry
-// removed — never silently: the log line names sender, recipient and reason.
+// attempt a recipient is finished (delivered, or failed permanently and
+// bounced) or retried with exponential backoff from queue.retry_min to
+// queue.retry_max; past queue.lifetime a temporary failure becomes permanent
+// (5.4.7) and is bounced. A recipient is recorded as finished in the spool
+// only once its outcome is final AND, for a failure, its DSN was handed to the
+// bounce relay (or needs none: null sender, or no relay configured — then the
+// log line is the record). A restart resumes where it stopped.
+//
+// LMTP deliveries that outlive the reply window are adopted: the message is
+// spooled for the recipients still in flight, the client gets 250, and each
+// in-flight outcome is recorded here as it arrives.
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { parseRecipient } from '../mail/address.js';
 import { parseMessage } from '../mail/message.js';
-import { isTemporary, status, statusWord, type Status } from '../mail/status.js';
+import { isSuccess, isTemporary, status, statusWord, type Status } from '../mail/status.js';
 import type { AcceptedRecipient, IntakeEnvelope } from '../smtp/server.js';
 import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
-import type { Spool } from './spool.js';
+import { buildBounce, sendBounce, shouldBounce, type BounceRecipient } from './bounce.js';
+import type { SpoolEntry, Spool } from './spool.js';
 
 export interface QueueDeps {
   readonly spool: Spool;
@@ -24,13 +29,34 @@ export interface QueueDeps {
   readonly deliver: (env: IntakeEnvelope, message: ReturnType<typeof parseMessage>, r: AcceptedRecipient) => Promise<RecipientOutcome>;
 }
 
-const MAX_CONCURRENT = 16;
+export interface QueueInfo {
+  readonly id: string;
+  readonly sender: string;
+  readonly arrival: number;
+  readonly recipients: readonly string[];
+  readonly done: readonly string[];
+  readonly size: number;
+  readonly attempts: number;
+  /** ms since the epoch of the next attempt; undefined = running or due. */
+  readonly nextAttempt?: number;
+  readonly lastError?: string;
+}
+
+interface Outcome {
+  readonly address: string;
+  readonly status: Status;
+  readonly relay: string;
+  readonly delays?: string;
+}
 
 export class QueueManager {
   private readonly attempts = new Map<string, number>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly lastError = new Map<string, string>();
+  private readonly timers = new Map<string, { timer: NodeJS.Timeout; at: number }>();
   private readonly waiting: string[] = [];
   private readonly running = new Set<string>();
+  /** Adopted LMTP deliveries still in flight: not to be attempted meanwhile. */
+  private readonly adopted = new Set<string>();
   private readonly idleWaiters: (() => void)[] = [];
   private stopped = false;
 
@@ -45,33 +71,87 @@ export class QueueManager {
 
   /** Called after a 250: deliver soon. */
   schedule(id: string, delayMs: number): void {
-    if (this.stopped) return;
+    if (this.stopped || this.adopted.has(id)) return;
     const old = this.timers.get(id);
-    if (old) clearTimeout(old);
+    if (old) clearTimeout(old.timer);
+    this.timers.delete(id);
     if (delayMs <= 0) {
-      this.timers.delete(id);
       this.push(id);
       return;
     }
-    const t = setTimeout(() => {
+    const timer = setTimeout(() => {
       this.timers.delete(id);
       this.push(id);
     }, delayMs);
-    this.timers.set(id, t);
+    this.timers.set(id, { timer, at: Date.now() + delayMs });
+  }
+
+  /** Attempts every waiting entry now (mailproc queue flush). */
+  flush(): number {
+    const ids = [...this.timers.keys()];
+    for (const id of ids) this.schedule(id, 0);
+    return ids.length;
+  }
+
+  /**
+   * Takes over an LMTP message whose deliveries outlived the reply window.
+   * The entry must already be spooled (durably) for exactly these recipients.
+   */
+  adopt(id: string, inFlight: readonly { address: string; outcome: Promise<RecipientOutcome> }[]): void {
+    this.adopted.add(id);
+    void Promise.all(inFlight.map(async (f) => ({ address: f.address, ...(await f.outcome) })))
+      .then(async (outcomes) => {
+        const entry = await this.d.spool.read(id);
+        await this.finish(entry, outcomes);
+      })
+      .catch((err: unknown) => this.d.log.error(`adopted delivery failed: ${(err as Error).stack ?? String(err)}`, undefined, id))
+      .finally(() => {
+        this.adopted.delete(id);
+        if (this.timers.has(id) || this.stopped) return;
+        // finish() scheduled a retry when something is left; make sure nothing is orphaned.
+        void this.d.spool.list().then((ids) => {
+          if (ids.includes(id) && !this.timers.has(id) && !this.running.has(id)) this.schedule(id, this.d.config().queue.retry_min);
+        });
+      });
   }
 
   /** Stops scheduling; resolves when running attempts have finished. Entries stay in the spool. */
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers.values()) clearTimeout(t);
+    for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
     this.waiting.length = 0;
     if (this.running.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Ids queued or waiting for a retry (for status and tests). */
-  pending(): string[] {
-    return [...new Set([...this.running, ...this.waiting, ...this.timers.keys()])];
+  /** What the spool holds, for `mailproc queue list`. */
+  async list(): Promise<QueueInfo[]> {
+    const out: QueueInfo[] = [];
+    for (const id of await this.d.spool.list()) {
+      const e = await this.d.spool.read(id).catch(() => undefined);
+      if (!e) continue;
+      const next = this.timers.get(id)?.at;
+      const err = this.lastError.get(id);
+      out.push({
+        id, sender: e.envelope.sender, arrival: e.envelope.arrival, recipients: e.envelope.recipients,
+        done: [...e.done], size: e.raw.length, attempts: this.attempts.get(id) ?? 0,
+        ...(next !== undefined ? { nextAttempt: next } : {}), ...(err !== undefined ? { lastError: err } : {}),
+      });
+    }
+    return out;
+  }
+
+  /** Removes an entry without delivering it (mailproc queue delete): logged, like postsuper -d. */
+  async delete(id: string): Promise<boolean> {
+    if (this.running.has(id) || this.adopted.has(id)) return false;
+    const ids = await this.d.spool.list();
+    if (!ids.includes(id)) return false;
+    const t = this.timers.get(id);
+    if (t) clearTimeout(t.timer);
+    this.timers.delete(id);
+    await this.d.spool.remove(id);
+    this.d.log.info('removed by the administrator', undefined, id);
+    return true;
   }
 
   private push(id: string): void {
@@ -81,7 +161,8 @@ export class QueueManager {
   }
 
   private pump(): void {
-    while (!this.stopped && this.running.size < MAX_CONCURRENT && this.waiting.length > 0) {
+    const limit = this.d.config().queue.active_limit;
+    while (!this.stopped && this.running.size < limit && this.waiting.length > 0) {
       const id = this.waiting.shift() as string;
       this.running.add(id);
       void this.attempt(id).catch((err: unknown) => {
@@ -95,47 +176,112 @@ export class QueueManager {
     }
   }
 
+  private envelopeOf(entry: SpoolEntry): IntakeEnvelope {
+    const e = entry.envelope;
+    return { queueId: e.id, sender: e.sender, helo: e.helo, clientAddress: e.clientAddress, protocol: e.protocol, arrival: new Date(e.arrival) };
+  }
+
   private async attempt(id: string): Promise<void> {
     const c = this.d.config();
-    const entry = await this.d.spool.read(id);
-    const e = entry.envelope;
-    const env: IntakeEnvelope = {
-      queueId: e.id, sender: e.sender, helo: e.helo, clientAddress: e.clientAddress,
-      protocol: e.protocol, arrival: new Date(e.arrival),
-    };
+    const entry = await this.d.spool.read(id).catch((err: unknown) => {
+      // Removed meanwhile (delete, or finished by an adopted delivery): nothing to do.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    });
+    if (!entry) return;
+    const env = this.envelopeOf(entry);
     const message = parseMessage(entry.raw);
-    const age = Date.now() - e.arrival;
+    const outcomes = await Promise.all(entry.envelope.recipients
+      .filter((address) => !entry.done.has(address.toLowerCase()))
+      .map(async (address): Promise<Outcome> => {
+        const rcpt = parseRecipient(address, c.delivery.recipient_delimiter);
+        const resolved = this.d.resolve(rcpt);
+        const o = resolved === undefined
+          ? { status: status('5.1.1', `<${address}>: Recipient address rejected: User unknown`), relay: 'none' }
+          : await this.d.deliver(env, message, { rcpt, resolved });
+        return { address, ...o };
+      }));
+    await this.finish(entry, outcomes);
+  }
+
+  /** Logs and records outcomes, bounces permanent failures, schedules what is left. */
+  private async finish(entry: SpoolEntry, outcomes: readonly Outcome[]): Promise<void> {
+    const c = this.d.config();
+    const id = entry.envelope.id;
+    const age = Date.now() - entry.envelope.arrival;
     const expired = age > c.queue.lifetime;
+    const delay = (age / 1000).toFixed(3);
+    const failed: BounceRecipient[] = [];
+    const finished: string[] = [];
     let remaining = 0;
-    let lastTemp: Status | undefined;
-    for (const address of e.recipients) {
-      if (entry.done.has(address.toLowerCase())) continue;
-      const rcpt = parseRecipient(address, c.delivery.recipient_delimiter);
-      const resolved = this.d.resolve(rcpt);
-      const outcome: RecipientOutcome = resolved === undefined
-        ? { status: status('5.1.1', `<${address}>: Recipient address rejected: User unknown`), relay: 'none' }
-        : await this.d.deliver(env, message, { rcpt, resolved });
-      let s = outcome.status;
+    for (const o of outcomes) {
+      let s = o.status;
       if (isTemporary(s) && expired) s = status('5.4.7', `delivery time expired: ${s.text}`);
-      const delay = (age / 1000).toFixed(3);
-      this.d.log.info(s.text, { to: address, relay: outcome.relay, delay, dsn: s.code, status: statusWord(s) }, id);
+      this.d.log.info(s.text, { to: o.address, relay: o.relay, delay, delays: o.delays, dsn: s.code, status: statusWord(s) }, id);
       if (isTemporary(s)) {
         remaining++;
-        lastTemp = s;
+        this.lastError.set(id, `${o.address}: ${s.code} ${s.text}`);
+      } else if (isSuccess(s)) {
+        finished.push(o.address);
       } else {
-        await this.d.spool.markDone(id, address);
+        failed.push({ address: o.address, status: s });
       }
     }
-    if (remaining === 0) {
+    if (failed.length > 0) {
+      if (await this.bounce(entry, failed)) finished.push(...failed.map((f) => f.address));
+      else remaining += failed.length;
+    }
+    for (const address of finished) await this.d.spool.markDone(id, address);
+    const left = entry.envelope.recipients.filter((a) => !entry.done.has(a.toLowerCase()) && !finished.includes(a));
+    if (left.length === 0) {
       await this.d.spool.remove(id);
       this.attempts.delete(id);
+      this.lastError.delete(id);
       this.d.log.info('removed', undefined, id);
       return;
     }
     const n = (this.attempts.get(id) ?? 0) + 1;
     this.attempts.set(id, n);
     const wait = Math.min(c.queue.retry_min * 2 ** (n - 1), c.queue.retry_max);
-    this.d.log.debug(`retry in ${Math.round(wait / 1000)}s: ${lastTemp?.text ?? ''}`, { remaining }, id);
-    this.schedule(id, wait);
+    this.d.log.debug(`retry in ${Math.round(wait / 1000)}s`, { remaining: Math.max(remaining, left.length) }, id);
+    if (!this.adopted.has(id)) this.schedule(id, wait);
+  }
+
+  /**
+   * Sends one DSN for the failed recipients. True when the failures are
+   * settled (DSN accepted by the relay, or none is due); false to keep them
+   * and try the bounce again with the next attempt.
+   */
+  private async bounce(entry: SpoolEntry, failed: readonly BounceRecipient[]): Promise<boolean> {
+    const c = this.d.config();
+    const id = entry.envelope.id;
+    const to = failed.map((f) => f.address).join(',');
+    if (!shouldBounce(entry.envelope.sender)) {
+      this.d.log.info('no bounce: the sender is null (a bounce is never bounced)', { to }, id);
+      return true;
+    }
+    if (c.queue.bounce_relay === undefined) {
+      this.d.log.warn(`no bounce: queue.bounce_relay is not configured; the sender <${entry.envelope.sender}> is not told`, { to }, id);
+      return true;
+    }
+    const dsn = buildBounce({
+      reportingMta: c.hostname, queueId: id, sender: entry.envelope.sender, arrival: new Date(entry.envelope.arrival),
+      recipients: failed, original: entry.raw,
+    });
+    const cut = c.queue.bounce_relay.lastIndexOf(':');
+    const relay = { host: c.queue.bounce_relay.slice(0, cut).replace(/^\[(.*)\]$/, '$1'), port: Number(c.queue.bounce_relay.slice(cut + 1)) };
+    const s = await sendBounce(dsn, relay);
+    if (isSuccess(s)) {
+      this.d.log.info(`sender non-delivery notification sent to <${entry.envelope.sender}>`, { relay: c.queue.bounce_relay, dsn: s.code }, id);
+      return true;
+    }
+    this.d.log.warn(`bounce to <${entry.envelope.sender}> not sent: ${s.code} ${s.text}`, { relay: c.queue.bounce_relay }, id);
+    // A relay that refuses the DSN for good, or still cannot take it after twice
+    // the queue lifetime: give up, loudly — a bounce cannot bounce.
+    if (!isTemporary(s) || Date.now() - entry.envelope.arrival > 2 * c.queue.lifetime) {
+      this.d.log.error(`bounce to <${entry.envelope.sender}> given up: ${s.text}`, { to }, id);
+      return true;
+    }
+    return false;
   }
 }

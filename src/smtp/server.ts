@@ -49,6 +49,12 @@ export interface IntakeHandlers {
   readonly deliver: (env: IntakeEnvelope, message: ParsedMessage, r: AcceptedRecipient) => Promise<RecipientOutcome>;
   /** SMTP: make durable; 2.x.x only once fsynced. */
   readonly enqueue: (env: IntakeEnvelope, raw: Buffer, recipients: readonly AcceptedRecipient[]) => Promise<Status>;
+  /**
+   * LMTP past lmtp.window: spool the message durably for the recipients whose
+   * delivery is still running and let the queue record their outcomes. 2.x.x
+   * (then our reply is 250) only once fsynced.
+   */
+  readonly adopt: (env: IntakeEnvelope, raw: Buffer, running: readonly { address: string; outcome: Promise<RecipientOutcome> }[]) => Promise<Status>;
 }
 
 interface Transaction {
@@ -208,25 +214,48 @@ export class Listener {
       return [dataResult(await this.h.enqueue(env, raw, t.accepted))];
     }
     // LMTP: deliver each distinct recipient once; duplicates share the first one's outcome.
-    const byAddress = new Map<string, Promise<RecipientOutcome>>();
-    const outcomes = t.accepted.map((a) => {
+    const byAddress = new Map<string, { rcpt: AcceptedRecipient; outcome: Promise<RecipientOutcome>; done?: RecipientOutcome }>();
+    let handedOver = false; // past the window: the queue logs and records what is still running
+    for (const a of t.accepted) {
       const key = a.rcpt.address.toLowerCase();
-      let p = byAddress.get(key);
-      if (!p) {
-        p = this.h.deliver(env, message, a).then((o) => {
-          const delay = ((Date.now() - env.arrival.getTime()) / 1000).toFixed(3);
-          this.h.log.info(o.status.text, { to: a.rcpt.address, relay: o.relay, delay, dsn: o.status.code, status: statusWord(o.status) }, env.queueId);
+      if (byAddress.has(key)) continue;
+      const entry: { rcpt: AcceptedRecipient; outcome: Promise<RecipientOutcome>; done?: RecipientOutcome } = {
+        rcpt: a,
+        outcome: this.h.deliver(env, message, a).then((o) => {
+          entry.done = o;
+          if (!handedOver) {
+            const delay = ((Date.now() - env.arrival.getTime()) / 1000).toFixed(3);
+            this.h.log.info(o.status.text, { to: a.rcpt.address, relay: o.relay, delay, delays: o.delays, dsn: o.status.code, status: statusWord(o.status) }, env.queueId);
+          }
           return o;
-        });
-        byAddress.set(key, p);
+        }),
+      };
+      byAddress.set(key, entry);
+    }
+    const c = this.h.config();
+    let timer: NodeJS.Timeout | undefined;
+    const inTime = await Promise.race([
+      Promise.all([...byAddress.values()].map((e) => e.outcome)).then(() => true),
+      new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), c.lmtp.window); }),
+    ]);
+    clearTimeout(timer);
+    const late = new Map<string, Status>();
+    if (!inTime) {
+      handedOver = true;
+      const running = [...byAddress.values()].filter((e) => e.done === undefined);
+      let s: Status;
+      if (c.lmtp.on_timeout === 'queue') {
+        s = await this.h.adopt(env, raw, running.map((e) => ({ address: e.rcpt.rcpt.address, outcome: e.outcome })));
+      } else {
+        s = status('4.3.0', `delivery is taking longer than ${Math.round(c.lmtp.window / 1000)} s; try again later`);
       }
-      return p;
-    });
-    const done = await Promise.all(outcomes);
-    return done.map((o, i) => {
-      const s = o.status;
-      const who = (t.accepted[i] as AcceptedRecipient).rcpt.address;
-      return dataResult(s.code.startsWith('2') ? status(s.code, `<${who}> ${t.queueId} ${s.text}`) : s);
+      for (const e of running) late.set(e.rcpt.rcpt.address.toLowerCase(), s);
+      this.h.log.warn(`delivery window of ${c.lmtp.window} ms passed for ${running.length} recipient(s): ${s.code} ${s.text}`, undefined, env.queueId);
+    }
+    return t.accepted.map((a) => {
+      const key = a.rcpt.address.toLowerCase();
+      const s = late.get(key) ?? (byAddress.get(key)?.done as RecipientOutcome).status;
+      return dataResult(s.code.startsWith('2') ? status(s.code, `<${a.rcpt.address}> ${t.queueId} ${s.text}`) : s);
     });
   }
 }

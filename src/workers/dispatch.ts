@@ -15,7 +15,7 @@ import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
 import { isSuccess, isTemporary, ok, status, type Status } from '../mail/status.js';
 import { traceHeader, type TraceInfo } from '../mail/trace.js';
 import { resolveIdentity, type Identity } from './identity.js';
-import type { WorkerPool } from './pool.js';
+import type { DeliveryTiming, WorkerPool } from './pool.js';
 
 export interface ResolvedRecipient {
   readonly rules: readonly Rule[];
@@ -37,6 +37,12 @@ export interface RecipientOutcome {
   readonly status: Status;
   /** Destination kinds, for the log's relay= field. */
   readonly relay: string;
+  /**
+   * Postfix-style delays=a/b/c/d in seconds: a = table lookups and planning,
+   * b = waiting for a worker slot, c = master↔worker transfer (incl. a worker
+   * start), d = the delivery itself. Absent when nothing reached a worker.
+   */
+  readonly delays?: string;
 }
 
 function absolute(d: Destination, base: string): Destination {
@@ -81,6 +87,9 @@ export async function deliverToRecipient(
   if (byIdentity.size === 0) return { status: ok('Discarded by rule'), relay };
 
   const header = traceHeader({ ...trace, recipient: rcpt.address });
+  // a = from the end of DATA (or, from the queue, the message's arrival) to here.
+  const waitedMs = Date.now() - trace.arrival.getTime();
+  const timings: DeliveryTiming[] = [];
   const outcomes = await Promise.all([...byIdentity.values()].map(async (steps): Promise<Status[]> => {
     const first = steps[0] as PlanStep;
     const identity: Identity | string = await resolveIdentity(first.user, first.group);
@@ -89,10 +98,16 @@ export async function deliverToRecipient(
     }
     const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home), ctx.baseDir));
     const recipient = { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain };
-    const results = await ctx.pool.deliver(identity, { allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
-    return results.map((r) => r.status);
+    const r = await ctx.pool.deliver(identity, { allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
+    timings.push(r.timing);
+    return r.results.map((x) => x.status);
   }));
   const all = outcomes.flat();
-  if (all.every(isSuccess)) return { status: all.length === 1 ? (all[0] as Status) : ok(`Delivered ${all.length} copies`), relay };
-  return { status: all.find(isTemporary) ?? (all.find((s) => !isSuccess(s)) as Status), relay };
+  const sec = (ms: number): string => (ms / 1000).toFixed(ms < 10_000 ? 3 : 1).replace(/\.?0+$/, '') || '0';
+  const slowest = timings.reduce((a, b) => (b.slotMs + b.transferMs + b.workMs > a.slotMs + a.transferMs + a.workMs ? b : a), { slotMs: 0, transferMs: 0, workMs: 0 });
+  const delays = timings.length === 0 ? undefined
+    : `${sec(waitedMs)}/${sec(slowest.slotMs)}/${sec(slowest.transferMs)}/${sec(slowest.workMs)}`;
+  const base = { relay, ...(delays !== undefined ? { delays } : {}) };
+  if (all.every(isSuccess)) return { status: all.length === 1 ? (all[0] as Status) : ok(`Delivered ${all.length} copies`), ...base };
+  return { status: all.find(isTemporary) ?? (all.find((s) => !isSuccess(s)) as Status), ...base };
 }

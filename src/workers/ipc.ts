@@ -14,6 +14,10 @@ export interface LeafOptions {
   readonly mboxLockAttempts: number;
   readonly mboxLockDelayMs: number;
   readonly mboxStaleLockMs: number;
+  /** Pipe deliveries: wall-clock limit per command; default PIPE_TIMEOUT_MS (1000 s, Postfix command_time_limit). */
+  readonly pipeTimeoutMs?: number;
+  /** Pipe deliveries: an exit code outside the sysexits table defers ('temporary', default) or bounces ('permanent', Postfix). */
+  readonly pipeUnknownExit?: 'temporary' | 'permanent';
 }
 
 export interface DeliverRequest {
@@ -57,6 +61,8 @@ export interface DeliverReply {
   readonly type: 'delivered';
   readonly id: number;
   readonly results: readonly DeliveryResult[];
+  /** Time the worker spent on the request (the leaves' work), ms. */
+  readonly elapsedMs: number;
 }
 
 export type WorkerMessage = ReadyReply | DeliverReply;
@@ -84,7 +90,7 @@ export function checkWorkerMessage(m: unknown): WorkerMessage | string {
     return typeof m.pid === 'number' && typeof m.uid === 'number' && typeof m.gid === 'number' ? (m as unknown as ReadyReply) : 'ready: bad fields';
   }
   if (m.type === 'delivered') {
-    if (typeof m.id !== 'number' || !Array.isArray(m.results)) return 'delivered: bad fields';
+    if (typeof m.id !== 'number' || !Array.isArray(m.results) || typeof m.elapsedMs !== 'number') return 'delivered: bad fields';
     const good = m.results.every((r) => isObject(r) && isObject(r.status) && typeof r.status.code === 'string' && typeof r.status.text === 'string');
     return good ? (m as unknown as DeliverReply) : 'delivered: bad results';
   }

@@ -14,6 +14,7 @@
 // allowed to deliver as root (delivery.allow_root), and, when not root
 // itself, any uid but its own.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import type { Destination } from '../classify/rules.js';
 import type { CopyRecipient } from '../deliver/types.js';
@@ -38,7 +39,20 @@ export interface DeliverJob {
 
 interface Pending {
   readonly count: number;
-  readonly resolve: (r: DeliveryResult[]) => void;
+  readonly sentAt: number;
+  readonly resolve: (r: PoolResult) => void;
+}
+
+/** Where the time went, ms: waiting for a slot, master↔worker (incl. a worker start), the leaves' work. */
+export interface DeliveryTiming {
+  readonly slotMs: number;
+  readonly transferMs: number;
+  readonly workMs: number;
+}
+
+export interface PoolResult {
+  readonly results: DeliveryResult[];
+  readonly timing: DeliveryTiming;
 }
 
 interface Worker {
@@ -76,6 +90,8 @@ export interface PoolOptions {
 
 const failAll = (n: number, text: string): DeliveryResult[] =>
   Array.from({ length: n }, () => ({ status: status('4.3.0', text) }));
+const NO_TIME: DeliveryTiming = { slotMs: 0, transferMs: 0, workMs: 0 };
+const answer = (results: DeliveryResult[], timing = NO_TIME): PoolResult => ({ results, timing });
 
 export class WorkerPool {
   /** identity key → its live workers */
@@ -92,22 +108,26 @@ export class WorkerPool {
   }
 
   /** Delivers one copy to each destination as the identity; one result per destination, in order. */
-  async deliver(identity: Identity, job: DeliverJob): Promise<DeliveryResult[]> {
+  async deliver(identity: Identity, job: DeliverJob): Promise<PoolResult> {
     const n = job.destinations.length;
     if ((identity.uid === 0 || identity.gid === 0) && job.allowRoot !== true) {
-      return Array.from({ length: n }, () => ({ status: status('4.3.5', `refusing to deliver as root (user ${identity.user})`) }));
+      return answer(Array.from({ length: n }, () => ({ status: status('4.3.5', `refusing to deliver as root (user ${identity.user})`) })));
     }
     const self = process.getuid?.();
     if (self !== 0 && self !== identity.uid) {
-      return Array.from({ length: n }, () => ({
+      return answer(Array.from({ length: n }, () => ({
         status: status('4.3.5', `cannot deliver as ${identity.user} (uid ${identity.uid}): mailprocd is not running as root`),
-      }));
+      })));
     }
-    if (this.stopping) return failAll(n, 'mail system is shutting down');
+    if (this.stopping) return answer(failAll(n, 'mail system is shutting down'));
     const key = `${identity.uid}:${identity.gid}`;
-    return new Promise<DeliveryResult[]>((resolve) => {
+    const submitted = performance.now();
+    return new Promise<PoolResult>((resolve) => {
       this.scheduler.submit(key, async () => {
-        resolve(this.stopping ? failAll(n, 'mail system is shutting down') : await this.send(key, identity, job));
+        const slotMs = performance.now() - submitted;
+        if (this.stopping) return resolve(answer(failAll(n, 'mail system is shutting down')));
+        const r = await this.send(key, identity, job);
+        resolve({ results: r.results, timing: { ...r.timing, slotMs } });
       });
     });
   }
@@ -117,7 +137,7 @@ export class WorkerPool {
     return { queued: this.scheduler.queued(), active: this.scheduler.active() };
   }
 
-  private send(key: string, identity: Identity, job: DeliverJob): Promise<DeliveryResult[]> {
+  private send(key: string, identity: Identity, job: DeliverJob): Promise<PoolResult> {
     const n = job.destinations.length;
     const w = this.workerFor(key, identity, job.allowRoot === true);
     const id = this.nextId++;
@@ -127,14 +147,14 @@ export class WorkerPool {
       header: job.header, body: job.body,
       destinations: job.destinations, options: this.opts.leafOptions(),
     };
-    return new Promise<DeliveryResult[]>((resolve) => {
-      w.pending.set(id, { count: n, resolve });
+    return new Promise<PoolResult>((resolve) => {
+      w.pending.set(id, { count: n, sentAt: performance.now(), resolve });
       w.lastUsed = Date.now();
       if (w.idleTimer) clearTimeout(w.idleTimer);
       w.child.send(req, (err) => {
         if (err) {
           w.pending.delete(id);
-          resolve(failAll(n, `cannot reach the worker for ${identity.user}: ${err.message}`));
+          resolve(answer(failAll(n, `cannot reach the worker for ${identity.user}: ${err.message}`)));
         }
       });
     });
@@ -193,7 +213,7 @@ export class WorkerPool {
       if (lost.length > 0 || (code !== 0 && !this.stopping)) {
         this.opts.log.warn(`worker for ${identity.user} pid ${child.pid ?? '?'} exited`, { code: code ?? undefined, signal: signal ?? undefined, lost: lost.length });
       }
-      for (const p of lost) p.resolve(failAll(p.count, `worker for ${identity.user} died (${signal ?? `exit ${code}`})`));
+      for (const p of lost) p.resolve(answer(failAll(p.count, `worker for ${identity.user} died (${signal ?? `exit ${code}`})`)));
     });
     this.opts.log.debug(`started worker for ${identity.user}`, { pid: child.pid, uid: identity.uid, gid: identity.gid });
     return w;
@@ -211,7 +231,8 @@ export class WorkerPool {
     w.pending.delete(m.id);
     w.delivered++;
     const results = m.results.length === p.count ? [...m.results] : failAll(p.count, 'worker answered the wrong number of results');
-    p.resolve(results);
+    const roundTrip = performance.now() - p.sentAt;
+    p.resolve({ results, timing: { slotMs: 0, transferMs: Math.max(0, roundTrip - m.elapsedMs), workMs: m.elapsedMs } });
     if (w.pending.size === 0) this.armIdle(w);
   }
 

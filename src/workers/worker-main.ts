@@ -6,6 +6,7 @@
 // It never opens the spool: the master sends the bytes over IPC. Each request
 // is answered with one result per destination; a leaf that throws (a bug) is
 // answered 4.3.0 so the message is retried, not lost.
+import { performance } from 'node:perf_hooks';
 import { executeDestination } from '../deliver/execute.js';
 import type { MessageCopy } from '../deliver/types.js';
 import { status } from '../mail/status.js';
@@ -81,9 +82,10 @@ process.on('message', (raw: unknown) => {
     return;
   }
   inFlight++;
+  const started = performance.now();
   void handle(m).then((results) => {
     // Exit only once the reply is written: an unanswered delivery would be retried.
-    send({ v: IPC_VERSION, type: 'delivered', id: m.id, results }, () => {
+    send({ v: IPC_VERSION, type: 'delivered', id: m.id, results, elapsedMs: performance.now() - started }, () => {
       inFlight--;
       if (closing && inFlight === 0) process.exit(0);
     });

@@ -104,7 +104,7 @@ describe('LMTP per-recipient replies', () => {
     assertDeliveredFile(maildirOf(b), msg);
     const { trace } = onlyMessage(maildirOf(a));
     assert.match(trace, new RegExp(`^Return-Path: <sender@remote.test>\nDelivered-To: ${a}\nReceived: from client.test`));
-    await d.waitForLog(new RegExp(`to=<${a}>, relay=maildir, delay=[\\d.]+, dsn=2\\.0\\.0, status=sent`));
+    await d.waitForLog(new RegExp(`to=<${a}>, relay=maildir, delay=[\\d.]+, delays=[\\d.]+/[\\d.]+/[\\d.]+/[\\d.]+, dsn=2\\.0\\.0, status=sent`));
   });
 
   test('a duplicate RCPT gets its own reply after DATA and the message is delivered once', async () => {

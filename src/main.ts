@@ -12,6 +12,7 @@ import { loadConfig, type Config } from './config/index.js';
 import { compileTables, formatSourceError, isKnown, openTables, parseTableSource, resolveRecipient, type Tables } from './db/index.js';
 import { createLogger, type Logger } from './log.js';
 import { lookupKeys, type RecipientAddress } from './mail/address.js';
+import { startControl } from './control/server.js';
 import { QueueManager } from './queue/manager.js';
 import { Spool } from './queue/spool.js';
 import { Listener, type IntakeHandlers } from './smtp/server.js';
@@ -187,6 +188,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
     ...config.smtp.listen.map((l) => new Listener('smtp', l, handlers)),
   ];
   for (const l of listeners) await l.start();
+  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, startedAt: Date.now() });
   const queued = await queue.start();
   const where = listeners.map((l) => `${l.kind}=${l.listen.kind === 'unix' ? `unix:${l.listen.path}` : `${l.listen.host}:${l.port()}`}`).join(' ');
   log.info(`ready ${where}`, { user: config.deliveryUser, queued, config: config.file ?? 'embedded default' });
@@ -212,6 +214,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
       stopping ??= (async () => {
         log.info('stopping: no new connections; finishing sessions and deliveries');
         await Promise.all(listeners.map((l) => l.close()));
+        await new Promise<void>((resolve) => control.close(() => resolve()));
         await queue.stop();
         await pool.stop();
         await tables.close();

@@ -257,7 +257,7 @@ export class QueueManager {
     const id = entry.envelope.id;
     const to = failed.map((f) => f.address).join(',');
     if (!shouldBounce(entry.envelope.sender)) {
-      this.d.log.info('no bounce: the sender is null (a bounce is never bounced)', { to }, id);
+      this.d.log.info(`no bounce: the sender <${entry.envelope.sender}> is null or a mailer daemon (a bounce is never bounced)`, { to }, id);
       return true;
     }
     if (c.queue.bounce_relay === undefined) {

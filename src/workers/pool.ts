@@ -132,9 +132,9 @@ export class WorkerPool {
     });
   }
 
-  /** Deliveries waiting for a slot and running, per identity key and in all. */
-  load(): { queued: number; active: number } {
-    return { queued: this.scheduler.queued(), active: this.scheduler.active() };
+  /** Deliveries waiting for a slot and running, per identity ("uid:gid"). */
+  load(): { key: string; queued: number; active: number }[] {
+    return this.scheduler.snapshot();
   }
 
   private send(key: string, identity: Identity, job: DeliverJob): Promise<PoolResult> {

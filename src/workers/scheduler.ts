@@ -43,6 +43,12 @@ export class FairScheduler {
     return n;
   }
 
+  /** Per key with work: queued and running tasks. */
+  snapshot(): { key: string; queued: number; active: number }[] {
+    const keys = new Set([...this.queues.keys(), ...this.running.keys()]);
+    return [...keys].sort().map((key) => ({ key, queued: this.queues.get(key)?.length ?? 0, active: this.running.get(key) ?? 0 }));
+  }
+
   active(key?: string): number {
     return key === undefined ? this.total : this.running.get(key) ?? 0;
   }

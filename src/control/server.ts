@@ -1,0 +1,119 @@
+// The administrator's control socket (<run>/control.sock, mode 0600, owned by
+// the daemon's user: the file system is the authentication). One JSON request
+// per line, one JSON reply per line:
+//   {"cmd":"status"}                → workers, per-user load, queue size
+//   {"cmd":"queue.list"}            → every spooled message
+//   {"cmd":"queue.show","id":ID}    → one message: envelope, progress, headers
+//   {"cmd":"queue.flush"}           → attempt every waiting message now
+//   {"cmd":"queue.delete","id":ID}  → remove a message without delivering it
+// Replies are {"ok":true,...} or {"ok":false,"error":"…"}. A malformed line
+// gets an error reply; the connection stays open for the next line.
+import { createServer, type Server, type Socket } from 'node:net';
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import type { Logger } from '../log.js';
+import { headerEnd, normaliseLineEndings } from '../mail/message.js';
+import type { QueueManager } from '../queue/manager.js';
+import type { Spool } from '../queue/spool.js';
+import type { WorkerPool } from '../workers/pool.js';
+
+export interface ControlDeps {
+  readonly path: string;
+  readonly pool: WorkerPool;
+  readonly queue: QueueManager;
+  readonly spool: Spool;
+  readonly log: Logger;
+  readonly startedAt: number;
+}
+
+const MAX_LINE = 64 * 1024;
+
+export type ControlRequest =
+  | { readonly cmd: 'status' }
+  | { readonly cmd: 'queue.list' }
+  | { readonly cmd: 'queue.flush' }
+  | { readonly cmd: 'queue.show' | 'queue.delete'; readonly id: string };
+
+/** The one parser of control requests. */
+export function parseControlRequest(line: string): ControlRequest | string {
+  let m: unknown;
+  try {
+    m = JSON.parse(line);
+  } catch {
+    return 'not JSON';
+  }
+  if (typeof m !== 'object' || m === null) return 'not an object';
+  const r = m as Record<string, unknown>;
+  switch (r.cmd) {
+    case 'status':
+    case 'queue.list':
+    case 'queue.flush':
+      return { cmd: r.cmd };
+    case 'queue.show':
+    case 'queue.delete':
+      return typeof r.id === 'string' && /^[0-9A-F]{6,32}$/.test(r.id) ? { cmd: r.cmd, id: r.id } : 'id: expected a queue id';
+    default:
+      return `unknown command ${JSON.stringify(r.cmd)}`;
+  }
+}
+
+async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<string, unknown>> {
+  switch (req.cmd) {
+    case 'status': {
+      const queue = await d.queue.list();
+      return {
+        ok: true, pid: process.pid, uptime: Math.round((Date.now() - d.startedAt) / 1000),
+        workers: d.pool.list(), load: d.pool.load(),
+        queue: { messages: queue.length, recipients: queue.reduce((n, q) => n + q.recipients.length - q.done.length, 0) },
+      };
+    }
+    case 'queue.list':
+      return { ok: true, queue: await d.queue.list() };
+    case 'queue.flush':
+      return { ok: true, flushed: d.queue.flush() };
+    case 'queue.show': {
+      const info = (await d.queue.list()).find((q) => q.id === req.id);
+      if (!info) return { ok: false, error: `${req.id}: not in the queue` };
+      const entry = await d.spool.read(req.id);
+      const body = normaliseLineEndings(entry.raw);
+      return { ok: true, message: info, headers: body.subarray(0, headerEnd(body)).toString('utf8') };
+    }
+    case 'queue.delete':
+      return (await d.queue.delete(req.id)) ? { ok: true } : { ok: false, error: `${req.id}: not in the queue, or being delivered right now` };
+  }
+}
+
+export async function startControl(d: ControlDeps): Promise<Server> {
+  const st = await lstat(d.path).catch(() => undefined);
+  if (st?.isSocket()) await unlink(d.path);
+  const server = createServer((sock: Socket) => {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => undefined);
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > MAX_LINE) {
+        sock.end(`${JSON.stringify({ ok: false, error: 'request too long' })}\n`);
+        return;
+      }
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const req = parseControlRequest(line);
+        const reply = typeof req === 'string'
+          ? Promise.resolve({ ok: false, error: req })
+          : answer(d, req).catch((err: unknown) => ({ ok: false, error: (err as Error).message }));
+        void reply.then((r) => sock.write(`${JSON.stringify(r)}\n`));
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(d.path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  await chmod(d.path, 0o600);
+  return server;
+}

@@ -135,6 +135,8 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
       mboxLockAttempts: config.delivery.mbox_lock_attempts,
       mboxLockDelayMs: config.delivery.mbox_lock_delay,
       mboxStaleLockMs: config.delivery.mbox_stale_lock,
+      pipeTimeoutMs: config.delivery.pipe_timeout,
+      pipeUnknownExit: config.delivery.pipe_unknown_exit,
     }),
   });
   const resolve = (rcpt: RecipientAddress): ResolvedRecipient | undefined => toResolved(tables, rcpt);

@@ -112,10 +112,15 @@ export const configSchema = z.object({
     max_deliveries: z.number().int().min(1).default(64),
     /** Addresses (as in the tables) allowed to deliver as uid/gid 0; nobody by default. */
     allow_root: z.array(z.string()).default([]),
+    /** A pipe command still running after this is killed (its process group) and the delivery deferred. */
+    pipe_timeout: duration.default(1_000_000),
+    /** A pipe exit code outside sysexits: temporary (retried until queue.lifetime, like qmail) or permanent (Postfix). */
+    pipe_unknown_exit: z.enum(['temporary', 'permanent']).default('temporary'),
   }).strict().default({
     default: 'maildir:./var/mail/${user}/Maildir/', recipient_delimiter: '+', fsync: true,
     mbox_lock_attempts: 20, mbox_lock_delay: 1000, mbox_stale_lock: 500_000, worker_idle: 60_000,
     user_workers: 1, user_concurrency: 8, max_deliveries: 64, allow_root: [],
+    pipe_timeout: 1_000_000, pipe_unknown_exit: 'temporary',
   }),
   queue: z.object({
     /** First retry after a temporary failure; doubles up to retry_max. */

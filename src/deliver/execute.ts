@@ -1,14 +1,19 @@
 // Executes one planned destination in the worker (already running as the
 // recipient's user): dispatches to the leaf for its kind and returns exactly
-// one result. Leaves never call leaves. Kinds that have no leaf yet (pipe,
-// forward, list) defer with 4.3.5 rather than bounce: it is a configuration
-// the admin can still fix, and unknown means temporary.
+// one result. Leaves never call leaves. Kinds that have no leaf yet (forward,
+// list) defer with 4.3.5 rather than bounce: it is a configuration the admin
+// can still fix, and unknown means temporary. Pipe options missing from
+// LeafOptions take the defaults below.
 import type { Destination } from '../classify/rules.js';
 import { ok, status } from '../mail/status.js';
 import type { LeafOptions, DeliveryResult } from '../workers/ipc.js';
 import { deliverMaildir } from './maildir.js';
 import { deliverMbox } from './mbox.js';
+import { deliverPipe } from './pipe.js';
 import type { MessageCopy } from './types.js';
+
+/** Default pipe time limit: Postfix's command_time_limit, 1000 s. */
+export const PIPE_TIMEOUT_MS = 1_000_000;
 
 export async function executeDestination(copy: MessageCopy, d: Destination, o: LeafOptions): Promise<DeliveryResult> {
   switch (d.kind) {
@@ -25,6 +30,7 @@ export async function executeDestination(copy: MessageCopy, d: Destination, o: L
       // The planner turns rejects into refusals; reaching here is a bug.
       throw new Error('bug: reject destination reached a worker');
     case 'pipe':
+      return deliverPipe(copy, { argv: d.argv, timeoutMs: o.pipeTimeoutMs ?? PIPE_TIMEOUT_MS, unknownExit: o.pipeUnknownExit ?? 'temporary' });
     case 'forward':
     case 'list':
       return { status: status('4.3.5', `destination kind "${d.kind}" is not supported by this version`) };

@@ -4,3 +4,4 @@
 export type { Delivery, MessageCopy } from './types.js';
 export { deliverMaildir, type MaildirOptions } from './maildir.js';
 export { deliverMbox, type MboxOptions } from './mbox.js';
+export { deliverPipe, type PipeOptions } from './pipe.js';

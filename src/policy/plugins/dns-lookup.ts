@@ -5,8 +5,9 @@
 //
 // Exports: DnsResolver (the part of node:dns's Resolver we use, so tests and
 // the daemon can inject one), createDnsResolver, createDnsLookup (cached,
-// deduplicated, deadline-bounded A/AAAA/MX), withDeadline, dnsServerSchema,
-// normalizeIp, reverseIpQuery, parseHeloLiteral.
+// deduplicated, deadline-bounded A/AAAA/MX; LookupResult), withDeadline and
+// DnsDeadlineError, dnsServerSchema, normalizeIp, reverseIpQuery,
+// parseHeloLiteral.
 //
 // Failure contract: a lookup never throws. NXDOMAIN and NODATA are answers
 // (no records) and are cached; a timeout, SERVFAIL, REFUSED or any other
@@ -37,13 +38,14 @@ export const dnsServerSchema = z.string().refine((s) => {
 }, { message: 'expected a name server address like "127.0.0.1", "127.0.0.1:5353" or "[::1]:53"' });
 
 /**
- * A resolver with c-ares' per-try timeout set to timeoutMs and the given
- * number of tries; servers empty = the system's (/etc/resolv.conf). A DNSBL
- * setup wants a local caching resolver here: the big lists refuse queries
- * that come through public resolvers.
+ * A resolver for the given servers (empty = the system's, /etc/resolv.conf)
+ * that tries twice within timeoutMs: c-ares gets half of it for the first
+ * try (it backs off on the second), and withDeadline cuts the total at
+ * timeoutMs. A DNSBL setup wants a local caching resolver here: the big
+ * lists refuse queries that come through public resolvers.
  */
-export function createDnsResolver(opts: { servers: readonly string[]; timeoutMs: number; tries?: number }): Resolver {
-  const r = new Resolver({ timeout: Math.max(1, Math.round(opts.timeoutMs)), tries: opts.tries ?? 1 });
+export function createDnsResolver(opts: { servers: readonly string[]; timeoutMs: number }): Resolver {
+  const r = new Resolver({ timeout: Math.max(1, Math.round(opts.timeoutMs / 2)), tries: 2 });
   if (opts.servers.length > 0) r.setServers([...opts.servers]);
   return r;
 }
@@ -187,23 +189,27 @@ export function normalizeIp(s: string): string | undefined {
   const v = s.trim();
   if (isIPv4(v)) return v.split('.').map((o) => String(Number(o))).join('.');
   if (!isIPv6(v)) return undefined;
-  const mapped = /^(?:0{0,4}:){0,4}:?(?:0{0,4}:)?ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(v);
-  if (mapped && isIPv4(mapped[1] ?? '')) return mapped[1];
   let text = v.toLowerCase();
   // A dotted-quad tail becomes two hex groups.
-  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
   if (tail) {
-    const o = (tail[1] ?? '').split('.').map(Number);
-    const hex = (a: number, b: number): string => ((a << 8) | b).toString(16);
-    text = `${text.slice(0, tail.index)}${hex(o[0] ?? 0, o[1] ?? 0)}:${hex(o[2] ?? 0, o[3] ?? 0)}`;
+    const [a, b, c, d] = tail.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, tail.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
   }
   const [head = '', rest] = text.split('::');
   const groups = (p: string | undefined): string[] => (p === undefined || p === '' ? [] : p.split(':'));
   const h = groups(head);
   const t = groups(rest);
-  const all = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const all = (rest === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t])
+    .map((g) => g.padStart(4, '0'));
   if (all.length !== 8) return undefined;
-  return all.map((g) => g.padStart(4, '0')).join(':');
+  const full = all.join(':');
+  if (full.startsWith('0000:0000:0000:0000:0000:ffff:')) {
+    const hi = parseInt(all[6] ?? '0', 16);
+    const lo = parseInt(all[7] ?? '0', 16);
+    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+  }
+  return full;
 }
 
 /**

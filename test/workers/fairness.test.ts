@@ -1,0 +1,46 @@
+// Fairness between users: user A's mail goes through a slow filter (a pipe
+// that sleeps), user B's to a Maildir. With A's 200 messages queued first, all
+// of B's 20 are delivered before A's backlog is half done — by order of
+// completion in the log, not by wall-clock time.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createTransport } from 'nodemailer';
+import { requireRoot } from '../helpers/components.js';
+import { startDaemon } from '../helpers/daemon.js';
+import { ensureSystemUser } from '../helpers/users.js';
+
+test('a user with a slow destination cannot hold up another user\'s mail', { timeout: 120_000 }, async (t) => {
+  if (!requireRoot(t, 'two system users')) return;
+  const a = ensureSystemUser('mpt-alice');
+  const b = ensureSystemUser('mpt-bob');
+  const d = await startDaemon({
+    rules: `a@fair.test  pipe:"/bin/sh -c 'sleep 0.1; cat >/dev/null'"\nb@fair.test  maildir:\${MAIL}/b/Maildir/\n`,
+    uid: `a@fair.test  ${a.name}\nb@fair.test  ${b.name}\n`,
+    config: { delivery: { user_concurrency: 2 }, log: { level: 'info' } },
+  });
+  try {
+    const transport = createTransport({ host: '127.0.0.1', port: d.smtpPort, name: 'client.test', pool: true, maxConnections: 4 } as never);
+    const send = (to: string, i: number): Promise<unknown> => transport.sendMail({
+      envelope: { from: 's@remote.test', to: [to] },
+      raw: `From: s@remote.test\r\nTo: ${to}\r\nSubject: ${to} ${i}\r\n\r\nmessage ${i}\r\n`,
+    });
+    await Promise.all(Array.from({ length: 200 }, (_, i) => send('a@fair.test', i)));
+    await Promise.all(Array.from({ length: 20 }, (_, i) => send('b@fair.test', i)));
+    transport.close();
+    const done = (who: string): number => d.logs.filter((l) => l.includes(`to=<${who}>`) && l.includes('status=sent')).length;
+    const deadline = Date.now() + 60_000;
+    while (done('b@fair.test') < 20) {
+      if (Date.now() > deadline) throw new Error(`B got ${done('b@fair.test')} of 20; A ${done('a@fair.test')} of 200`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Order of completion: where B's last delivery stands among A's.
+    const sent = d.logs.filter((l) => /status=sent/.test(l));
+    const lastB = sent.map((l) => l.includes('to=<b@fair.test>')).lastIndexOf(true);
+    const aBefore = sent.slice(0, lastB).filter((l) => l.includes('to=<a@fair.test>')).length;
+    assert.ok(aBefore < 100, `all of B's 20 were delivered after ${aBefore} of A's 200`);
+    assert.ok(d.logs.every((l) => !/to=<b@fair.test>.*status=(deferred|bounced)/.test(l)));
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});

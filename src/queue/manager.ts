@@ -47,6 +47,7 @@ interface Outcome {
   readonly status: Status;
   readonly relay: string;
   readonly delays?: string;
+  readonly detail?: string;
 }
 
 export class QueueManager {
@@ -217,7 +218,7 @@ export class QueueManager {
     for (const o of outcomes) {
       let s = o.status;
       if (isTemporary(s) && expired) s = status('5.4.7', `delivery time expired: ${s.text}`);
-      this.d.log.info(s.text, { to: o.address, relay: o.relay, delay, delays: o.delays, dsn: s.code, status: statusWord(s) }, id);
+      this.d.log.info(s === o.status ? o.detail ?? s.text : s.text, { to: o.address, relay: o.relay, delay, delays: o.delays, dsn: s.code, status: statusWord(s) }, id);
       if (isTemporary(s)) {
         remaining++;
         this.lastError.set(id, `${o.address}: ${s.code} ${s.text}`);

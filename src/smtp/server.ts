@@ -225,7 +225,7 @@ export class Listener {
           entry.done = o;
           if (!handedOver) {
             const delay = ((Date.now() - env.arrival.getTime()) / 1000).toFixed(3);
-            this.h.log.info(o.status.text, { to: a.rcpt.address, relay: o.relay, delay, delays: o.delays, dsn: o.status.code, status: statusWord(o.status) }, env.queueId);
+            this.h.log.info(o.detail ?? o.status.text, { to: a.rcpt.address, relay: o.relay, delay, delays: o.delays, dsn: o.status.code, status: statusWord(o.status) }, env.queueId);
           }
           return o;
         }),

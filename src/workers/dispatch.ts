@@ -34,7 +34,10 @@ export interface DispatchContext {
 }
 
 export interface RecipientOutcome {
+  /** For the reply: a success says only "Saved" — no paths or user names go back to the sender. */
   readonly status: Status;
+  /** For the log: what the leaves said (the file written, …), when it differs from status.text. */
+  readonly detail?: string;
   /** Destination kinds, for the log's relay= field. */
   readonly relay: string;
   /**
@@ -108,6 +111,8 @@ export async function deliverToRecipient(
   const delays = timings.length === 0 ? undefined
     : `${sec(waitedMs)}/${sec(slowest.slotMs)}/${sec(slowest.transferMs)}/${sec(slowest.workMs)}`;
   const base = { relay, ...(delays !== undefined ? { delays } : {}) };
-  if (all.every(isSuccess)) return { status: all.length === 1 ? (all[0] as Status) : ok(`Delivered ${all.length} copies`), ...base };
+  if (all.every(isSuccess)) {
+    return { status: ok(all.length === 1 ? 'Saved' : `Saved ${all.length} copies`), detail: all.map((x) => x.text).join('; '), ...base };
+  }
   return { status: all.find(isTemporary) ?? (all.find((s) => !isSuccess(s)) as Status), ...base };
 }

@@ -1,0 +1,179 @@
+// The `policy:` section of the configuration file: a zod fragment the lead's
+// config schema embeds as `policy: policyConfigSchema`. Its defaults ARE the
+// embedded default: listen on unix:./var/run/policy.sock and 127.0.0.1:10040,
+// chain [lists]. Every key is documented here and in NOTES.md.
+//
+// Exports: policyConfigSchema, PolicyConfig (parsed), PolicyConfigInput,
+// PLUGIN_NAMES, parseListenSpec. Pure; validation problems are zod issues
+// whose path names the key.
+//
+// Why sizes and durations are parsed here and not imported from
+// src/config/schema.ts: that module imports this one, and an import back
+// would be an ES module cycle that throws at load time (TDZ) in one of the
+// two load orders. The syntax is the same (10M/512k/bytes; 500ms/30s/5m/2h/1d
+// or a number of seconds). Once those helpers move to a module that imports
+// nothing from src/policy, import them from there instead.
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+const SIZE_RE = /^(\d+(?:\.\d+)?)\s*([kmg]?)b?$/i;
+const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/i;
+
+/** Bytes; a number or "32k", "1M". */
+const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return v;
+  const m = SIZE_RE.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: `expected a size like 32k, 1M or a number of bytes, got "${v}"` });
+    return z.NEVER;
+  }
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1;
+  return Math.round(Number(m[1]) * mult);
+});
+
+/** Milliseconds; a number of seconds or "500ms", "30s", "5m", "2h", "1d", "1w". */
+const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return Math.round(v * 1000);
+  const m = DURATION_RE.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: `expected a duration like 30s, 5m, 2h or a number of seconds, got "${v}"` });
+    return z.NEVER;
+  }
+  const unit = (m[2] ?? 's').toLowerCase();
+  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[unit] ?? 1000;
+  return Math.round(Number(m[1]) * mult);
+});
+
+const positiveDuration = duration.refine((ms) => ms > 0, { message: 'must be more than 0' });
+
+/** "unix:/path", "unix:./relative", "127.0.0.1:10040", "[::1]:10040". */
+const listenAddress = z.string().refine((s) => /^unix:.+$/.test(s) || /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), {
+  message: 'expected "unix:PATH" or "HOST:PORT"',
+});
+
+const octalMode = z.union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode like "0660"'), z.number().int()])
+  .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8)));
+
+/** One line of reply text: Postfix would take a newline as the end of the reply. */
+const replyText = z.string().trim().min(1).refine((s) => !/[\r\n]/.test(s), { message: 'must be one line (no line breaks)' });
+
+// Actions Postfix's access(5) understands; a typo here would make Postfix log
+// "unknown action" and answer the client 451 for every request that hits it.
+const ACTION_RE = /^(?:OK|DUNNO|REJECT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT|[45]\d\d|HOLD|DISCARD|WARN|INFO|FILTER|PREPEND|REDIRECT|BCC|HANGUP)(?:\s|$)/i;
+const action = replyText.refine((s) => ACTION_RE.test(s), {
+  message: 'expected an access(5) action such as "REJECT 5.7.1 text", "DEFER_IF_PERMIT 4.7.1 text" or "451 4.7.1 text"',
+});
+
+/** Plugins a chain may name. dnsbl and spf are built outside this folder and handed to startPolicyService. */
+export const PLUGIN_NAMES = ['lists', 'greylist', 'ratelimit', 'dnsbl', 'spf'] as const;
+export type PluginName = (typeof PLUGIN_NAMES)[number];
+
+/** Request attributes a rate limit may count by. */
+export const RATE_KEYS = ['sasl_username', 'sasl_sender', 'client_address', 'client_name', 'sender', 'recipient'] as const;
+
+const rateRule = z.object({
+  /** For logs; default "KEY/LIMIT/WINDOW". */
+  name: z.string().min(1).optional(),
+  /** The request attribute counted by; a request where it is empty is not counted by this rule. */
+  key: z.enum(RATE_KEYS),
+  /** Requests allowed per window; the next one gets `action`. */
+  limit: z.number().int().min(1),
+  window: positiveDuration,
+  /** sliding: the previous window counts in proportion to its overlap (smooth); fixed: counters reset at each window boundary. */
+  mode: z.enum(['sliding', 'fixed']).default('sliding'),
+  /** recipients: counts RCPT requests; messages: counts END-OF-MESSAGE requests (check_policy_service in smtpd_end_of_data_restrictions). */
+  count: z.enum(['recipients', 'messages']).default('recipients'),
+  action: action.default('DEFER_IF_PERMIT 4.7.1 Rate limit exceeded, try again later'),
+}).strict();
+
+const policySection = z.object({
+  /** Where Postfix connects: check_policy_service unix:/path or inet:host:port. Relative paths are relative to the daemon's working directory. [] = no policy listener. */
+  listen: z.array(listenAddress).default(['unix:./var/run/policy.sock', '127.0.0.1:10040']),
+  socket: z.object({
+    /** Mode of the unix socket; Postfix's smtpd runs as "postfix", so e.g. 0660 with group postfix. */
+    mode: octalMode.default(0o666),
+    owner: z.string().optional(),
+    group: z.string().optional(),
+  }).strict().prefault({}),
+  /** LMDB environment for greylist and list-roster state; default <paths.state>/policy-db. */
+  db: z.string().min(1).optional(),
+  /** Plugins asked in this order; the first answer other than DUNNO is the reply. */
+  chain: z.array(z.enum(PLUGIN_NAMES)).default(['lists']),
+  limits: z.object({
+    /** Largest request (all its lines); a larger one closes the connection without a reply. */
+    request_size: size.refine((n) => n >= 256, { message: 'must be at least 256 bytes' }).default(32 * 1024),
+    /** From a request's first byte to its blank line; past it the connection is closed without a reply. */
+    request_timeout: positiveDuration.default(10_000),
+    /** A connection with no request for this long is closed (Postfix reconnects on its next request). */
+    idle_timeout: positiveDuration.default(300_000),
+    /** Concurrent connections per listener; Postfix holds about one per smtpd process. */
+    connections: z.number().int().min(1).default(200),
+  }).strict().prefault({}),
+  /** Cached answers kept per plugin (oldest dropped first). */
+  cache_size: z.number().int().min(0).default(10_000),
+  /** How often plugins' maintenance runs (greylist expiry, rate counters, cache sweep). */
+  maintenance_interval: positiveDuration.default(300_000),
+  lists: z.object({
+    /** Reply text for a non-subscriber posting to a closed list (after "REJECT 5.7.1"). */
+    reject_text: replyText.default('Only subscribers may post to this list'),
+    /** How long an answer is reused for the same recipient and sender; a compile or sync shows after at most this long. */
+    cache_ttl: duration.default(30_000),
+  }).strict().prefault({}),
+  greylist: z.object({
+    /** A new triplet is deferred; a retry this long after the first attempt passes. */
+    delay: duration.default(300_000),
+    /** A retry later than this after the first attempt starts over (deferred again). */
+    retry_window: positiveDuration.default(86_400_000),
+    /** Passed triplets and whitelisted clients unused for this long are forgotten. */
+    expire: positiveDuration.default(35 * 86_400_000),
+    /** Triplets a client network must pass before it is no longer greylisted; 0 = never. */
+    auto_whitelist: z.number().int().min(0).default(5),
+    /** Reply text for a deferred attempt (after "DEFER_IF_PERMIT 4.7.1"). */
+    text: replyText.default('Greylisted, please try again later'),
+    /** Answer the first passing retry with "PREPEND X-Greylist: delayed N seconds by mailprocd" instead of DUNNO; plugins after greylist are then not asked for that request. */
+    header: z.boolean().default(false),
+    ipv4_prefix: z.number().int().min(0).max(32).default(24),
+    ipv6_prefix: z.number().int().min(0).max(128).default(64),
+  }).strict().prefault({}),
+  ratelimit: z.object({
+    rules: z.array(rateRule).default([]),
+    /** Counters kept per rule; past it the oldest key is dropped. */
+    max_keys: z.number().int().min(1).default(100_000),
+  }).strict().prefault({}),
+}).strict();
+
+export const policyConfigSchema = policySection.superRefine((c, ctx) => {
+  const seen = new Set<string>();
+  c.chain.forEach((name, i) => {
+    if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['chain', i], message: `plugin "${name}" is in the chain twice` });
+    seen.add(name);
+  });
+  if (c.greylist.retry_window <= c.greylist.delay) {
+    ctx.addIssue({ code: 'custom', path: ['greylist', 'retry_window'], message: 'must be longer than greylist.delay' });
+  }
+  if (c.chain.includes('ratelimit') && c.ratelimit.rules.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['ratelimit', 'rules'], message: 'ratelimit is in the chain but has no rules' });
+  }
+}).prefault({});
+
+export type PolicyConfig = z.output<typeof policyConfigSchema>;
+export type PolicyConfigInput = z.input<typeof policyConfigSchema>;
+export type RateRuleConfig = PolicyConfig['ratelimit']['rules'][number];
+
+export interface ListenSpec {
+  readonly kind: 'unix' | 'tcp';
+  /** Absolute socket path for unix; "" for tcp. */
+  readonly path: string;
+  readonly host: string;
+  readonly port: number;
+  /** As written, for logs. */
+  readonly spec: string;
+}
+
+/** Same reading as the LMTP listeners' (src/config): a relative unix path is relative to baseDir. */
+export function parseListenSpec(spec: string, baseDir: string): ListenSpec {
+  if (spec.startsWith('unix:')) return { kind: 'unix', path: resolve(baseDir, spec.slice(5)), host: '', port: 0, spec };
+  const cut = spec.lastIndexOf(':');
+  const host = spec.slice(0, cut).replace(/^\[(.*)\]$/, '$1');
+  return { kind: 'tcp', path: '', host, port: Number(spec.slice(cut + 1)), spec };
+}

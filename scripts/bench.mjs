@@ -472,6 +472,26 @@ const f2 = (x) => (x === undefined || x === '' || x === 'NA' || Number.isNaN(Num
 const mb = (kb) => `${(kb / 1024).toFixed(1)} MiB`;
 
 // ---- our side --------------------------------------------------------------------------------
+/** One request to the daemon's control socket (what `mailproc status --json` asks). */
+function controlStatus(path) {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(path);
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.setTimeout(5000, () => sock.destroy(new Error('control socket timeout')));
+    sock.on('connect', () => sock.write('{"cmd":"status"}\n'));
+    sock.on('data', (d) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) {
+        sock.end();
+        resolve(JSON.parse(buf.slice(0, nl)));
+      }
+    });
+    sock.on('error', reject);
+  });
+}
+
 async function startDaemon(mailRoot, sock, port) {
   const db = join(tmp, 'db');
   const cfg = join(tmp, 'mailprocd.yaml');
@@ -635,9 +655,14 @@ async function ourSide(peers) {
     }
   }
 
-  // Idle memory after the load: the master and its delivery workers (one per uid:gid).
-  await sleep(500);
+  // Idle memory after the load: the master and its delivery workers (one per
+  // uid:gid). A worker collects its garbage after 1 s idle; measure after that.
+  await sleep(1500);
   const mem = memory(daemon.child.pid);
+  // Worker start latency (spawn → privileges dropped, code loaded), as the daemon measured it.
+  const status = await controlStatus(join(tmp, 'state', 'run', 'control.sock')).catch(() => undefined);
+  const spawnMs = status?.workers?.map((w) => w.readyMs).filter((v) => typeof v === 'number') ?? [];
+  if (spawnMs.length > 0) note(`mailprocd worker start latency: ${spawnMs.join(', ')} ms`);
   const stop = await stopDaemon(daemon);
   note(`mailprocd stopped in ${stop.ms.toFixed(0)} ms after SIGTERM`);
 
@@ -665,7 +690,7 @@ async function ourSide(peers) {
     delays = { n: d.length, p50: q(0.5), p99: q(0.99), max: d.length > 0 ? d[d.length - 1] * 1000 : NaN };
     note(`mailprocd delay= (DATA received .. delivered, server side): ${d.length} deliveries, p50 ${f1(delays.p50)} ms, p99 ${f1(delays.p99)} ms, max ${f1(delays.max)} ms`);
   }
-  return { rows, mem, startupMs: daemon.startupMs, stopMs: stop.ms, landed, expected, driver, delays };
+  return { rows, mem, spawnMs, startupMs: daemon.startupMs, stopMs: stop.ms, landed, expected, driver, delays };
 }
 
 function procUid(user) {
@@ -815,7 +840,8 @@ async function main() {
     for (const k of kids) {
       out(`  child pid ${k.pid} uid ${k.uid} RSS ${mb(k.rssKb)} (peak ${mb(k.hwmKb)}): ${k.cmd.replace(ROOT + '/', '')}`);
     }
-    out(`mailprocd start ${ours.startupMs.toFixed(0)} ms, stop ${ours.stopMs.toFixed(0)} ms`);
+    out(`mailprocd start ${ours.startupMs.toFixed(0)} ms, stop ${ours.stopMs.toFixed(0)} ms; worker start latency ${ours.spawnMs.length > 0 ? `${ours.spawnMs.join(', ')} ms` : '-'}`);
+    for (const k of workers) out(`idle worker RSS ${mb(k.rssKb)} (target <= 50 MiB): ${k.rssKb <= 50 * 1024 ? 'meets it' : 'ABOVE it'}`);
   }
   if (theirs?.sum) out(`dovecot: landed ${theirs.sum.landed}/${theirs.sum.expected}, startup ${theirs.sum.startup_ms} ms, script ${theirs.secs.toFixed(1)} s`);
 

@@ -9,7 +9,6 @@ import { ok, status } from '../mail/status.js';
 import type { LeafOptions, DeliveryResult } from '../workers/ipc.js';
 import { deliverMaildir } from './maildir.js';
 import { deliverMbox } from './mbox.js';
-import { deliverPipe } from './pipe.js';
 import type { MessageCopy } from './types.js';
 
 /** Default pipe time limit: Postfix's command_time_limit, 1000 s. */
@@ -30,7 +29,8 @@ export async function executeDestination(copy: MessageCopy, d: Destination, o: L
       // The planner turns rejects into refusals; reaching here is a bug.
       throw new Error('bug: reject destination reached a worker');
     case 'pipe':
-      return deliverPipe(copy, { argv: d.argv, timeoutMs: o.pipeTimeoutMs ?? PIPE_TIMEOUT_MS, unknownExit: o.pipeUnknownExit ?? 'temporary' });
+      // Loaded on first use: execa is most of a worker's memory, and most users have no pipe.
+      return (await import('./pipe.js')).deliverPipe(copy, { argv: d.argv, timeoutMs: o.pipeTimeoutMs ?? PIPE_TIMEOUT_MS, unknownExit: o.pipeUnknownExit ?? 'temporary' });
     case 'forward':
     case 'list':
       return { status: status('4.3.5', `destination kind "${d.kind}" is not supported by this version`) };

@@ -60,9 +60,12 @@ interface Worker {
   readonly identity: Identity;
   readonly child: ChildProcess;
   readonly started: number;
+  readonly spawnedAt: number;
   readonly pending: Map<number, Pending>;
   lastUsed: number;
   delivered: number;
+  /** Spawn until its "ready" message: the worker start latency. */
+  readyMs?: number;
   idleTimer?: NodeJS.Timeout;
 }
 
@@ -74,6 +77,8 @@ export interface WorkerInfo {
   readonly startedAt: number;
   readonly messages: number;
   readonly inFlight: number;
+  /** How long the worker took from spawn to ready (privileges dropped, code loaded), ms. */
+  readonly readyMs?: number;
 }
 
 export interface PoolOptions {
@@ -164,6 +169,7 @@ export class WorkerPool {
     return [...this.workers.values()].flat().map((w) => ({
       user: w.identity.user, uid: w.identity.uid, gid: w.identity.gid, pid: w.child.pid,
       startedAt: w.started, messages: w.delivered, inFlight: w.pending.size,
+      ...(w.readyMs !== undefined ? { readyMs: Math.round(w.readyMs) } : {}),
     }));
   }
 
@@ -187,12 +193,19 @@ export class WorkerPool {
       return live.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
     }
     const root = process.getuid?.() === 0;
-    const child = spawn(process.execPath, [WORKER_MAIN], {
+    // A small young generation and a collection when idle keep a waiting
+    // worker near Node's baseline size; deliveries allocate little.
+    const child = spawn(process.execPath, ['--max-semi-space-size=2', '--expose-gc', WORKER_MAIN], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
       cwd: '/',
       env: {
         PATH: '/usr/local/bin:/usr/bin:/bin',
+        // Each delivery blocks a libuv thread in fsync (file, then new/); the
+        // default 4 threads would serialise a user's concurrent deliveries.
+        // One malloc arena per thread would keep their memory after the load passes.
+        MALLOC_ARENA_MAX: '2',
+        UV_THREADPOOL_SIZE: String(Math.min(64, Math.max(4, this.opts.userConcurrency() * 2))),
         HOME: identity.home,
         USER: identity.user,
         LOGNAME: identity.user,
@@ -201,7 +214,7 @@ export class WorkerPool {
         ...(allowRoot ? { MAILPROC_ALLOW_ROOT: '1' } : {}),
       },
     });
-    const w: Worker = { key, identity, child, started: Date.now(), pending: new Map(), lastUsed: Date.now(), delivered: 0 };
+    const w: Worker = { key, identity, child, started: Date.now(), spawnedAt: performance.now(), pending: new Map(), lastUsed: Date.now(), delivered: 0 };
     this.workers.set(key, [...live, w]);
     child.on('message', (raw: unknown) => this.onMessage(w, raw));
     child.on('error', (err) => this.opts.log.error(`worker for ${identity.user}: ${err.message}`));
@@ -225,7 +238,11 @@ export class WorkerPool {
       this.opts.log.error(`malformed message from worker ${w.child.pid ?? '?'}: ${m}`);
       return;
     }
-    if (m.type === 'ready') return;
+    if (m.type === 'ready') {
+      w.readyMs = performance.now() - w.spawnedAt;
+      this.opts.log.debug(`worker for ${w.identity.user} ready in ${Math.round(w.readyMs)} ms`, { pid: m.pid });
+      return;
+    }
     const p = w.pending.get(m.id);
     if (!p) return;
     w.pending.delete(m.id);

@@ -70,6 +70,19 @@ if (process.send === undefined) fail('started without an IPC channel');
 process.on('disconnect', () => process.exit(0));
 let inFlight = 0;
 let closing = false;
+// A worker waits idle far longer than it works: once idle, collect garbage so
+// it sits at its baseline size instead of its peak (the pool starts it with
+// --expose-gc; without the flag this does nothing).
+const collect = (globalThis as { gc?: () => void }).gc;
+let idleTimer: NodeJS.Timeout | undefined;
+function armIdleCollection(): void {
+  if (collect === undefined) return;
+  clearTimeout(idleTimer);
+  idleTimer = setTimeout(() => {
+    if (inFlight === 0) collect();
+  }, 1000);
+  idleTimer.unref();
+}
 process.on('message', (raw: unknown) => {
   const m = checkMasterMessage(raw);
   if (typeof m === 'string') {
@@ -88,6 +101,7 @@ process.on('message', (raw: unknown) => {
     send({ v: IPC_VERSION, type: 'delivered', id: m.id, results, elapsedMs: performance.now() - started }, () => {
       inFlight--;
       if (closing && inFlight === 0) process.exit(0);
+      if (inFlight === 0) armIdleCollection();
     });
   });
 });

@@ -34,6 +34,8 @@ export interface PlanStep {
   readonly group?: string;
   /** "db/rules:12" or "default". */
   readonly origin: string;
+  /** The rule's concurrency= override for this user's delivery slots. */
+  readonly concurrency?: number;
 }
 
 export type Plan =
@@ -155,7 +157,10 @@ export function planDelivery(input: PlanInput): Plan {
       return { kind: 'refuse', status: status(code, d.text !== '' ? d.text : 'Rejected by the recipient\'s rules') };
     }
     const group = groupOf(rule);
-    steps.push({ destination: expandDestination(d, r), user: userOf(rule), ...(group !== undefined ? { group } : {}), origin: rule.origin });
+    steps.push({
+      destination: expandDestination(d, r), user: userOf(rule), ...(group !== undefined ? { group } : {}), origin: rule.origin,
+      ...(rule.concurrency !== undefined ? { concurrency: rule.concurrency } : {}),
+    });
     if (rule.stop) break;
   }
   if (steps.length === 0) {

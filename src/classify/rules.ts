@@ -49,6 +49,11 @@ export interface Rule {
   readonly gid?: string;
   /** Largest message this rule accepts, in bytes; larger → 552 5.2.3 for the recipient. */
   readonly maxsize?: number;
+  /**
+   * Deliveries at once for the user this rule delivers as (overrides
+   * delivery.user_concurrency for that user), e.g. for a shared vmail uid.
+   */
+  readonly concurrency?: number;
   /** Stop evaluating further rules once this one applies. */
   readonly stop: boolean;
   /** Where the rule came from, "file:line", for `rules test` and log lines. */

@@ -14,7 +14,7 @@ const DESTINATION_KINDS = 'maildir, mbox, pipe, forward, list, discard or reject
 const DESTINATION_RE = /^(?:(?:maildir|mbox|pipe|forward|list|reject):|discard$)/;
 const MATCH_RE = /^(!?)(sender|extension|header:([A-Za-z0-9][A-Za-z0-9_.-]*))([=~])(.*)$/s;
 const COMPARE_RE = /^(!?)(size|score)(<=|>=|<|>|=)(.*)$/s;
-const OPTION_RE = /^(uid|gid|maxsize|folder)=(.*)$/s;
+const OPTION_RE = /^(uid|gid|maxsize|folder|concurrency)=(.*)$/s;
 const REGEX_RE = /^\/(.+)\/([a-z]*)$/s;
 const SCORE_RE = /^-?\d+(?:\.\d+)?$/;
 const REJECT_CODE_RE = /^[45]\.\d{1,3}\.\d{1,3}$/;
@@ -58,6 +58,11 @@ export function parseRule(tokens: readonly Token[], where: Where, report: Report
   const gid = options.get('gid');
   const maxsize = options.get('maxsize');
   const folder = options.get('folder');
+  const concurrency = options.get('concurrency');
+  const slots = concurrency ? Number(concurrency.text) : undefined;
+  if (concurrency && !(Number.isInteger(slots) && (slots as number) >= 1 && (slots as number) <= 1000)) {
+    fail(concurrency.line, `concurrency must be a whole number from 1 to 1000, not "${concurrency.text}"`);
+  }
   if (uid) checkAccount('uid', uid.text, uid.line, fail);
   if (gid) checkAccount('gid', gid.text, gid.line, fail);
   const maxBytes = maxsize ? parseSize(maxsize.text, maxsize.line, fail) : undefined;
@@ -70,6 +75,7 @@ export function parseRule(tokens: readonly Token[], where: Where, report: Report
     ...(uid ? { uid: uid.text } : {}),
     ...(gid ? { gid: gid.text } : {}),
     ...(maxBytes !== undefined ? { maxsize: maxBytes } : {}),
+    ...(slots !== undefined ? { concurrency: slots } : {}),
     stop,
     origin: where.origin,
   };

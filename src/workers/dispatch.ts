@@ -101,7 +101,8 @@ export async function deliverToRecipient(
     }
     const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home), ctx.baseDir));
     const recipient = { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain };
-    const r = await ctx.pool.deliver(identity, { allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
+    const concurrency = steps.find((x) => x.concurrency !== undefined)?.concurrency;
+    const r = await ctx.pool.deliver(identity, { ...(concurrency !== undefined ? { concurrency } : {}), allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
     timings.push(r.timing);
     return r.results.map((x) => x.status);
   }));

@@ -29,6 +29,8 @@ const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
 export interface DeliverJob {
   /** The configuration explicitly allows this address to deliver as root. */
   readonly allowRoot?: boolean;
+  /** A table's override of this user's delivery slots (rules option concurrency=N); the latest seen wins. */
+  readonly concurrency?: number;
   readonly sender: string;
   readonly recipient: CopyRecipient;
   readonly arrival: Date;
@@ -102,12 +104,14 @@ export class WorkerPool {
   /** identity key → its live workers */
   private readonly workers = new Map<string, Worker[]>();
   private readonly scheduler: FairScheduler;
+  /** identity key → slots set by a table (concurrency=N), instead of delivery.user_concurrency */
+  private readonly slotOverrides = new Map<string, number>();
   private nextId = 1;
   private stopping = false;
 
   constructor(private readonly opts: PoolOptions) {
     this.scheduler = new FairScheduler(
-      { perKey: () => opts.userConcurrency(), global: opts.maxDeliveries },
+      { perKey: (key) => this.slotOverrides.get(key) ?? opts.userConcurrency(), global: opts.maxDeliveries },
       (err) => opts.log.error(`bug in a scheduled delivery: ${(err as Error).stack ?? String(err)}`),
     );
   }
@@ -126,6 +130,7 @@ export class WorkerPool {
     }
     if (this.stopping) return answer(failAll(n, 'mail system is shutting down'));
     const key = `${identity.uid}:${identity.gid}`;
+    if (job.concurrency !== undefined) this.slotOverrides.set(key, job.concurrency);
     const submitted = performance.now();
     return new Promise<PoolResult>((resolve) => {
       this.scheduler.submit(key, async () => {
@@ -205,7 +210,7 @@ export class WorkerPool {
         // default 4 threads would serialise a user's concurrent deliveries.
         // One malloc arena per thread would keep their memory after the load passes.
         MALLOC_ARENA_MAX: '2',
-        UV_THREADPOOL_SIZE: String(Math.min(64, Math.max(4, this.opts.userConcurrency() * 2))),
+        UV_THREADPOOL_SIZE: String(Math.min(64, Math.max(4, (this.slotOverrides.get(key) ?? this.opts.userConcurrency()) * 2))),
         HOME: identity.home,
         USER: identity.user,
         LOGNAME: identity.user,

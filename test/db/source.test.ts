@@ -90,8 +90,8 @@ const goodRules: { name: string; line: string; want: Rule }[] = [
   },
   {
     name: 'every option, mixed with conditions',
-    line: 'maildir:/m stop uid=alice spam gid=100 maxsize=10M',
-    want: rule(MAILDIR, { conditions: [{ kind: 'spam', is: true }], uid: 'alice', gid: '100', maxsize: 10485760, stop: true }),
+    line: 'maildir:/m stop uid=alice spam gid=100 maxsize=10M concurrency=4',
+    want: rule(MAILDIR, { conditions: [{ kind: 'spam', is: true }], uid: 'alice', gid: '100', maxsize: 10485760, concurrency: 4, stop: true }),
   },
 ];
 
@@ -128,6 +128,8 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
   { name: 'bad size', table: 'rules', text: 'a discard size>10X', want: ['db/rules:1: bad size "10X" (want bytes or a number with k, M or G, e.g. 512k, 10M)'] },
   { name: 'bad maxsize', table: 'rules', text: 'a discard maxsize=lots', want: ['db/rules:1: bad size "lots" (want bytes or a number with k, M or G, e.g. 512k, 10M)'] },
   { name: 'zero maxsize', table: 'rules', text: 'a discard maxsize=0', want: ['db/rules:1: maxsize must be more than 0'] },
+  { name: 'concurrency not a whole number', table: 'rules', text: 'a discard concurrency=2.5', want: ['db/rules:1: concurrency must be a whole number from 1 to 1000, not "2.5"'] },
+  { name: 'concurrency zero', table: 'rules', text: 'a discard concurrency=0', want: ['db/rules:1: concurrency must be a whole number from 1 to 1000, not "0"'] },
   { name: 'bad score', table: 'rules', text: 'a discard score>high', want: ['db/rules:1: bad score "high" (want a number, e.g. 5 or -0.5)'] },
   { name: 'negated size', table: 'rules', text: 'a discard !size>1M', want: ['db/rules:1: "!size>1M" cannot be negated: use the opposite comparison'] },
   { name: 'option twice', table: 'rules', text: 'a discard stop uid=x uid=y stop', want: ['db/rules:1: option uid given twice', 'db/rules:1: option stop given twice'] },

@@ -3,6 +3,8 @@
 // of B's 20 are delivered before A's backlog is half done — by order of
 // completion in the log, not by wall-clock time.
 import assert from 'node:assert/strict';
+import { chmodSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { createTransport } from 'nodemailer';
 import { requireRoot } from '../helpers/components.js';
@@ -39,6 +41,33 @@ test('a user with a slow destination cannot hold up another user\'s mail', { tim
     const aBefore = sent.slice(0, lastB).filter((l) => l.includes('to=<a@fair.test>')).length;
     assert.ok(aBefore < 100, `all of B's 20 were delivered after ${aBefore} of A's 200`);
     assert.ok(d.logs.every((l) => !/to=<b@fair.test>.*status=(deferred|bounced)/.test(l)));
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('a rule\'s concurrency=1 makes one user\'s deliveries run one at a time', { timeout: 60_000 }, async () => {
+  const d0 = await startDaemon({ rules: '' });
+  const lockDir = join(d0.dir, 'locks');
+  mkdirSync(lockDir);
+  chmodSync(lockDir, 0o1777);
+  await d0.stop();
+  // The filter refuses (exit 75, deferred) when another copy of it is running.
+  const filter = `pipe:"/bin/sh -c 'mkdir ${lockDir}/busy || exit 75; sleep 0.2; rmdir ${lockDir}/busy; cat >/dev/null'"`;
+  const d = await startDaemon({ dir: d0.dir, rules: `one@c.test  ${filter}  concurrency=1\n`, config: { log: { level: 'info' } } });
+  try {
+    const transport = createTransport({ host: '127.0.0.1', port: d.smtpPort, name: 'client.test', pool: true, maxConnections: 4 } as never);
+    await Promise.all(Array.from({ length: 5 }, (_, i) => transport.sendMail({
+      envelope: { from: 's@remote.test', to: ['one@c.test'] }, raw: `Subject: ${i}\r\n\r\nx\r\n`,
+    })));
+    transport.close();
+    const deadline = Date.now() + 30_000;
+    while (d.logs.filter((l) => /to=<one@c\.test>.*status=sent/.test(l)).length < 5) {
+      if (Date.now() > deadline) throw new Error('not all delivered');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(d.logs.filter((l) => /to=<one@c\.test>.*status=deferred/.test(l)).length, 0, 'never two at once');
   } finally {
     await d.stop();
     d.cleanup();

@@ -13,6 +13,9 @@ import { compileTables, formatSourceError, isKnown, openTables, parseTableSource
 import { createLogger, type Logger } from './log.js';
 import { lookupKeys, type RecipientAddress } from './mail/address.js';
 import { startControl } from './control/server.js';
+import { startPolicyService } from './policy/index.js';
+import { createDnsblPlugin } from './policy/plugins/dnsbl.js';
+import { createSpfPlugin } from './policy/plugins/spf.js';
 import { QueueManager } from './queue/manager.js';
 import { Spool } from './queue/spool.js';
 import { Listener, type IntakeHandlers } from './smtp/server.js';
@@ -190,9 +193,20 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
     ...config.smtp.listen.map((l) => new Listener('smtp', l, handlers)),
   ];
   for (const l of listeners) await l.start();
+  const plugins = {
+    ...(config.policy.chain.includes('dnsbl') ? { dnsbl: createDnsblPlugin(config.policy.dnsbl, { log }) } : {}),
+    ...(config.policy.chain.includes('spf') ? { spf: createSpfPlugin(config.policy.spf, { log }) } : {}),
+  };
+  const policy = await startPolicyService({
+    config: config.policy, tables, stateDir: config.paths.state, log, baseDir: process.cwd(),
+    recipientDelimiter: config.delivery.recipient_delimiter, plugins,
+  });
   const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, startedAt: Date.now() });
   const queued = await queue.start();
-  const where = listeners.map((l) => `${l.kind}=${l.listen.kind === 'unix' ? `unix:${l.listen.path}` : `${l.listen.host}:${l.port()}`}`).join(' ');
+  const where = [
+    ...listeners.map((l) => `${l.kind}=${l.listen.kind === 'unix' ? `unix:${l.listen.path}` : `${l.listen.host}:${l.port()}`}`),
+    ...policy.listening.map((l) => `policy=${l.kind === 'unix' ? `unix:${l.path}` : l.spec.replace(/:\d+$/, `:${l.port}`)}`),
+  ].join(' ');
   log.info(`ready ${where}`, { user: config.deliveryUser, queued, config: config.file ?? 'embedded default' });
 
   let stopping: Promise<void> | undefined;
@@ -215,7 +229,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
     stop(): Promise<void> {
       stopping ??= (async () => {
         log.info('stopping: no new connections; finishing sessions and deliveries');
-        await Promise.all(listeners.map((l) => l.close()));
+        await Promise.all([...listeners.map((l) => l.close()), policy.close()]);
         await new Promise<void>((resolve) => control.close(() => resolve()));
         await queue.stop();
         await pool.stop();

@@ -6,34 +6,12 @@
 // freezes. Sizes accept 10M/512k/bytes, durations 30s/5m/2h/1d/ms numbers in
 // seconds, so an administrator can write what they mean.
 import { z } from 'zod';
+import { policyConfigSchemaWith } from '../policy/index.js';
+import { dnsblOptionsSchema } from '../policy/plugins/dnsbl.js';
+import { spfOptionsSchema } from '../policy/plugins/spf.js';
+import { duration, size } from './units.js';
 
-const SIZE_RE = /^(\d+(?:\.\d+)?)\s*([kmg]?)b?$/i;
-const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/i;
-
-/** Bytes; accepts a number or "10M", "512k", "1G". */
-export const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
-  const m = SIZE_RE.exec(v.trim());
-  if (!m) {
-    ctx.addIssue({ code: 'custom', message: `expected a size like 10M, 512k or a number of bytes, got "${v}"` });
-    return z.NEVER;
-  }
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1;
-  return Math.round(Number(m[1]) * mult);
-});
-
-/** Milliseconds; accepts a number of seconds or "500ms", "30s", "5m", "2h", "1d". */
-export const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return Math.round(v * 1000);
-  const m = DURATION_RE.exec(v.trim());
-  if (!m) {
-    ctx.addIssue({ code: 'custom', message: `expected a duration like 30s, 5m, 2h or a number of seconds, got "${v}"` });
-    return z.NEVER;
-  }
-  const unit = (m[2] ?? 's').toLowerCase();
-  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[unit] ?? 1000;
-  return Math.round(Number(m[1]) * mult);
-});
+export { duration, size };
 
 /** "unix:/path", "unix:./relative", "127.0.0.1:2424", "[::1]:24". */
 const listenAddress = z.string().refine((s) => /^unix:.+$/.test(s) || /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), {
@@ -133,6 +111,8 @@ export const configSchema = z.object({
     /** Where DSN bounces are sent (an MTA: "127.0.0.1:25"); unset = bounces are only logged. */
     bounce_relay: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected "HOST:PORT"').optional(),
   }).strict().default({ retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000, active_limit: 1000 }),
+  /** Postfix policy delegation (check_policy_service): see src/policy/config.ts for every key. */
+  policy: policyConfigSchemaWith({ dnsbl: dnsblOptionsSchema.prefault({}), spf: spfOptionsSchema.prefault({}) }),
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

@@ -3,53 +3,22 @@
 // embedded default: listen on unix:./var/run/policy.sock and 127.0.0.1:10040,
 // chain [lists]. Every key is documented here and in NOTES.md.
 //
-// Exports: policyConfigSchema, PolicyConfig (parsed), PolicyConfigInput,
-// PLUGIN_NAMES, parseListenSpec. Pure; validation problems are zod issues
+// Exports: policyConfigSchema, policyConfigSchemaWith (the same plus keys for
+// plugins built elsewhere), PolicyConfig (parsed), PolicyConfigInput,
+// PLUGIN_NAMES, RATE_KEYS, parseListenSpec. Pure; validation problems are zod issues
 // whose path names the key.
 //
-// Why sizes and durations are parsed here and not imported from
-// src/config/schema.ts: that module imports this one, and an import back
-// would be an ES module cycle that throws at load time (TDZ) in one of the
-// two load orders. The syntax is the same (10M/512k/bytes; 500ms/30s/5m/2h/1d
-// or a number of seconds). Once those helpers move to a module that imports
-// nothing from src/policy, import them from there instead.
 import { resolve } from 'node:path';
 import { z } from 'zod';
-
-const SIZE_RE = /^(\d+(?:\.\d+)?)\s*([kmg]?)b?$/i;
-const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/i;
-
-/** Bytes; a number or "32k", "1M". */
-const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
-  const m = SIZE_RE.exec(v.trim());
-  if (!m) {
-    ctx.addIssue({ code: 'custom', message: `expected a size like 32k, 1M or a number of bytes, got "${v}"` });
-    return z.NEVER;
-  }
-  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1;
-  return Math.round(Number(m[1]) * mult);
-});
-
-/** Milliseconds; a number of seconds or "500ms", "30s", "5m", "2h", "1d", "1w". */
-const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return Math.round(v * 1000);
-  const m = DURATION_RE.exec(v.trim());
-  if (!m) {
-    ctx.addIssue({ code: 'custom', message: `expected a duration like 30s, 5m, 2h or a number of seconds, got "${v}"` });
-    return z.NEVER;
-  }
-  const unit = (m[2] ?? 's').toLowerCase();
-  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[unit] ?? 1000;
-  return Math.round(Number(m[1]) * mult);
-});
+import { duration, size } from '../config/units.js';
 
 const positiveDuration = duration.refine((ms) => ms > 0, { message: 'must be more than 0' });
 
 /** "unix:/path", "unix:./relative", "127.0.0.1:10040", "[::1]:10040". */
 const listenAddress = z.string().refine((s) => /^unix:.+$/.test(s) || /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), {
   message: 'expected "unix:PATH" or "HOST:PORT"',
-});
+  abort: true,
+}).refine((s) => s.startsWith('unix:') || Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, { message: 'port out of range' });
 
 const octalMode = z.union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode like "0660"'), z.number().int()])
   .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8)));
@@ -142,7 +111,9 @@ const policySection = z.object({
   }).strict().prefault({}),
 }).strict();
 
-export const policyConfigSchema = policySection.superRefine((c, ctx) => {
+type PolicySection = z.output<typeof policySection>;
+
+function checkAcrossKeys(c: PolicySection, ctx: z.core.$RefinementCtx<PolicySection>): void {
   const seen = new Set<string>();
   c.chain.forEach((name, i) => {
     if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['chain', i], message: `plugin "${name}" is in the chain twice` });
@@ -154,10 +125,26 @@ export const policyConfigSchema = policySection.superRefine((c, ctx) => {
   if (c.chain.includes('ratelimit') && c.ratelimit.rules.length === 0) {
     ctx.addIssue({ code: 'custom', path: ['ratelimit', 'rules'], message: 'ratelimit is in the chain but has no rules' });
   }
-}).prefault({});
+}
+
+/**
+ * The section with more keys beside the built-in ones, e.g. the dnsbl and spf
+ * plugins' option schemas: `policyConfigSchemaWith({ dnsbl: dnsblOptionsSchema.prefault({}) })`.
+ * Those schemas must not import src/config either (see the header).
+ */
+export function policyConfigSchemaWith<E extends z.ZodRawShape>(extra: E) {
+  // The casts only hide zod's generic extend() types from the shared check, which reads the built-in keys alone.
+  return policySection
+    .extend(extra)
+    .superRefine((c, ctx) => checkAcrossKeys(c as unknown as PolicySection, ctx as unknown as z.core.$RefinementCtx<PolicySection>))
+    .prefault({} as never);
+}
+
+export const policyConfigSchema = policyConfigSchemaWith({});
 
 export type PolicyConfig = z.output<typeof policyConfigSchema>;
-export type PolicyConfigInput = z.input<typeof policyConfigSchema>;
+/** What the config file may say under `policy:` (every key optional). */
+export type PolicyConfigInput = NonNullable<z.input<typeof policyConfigSchema>>;
 export type RateRuleConfig = PolicyConfig['ratelimit']['rules'][number];
 
 export interface ListenSpec {

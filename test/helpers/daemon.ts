@@ -39,6 +39,8 @@ export interface TestDaemon {
   readonly socket: string;
   readonly lmtpPort: number;
   readonly smtpPort: number;
+  readonly policyPort: number;
+  readonly policySocket: string;
   readonly configFile: string;
   readonly child: ChildProcess;
   readonly logs: string[];
@@ -85,6 +87,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     paths: { state: join(dir, 'state'), sources, mail },
     lmtp: { listen: [`unix:${socket}`, '127.0.0.1:0'] },
     smtp: { listen: ['127.0.0.1:0'] },
+    policy: { listen: [`unix:${join(dir, 'policy.sock')}`, '127.0.0.1:0'] },
     delivery: { default: `maildir:${mail}/\${user}/Maildir/`, mbox_lock_delay: '50ms' },
     log: { level: 'debug' },
   }, opts.config ?? {});
@@ -128,12 +131,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     });
   };
   const ready = await waitForLog(/ ready /);
-  const ports = [...ready.matchAll(/(lmtp|smtp)=127\.0\.0\.1:(\d+)/g)];
+  const ports = [...ready.matchAll(/(lmtp|smtp|policy)=127\.0\.0\.1:(\d+)/g)];
   const portOf = (kind: string): number => Number(ports.find((m) => m[1] === kind)?.[2] ?? 0);
   return {
     dir, mail, socket, configFile, child, logs, waitForLog,
     lmtpPort: portOf('lmtp'),
     smtpPort: portOf('smtp'),
+    policyPort: portOf('policy'),
+    policySocket: join(dir, 'policy.sock'),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill('SIGTERM');

@@ -32,7 +32,7 @@
 // had every failed lookup given its most favourable answer. Answers
 // (including NXDOMAIN) are cached for cache_ttl; failures are not.
 import { z } from 'zod';
-import { duration } from '../../config/schema.js';
+import { duration } from '../../config/units.js';
 import type { Logger } from '../../log.js';
 import type { PolicyPlugin, PolicyRequest } from '../types.js';
 import {
@@ -47,9 +47,6 @@ import {
   type LookupResult,
 } from './dns-lookup.js';
 
-// Lazy so that config/schema.ts may import this file for its policy section
-// without an import cycle reaching `duration` before it is initialised.
-const lazyDuration = z.lazy(() => duration);
 
 const domainName = z.string().regex(/^[a-z0-9_-]+(\.[a-z0-9_-]+)+\.?$/i, 'expected a DNS zone like "zen.example.org"')
   .transform((s) => s.toLowerCase().replace(/\.$/, ''));
@@ -108,9 +105,9 @@ export const dnsblOptionsSchema = z.object({
   reject_text: z.string().min(1).refine((s) => !/[\r\n]/.test(s), 'must be one line')
     .default('Mail appeared to be SPAM or forged: {reasons} (score {score})'),
   /** Deadline for all lookups of one request. */
-  timeout: lazyDuration.default(2000),
+  timeout: duration.default(2000),
   /** How long answers (and, through the chain, decisions) are cached; 0 = no cache. */
-  cache_ttl: lazyDuration.default(300_000),
+  cache_ttl: duration.default(300_000),
   /** Cached DNS answers kept at most. */
   cache_size: z.number().int().min(0).default(10_000),
   /** Name servers to ask; empty = the system's. A local caching resolver is the usual choice. */

@@ -21,14 +21,11 @@
 import { hostname as osHostname } from 'node:os';
 import { spf as evaluateSpf } from 'mailauth/lib/spf/index.js';
 import { z } from 'zod';
-import { duration } from '../../config/schema.js';
+import { duration } from '../../config/units.js';
 import type { Logger } from '../../log.js';
 import type { PolicyPlugin, PolicyRequest } from '../types.js';
 import { createDnsResolver, DnsDeadlineError, dnsServerSchema, normalizeIp, parseHeloLiteral, withDeadline, type DnsResolver } from './dns-lookup.js';
 
-// Lazy so that config/schema.ts may import this file for its policy section
-// without an import cycle reaching `duration` before it is initialised.
-const lazyDuration = z.lazy(() => duration);
 
 export const SPF_RESULTS = ['pass', 'fail', 'softfail', 'neutral', 'none', 'permerror', 'temperror'] as const;
 export type SpfResult = (typeof SPF_RESULTS)[number];
@@ -47,11 +44,11 @@ export const spfOptionsSchema = z.object({
     temperror: action.default('DUNNO'),
   }).strict().prefault({}),
   /** Per DNS query. */
-  timeout: lazyDuration.default(2000),
+  timeout: duration.default(2000),
   /** For the whole evaluation (up to 10 DNS-querying mechanisms, RFC 7208 §4.6.4); past it the result is temperror. */
-  evaluation_timeout: lazyDuration.default(10_000),
+  evaluation_timeout: duration.default(10_000),
   /** How long decisions are cached by the chain; 0 = no cache. */
-  cache_ttl: lazyDuration.default(300_000),
+  cache_ttl: duration.default(300_000),
   /** Name servers to ask; empty = the system's. */
   servers: z.array(dnsServerSchema).default([]),
   /** The receiving host named in the result's comment and Received-SPF header; default the machine's name. */

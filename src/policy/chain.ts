@@ -1,0 +1,135 @@
+// The plugin chain: asks plugins in the configured order and answers with
+// the first decisive action (anything but DUNNO/nothing, see types.ts), or
+// DUNNO. Each plugin's answers are cached for its TTL under the key the
+// plugin derives from what it reads (cacheKey), so a hit skips the plugin.
+//
+// Exports: PolicyChain, ChainLink, Decision.
+//
+// Failure contract: decide() never rejects. A plugin that throws (a bug, by
+// the contract in types.ts) or returns an action that would break the reply
+// (a line break in it) is logged and counts as DUNNO — fail open, like
+// Postfix's own policy clients expect of a policy server that has trouble
+// with one check; the client still gets a reply. Throws are not cached.
+// maintain() and close() log plugin failures and carry on with the others.
+import type { Logger } from '../log.js';
+import { isDecisive, type PolicyAction, type PolicyPlugin, type PolicyRequest } from './types.js';
+
+export interface ChainLink {
+  readonly plugin: PolicyPlugin;
+  /** 0 = do not cache this plugin's answers. */
+  readonly cacheTtlMs: number;
+}
+
+export interface Decision {
+  readonly action: PolicyAction;
+  /** The plugin that decided; undefined for the DUNNO nobody objected to. */
+  readonly plugin: string | undefined;
+}
+
+interface CacheEntry {
+  readonly action: PolicyAction | undefined;
+  readonly expires: number;
+}
+
+interface Link extends ChainLink {
+  readonly cache: Map<string, CacheEntry>;
+  /** Errors logged / suppressed since, to keep a plugin that throws on every request from flooding the log. */
+  lastErrorLog: number;
+  suppressed: number;
+}
+
+const DUNNO: Decision = Object.freeze({ action: 'DUNNO', plugin: undefined });
+const ERROR_LOG_INTERVAL_MS = 10_000;
+
+export class PolicyChain {
+  private readonly links: Link[];
+
+  constructor(
+    links: readonly ChainLink[],
+    private readonly opts: { readonly log: Logger; readonly now: () => number; readonly cacheSize: number },
+  ) {
+    this.links = links.map((l) => ({ ...l, cache: new Map(), lastErrorLog: -Infinity, suppressed: 0 }));
+  }
+
+  async decide(req: PolicyRequest): Promise<Decision> {
+    for (const link of this.links) {
+      const action = await this.ask(link, req);
+      if (isDecisive(action)) return { action, plugin: link.plugin.name };
+    }
+    return DUNNO;
+  }
+
+  private async ask(link: Link, req: PolicyRequest): Promise<PolicyAction | undefined> {
+    const { plugin } = link;
+    let key: string | undefined;
+    try {
+      if (link.cacheTtlMs > 0 && this.opts.cacheSize > 0 && plugin.cacheKey !== undefined) {
+        key = plugin.cacheKey(req);
+        if (key !== undefined) {
+          const hit = link.cache.get(key);
+          if (hit !== undefined) {
+            if (hit.expires > this.opts.now()) return hit.action;
+            link.cache.delete(key);
+          }
+        }
+      }
+      const action = await plugin.check(req);
+      if (action !== undefined && (typeof action !== 'string' || /[\r\n]/.test(action))) {
+        throw new Error(`returned an action that cannot be sent: ${JSON.stringify(action)}`);
+      }
+      if (key !== undefined) this.remember(link, key, action);
+      return action;
+    } catch (err) {
+      this.logFailure(link, 'check', err, req);
+      return undefined;
+    }
+  }
+
+  private remember(link: Link, key: string, action: PolicyAction | undefined): void {
+    const cache = link.cache;
+    if (cache.size >= this.opts.cacheSize) {
+      // Maps iterate in insertion order: the first key is the oldest entry.
+      const oldest = cache.keys().next();
+      if (oldest.done !== true) cache.delete(oldest.value);
+    }
+    cache.set(key, { action, expires: this.opts.now() + link.cacheTtlMs });
+  }
+
+  private logFailure(link: Link, what: string, err: unknown, req?: PolicyRequest): void {
+    const now = this.opts.now();
+    if (now - link.lastErrorLog < ERROR_LOG_INTERVAL_MS) {
+      link.suppressed++;
+      return;
+    }
+    const more = link.suppressed > 0 ? ` (${link.suppressed} more since the last report)` : '';
+    link.lastErrorLog = now;
+    link.suppressed = 0;
+    const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    const fields = req ? { client: req.get('client_address'), from: req.get('sender'), to: req.get('recipient') } : undefined;
+    this.opts.log.error(`policy plugin ${link.plugin.name} ${what} failed, treated as DUNNO${more}: ${detail}`, fields);
+  }
+
+  /** Drops expired cache entries and runs each plugin's maintenance, one after another. */
+  async maintain(now: number): Promise<void> {
+    for (const link of this.links) {
+      for (const [key, entry] of link.cache) if (entry.expires <= now) link.cache.delete(key);
+      if (link.plugin.maintain === undefined) continue;
+      try {
+        await link.plugin.maintain(now);
+      } catch (err) {
+        this.opts.log.error(`policy plugin ${link.plugin.name} maintenance failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const link of this.links) {
+      link.cache.clear();
+      try {
+        await link.plugin.close?.();
+      } catch (err) {
+        this.opts.log.warn(`policy plugin ${link.plugin.name} close failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+}

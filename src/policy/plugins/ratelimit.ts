@@ -1,0 +1,103 @@
+// ratelimit: per sasl_username, client_address, sender (…) counters, one set
+// per configured rule. A rule counts RCPT requests (recipients) or
+// END-OF-MESSAGE requests (messages); the request that would go over the
+// limit gets the rule's action and is not counted, so a client that keeps
+// trying while refused is let through again as soon as its older traffic
+// leaves the window. A request passes only if every rule allows it; only then
+// is it counted, by every rule it concerns.
+//
+// Windows: `fixed` counts in windows aligned to the epoch (reset at each
+// boundary); `sliding` estimates a true sliding window from the current and
+// previous fixed windows: used = previous × (part of the window not yet
+// elapsed) + current. Two numbers per key, not a timestamp per request.
+//
+// Counters live in memory (see NOTES.md: a write per request to LMDB would
+// cost more than the check, and a restart forgetting a few minutes of counts
+// is harmless). Each rule keeps at most maxKeys counters; past that the oldest
+// key is dropped. maintain() drops counters whose windows have passed.
+//
+// Exports: createRatelimitPlugin, RateRule. Pure in-memory logic; never throws.
+import type { PolicyAction, PolicyPlugin, PolicyRequest } from '../types.js';
+
+export interface RateRule {
+  readonly name: string;
+  readonly key: string;
+  readonly limit: number;
+  readonly windowMs: number;
+  readonly mode: 'sliding' | 'fixed';
+  readonly count: 'recipients' | 'messages';
+  readonly action: PolicyAction;
+}
+
+interface Counter {
+  /** Index of the current fixed window: floor(time / windowMs). */
+  window: number;
+  current: number;
+  previous: number;
+}
+
+const STATE_OF = { recipients: 'RCPT', messages: 'END-OF-MESSAGE' } as const;
+
+export function createRatelimitPlugin(o: { readonly rules: readonly RateRule[]; readonly maxKeys: number; readonly now: () => number }): PolicyPlugin {
+  const counters = o.rules.map(() => new Map<string, Counter>());
+  // Reused across requests: which counters a passing request increments.
+  const pending: Counter[] = [];
+
+  const roll = (c: Counter, window: number): void => {
+    if (window === c.window) return;
+    c.previous = window === c.window + 1 ? c.current : 0;
+    c.current = 0;
+    c.window = window;
+  };
+
+  const check = (req: PolicyRequest): PolicyAction | undefined => {
+    const state = req.get('protocol_state');
+    const now = o.now();
+    pending.length = 0;
+    for (let i = 0; i < o.rules.length; i++) {
+      const rule = o.rules[i] as RateRule;
+      if (STATE_OF[rule.count] !== state) continue;
+      const raw = req.get(rule.key);
+      if (raw === '') continue;
+      const key = rule.key === 'sender' || rule.key === 'recipient' ? raw.toLowerCase() : raw;
+      const map = counters[i] as Map<string, Counter>;
+      const window = Math.floor(now / rule.windowMs);
+      let c = map.get(key);
+      if (c === undefined) {
+        if (map.size >= o.maxKeys) {
+          const oldest = map.keys().next();
+          if (oldest.done !== true) map.delete(oldest.value);
+        }
+        c = { window, current: 0, previous: 0 };
+        map.set(key, c);
+      } else {
+        roll(c, window);
+      }
+      const used = rule.mode === 'fixed' ? c.current : c.previous * (1 - (now - window * rule.windowMs) / rule.windowMs) + c.current;
+      if (used + 1 > rule.limit) {
+        pending.length = 0;
+        return rule.action;
+      }
+      pending.push(c);
+    }
+    for (const c of pending) c.current++;
+    pending.length = 0;
+    return undefined;
+  };
+
+  const maintain = (now: number): Promise<void> => {
+    o.rules.forEach((rule, i) => {
+      const window = Math.floor(now / rule.windowMs);
+      const map = counters[i] as Map<string, Counter>;
+      // Two windows back or more: both numbers would read as 0.
+      for (const [key, c] of map) if (c.window < window - 1) map.delete(key);
+    });
+    return Promise.resolve();
+  };
+
+  return {
+    name: 'ratelimit',
+    check: (req) => Promise.resolve(check(req)),
+    maintain,
+  };
+}

@@ -1,0 +1,167 @@
+// Assembles the policy service from the parsed `policy:` config section:
+// state (LMDB, state.ts) → plugins in chain order → chain (cache) → listeners,
+// plus a maintenance timer (unref'd: it never keeps the process alive) that
+// runs each plugin's maintain() and sweeps the answer cache, one run at a time.
+//
+// Exports: startPolicyService, PolicyService, PolicyServiceOptions, policyDbDir.
+//
+// Failure contract: a chain naming a plugin that is neither built in nor
+// handed in (dnsbl, spf: opts.plugins) and a listener that cannot be opened
+// (address in use, socket owner unknown) throw, naming the config key or the
+// address, after undoing what was started. At run time nothing throws:
+// plugin trouble is the chain's (logged, fail open), socket trouble the server's.
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { TableReader } from '../db/index.js';
+import type { Logger } from '../log.js';
+import { PolicyChain, type ChainLink, type Decision } from './chain.js';
+import { parseListenSpec, type PolicyConfig } from './config.js';
+import { createGreylistPlugin } from './plugins/greylist.js';
+import { createListsPlugin } from './plugins/lists.js';
+import { createRatelimitPlugin } from './plugins/ratelimit.js';
+import { PolicyServer, type BoundListener } from './server.js';
+import { openPolicyState, type PolicyState } from './state.js';
+import type { PolicyPlugin, PolicyRequest } from './types.js';
+
+export interface PolicyServiceOptions {
+  /** The parsed `policy:` section (policyConfigSchema's output). */
+  readonly config: PolicyConfig;
+  readonly tables: TableReader;
+  /** paths.state: the policy state lives in <stateDir>/policy-db unless policy.db says otherwise. */
+  readonly stateDir: string;
+  readonly log: Logger;
+  /** Relative listen paths and policy.db are resolved against it (the daemon's working directory). */
+  readonly baseDir: string;
+  /** delivery.recipient_delimiter, so list lookups split addresses as delivery does; default "+". */
+  readonly recipientDelimiter?: string;
+  /** Plugins built elsewhere (dnsbl, spf), by the name the chain uses. The service closes them on close(). */
+  readonly plugins?: Readonly<Record<string, PolicyPlugin>>;
+  /** Milliseconds since the epoch; injectable for tests. */
+  readonly now?: () => number;
+}
+
+export interface PolicyService {
+  /** Every listener with its bound port (TCP, port 0 → the kernel's choice) or socket path. */
+  readonly listening: readonly BoundListener[];
+  /** The chain's answer for one request, as a connection would get it (also for `mailproc` diagnostics). */
+  decide(req: PolicyRequest): Promise<Decision>;
+  /** Runs maintenance now (the timer does this every maintenance_interval). */
+  maintain(): Promise<void>;
+  /** Stops listening, lets in-flight requests finish, stops the timer, closes plugins and the state database. */
+  close(): Promise<void>;
+}
+
+/** Where the policy state environment lives; `mailproc lists sync` must use the same. */
+export function policyDbDir(config: PolicyConfig, stateDir: string, baseDir: string): string {
+  return config.db !== undefined ? resolve(baseDir, config.db) : join(stateDir, 'policy-db');
+}
+
+function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, now: () => number): ChainLink {
+  const c = o.config;
+  switch (name) {
+    case 'lists':
+      return {
+        plugin: createListsPlugin({
+          tables: o.tables,
+          isSubscriber: state.isSubscriber,
+          recipientDelimiter: o.recipientDelimiter ?? '+',
+          rejectText: c.lists.reject_text,
+          cacheTtlMs: c.lists.cache_ttl,
+        }),
+        cacheTtlMs: c.lists.cache_ttl,
+      };
+    case 'greylist': {
+      const g = c.greylist;
+      const settings = {
+        delayMs: g.delay, retryWindowMs: g.retry_window, expireMs: g.expire, autoWhitelist: g.auto_whitelist,
+        text: g.text, header: g.header, ipv4Prefix: g.ipv4_prefix, ipv6Prefix: g.ipv6_prefix,
+      };
+      return { plugin: createGreylistPlugin({ state, settings, now }), cacheTtlMs: 0 };
+    }
+    case 'ratelimit': {
+      const rules = c.ratelimit.rules.map((r) => ({
+        name: r.name ?? `${r.key}/${r.limit}/${r.window / 1000}s`,
+        key: r.key, limit: r.limit, windowMs: r.window, mode: r.mode, count: r.count, action: r.action,
+      }));
+      return { plugin: createRatelimitPlugin({ rules, maxKeys: c.ratelimit.max_keys, now }), cacheTtlMs: 0 };
+    }
+    default: {
+      const plugin = o.plugins?.[name];
+      if (plugin === undefined) throw new Error(`policy.chain: plugin "${name}" is not available (it must be built and passed to the policy service)`);
+      return { plugin, cacheTtlMs: plugin.cacheTtlMs ?? 0 };
+    }
+  }
+}
+
+export async function startPolicyService(o: PolicyServiceOptions): Promise<PolicyService> {
+  const c = o.config;
+  const now = o.now ?? Date.now;
+  const dbDir = policyDbDir(c, o.stateDir, o.baseDir);
+  await mkdir(dbDir, { recursive: true, mode: 0o755 });
+  const state = openPolicyState(dbDir);
+  let chain: PolicyChain;
+  try {
+    chain = new PolicyChain(c.chain.map((name) => buildLink(name, o, state, now)), { log: o.log, now, cacheSize: c.cache_size });
+  } catch (err) {
+    await state.close();
+    throw err;
+  }
+
+  const decide = (req: PolicyRequest): Promise<Decision> => chain.decide(req);
+  const server = new PolicyServer({
+    listen: c.listen.map((spec) => parseListenSpec(spec, o.baseDir)),
+    socket: c.socket,
+    limits: {
+      requestSize: c.limits.request_size,
+      requestTimeoutMs: c.limits.request_timeout,
+      idleTimeoutMs: c.limits.idle_timeout,
+      connections: c.limits.connections,
+    },
+    decide: async (req) => {
+      const d = await chain.decide(req);
+      if (d.plugin !== undefined) {
+        o.log.info(`${d.plugin}: action=${d.action}`, {
+          client: req.get('client_address'), from: req.get('sender'), to: req.get('recipient'), state: req.get('protocol_state'),
+        });
+      }
+      return d.action;
+    },
+    log: o.log,
+  });
+  try {
+    await server.start();
+  } catch (err) {
+    await chain.close();
+    await state.close();
+    throw err;
+  }
+
+  let running: Promise<void> | undefined;
+  const maintain = (): Promise<void> => {
+    // One run at a time: a slow sweep is not started again on top of itself.
+    running ??= chain.maintain(now()).finally(() => {
+      running = undefined;
+    });
+    return running;
+  };
+  const timer = setInterval(() => void maintain(), c.maintenance_interval);
+  timer.unref();
+
+  o.log.info(`policy service listening on ${server.listening.map((l) => l.spec).join(', ') || '(nothing)'}`, { chain: c.chain.join(',') });
+  let closed: Promise<void> | undefined;
+  return {
+    listening: server.listening,
+    decide,
+    maintain,
+    close: () => {
+      closed ??= (async () => {
+        clearInterval(timer);
+        await server.close();
+        await running;
+        await chain.close();
+        await state.close();
+      })();
+      return closed;
+    },
+  };
+}

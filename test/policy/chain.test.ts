@@ -1,0 +1,165 @@
+// The plugin chain (src/policy/chain.ts): order, DUNNO passing on, failing
+// plugins failing open, the per-plugin answer cache and its TTL (with a clock
+// the test moves), and maintenance.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createLogger } from '../../src/log.js';
+import { PolicyChain, type ChainLink } from '../../src/policy/chain.js';
+import { policyRequest, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../../src/policy/index.js';
+import { manualClock, rcptRequest, startTestService } from './policy-peer.js';
+
+interface FakePlugin extends PolicyPlugin {
+  calls: number;
+  maintained: number[];
+}
+
+function fake(name: string, answer: (req: PolicyRequest) => PolicyAction | undefined | Promise<PolicyAction | undefined>, extra: Partial<PolicyPlugin> = {}): FakePlugin {
+  const p: FakePlugin = {
+    name,
+    calls: 0,
+    maintained: [],
+    check: async (req) => {
+      p.calls++;
+      return answer(req);
+    },
+    maintain: (now) => {
+      p.maintained.push(now);
+      return Promise.resolve();
+    },
+    ...extra,
+  };
+  return p;
+}
+
+function makeChain(links: (PolicyPlugin | ChainLink)[], o: { now?: () => number; cacheSize?: number } = {}): { chain: PolicyChain; lines: string[] } {
+  const lines: string[] = [];
+  const log = createLogger({ format: 'text', level: 'debug', write: (l) => lines.push(l) });
+  const chain = new PolicyChain(links.map((l) => ('plugin' in l ? l : { plugin: l, cacheTtlMs: 0 })), {
+    log, now: o.now ?? Date.now, cacheSize: o.cacheSize ?? 100,
+  });
+  return { chain, lines };
+}
+
+const REQ = policyRequest(rcptRequest());
+
+const ORDER_CASES: { name: string; answers: (PolicyAction | undefined)[]; want: string; wantPlugin: string | undefined; asked: number }[] = [
+  { name: 'the first decisive answer wins and later plugins are not asked', answers: [undefined, 'REJECT 5.7.1 no', 'OK'], want: 'REJECT 5.7.1 no', wantPlugin: 'p1', asked: 2 },
+  { name: 'DUNNO, in any case and spacing, passes on', answers: ['DUNNO', ' dunno ', 'DEFER_IF_PERMIT 4.7.1 later'], want: 'DEFER_IF_PERMIT 4.7.1 later', wantPlugin: 'p2', asked: 3 },
+  { name: 'an empty action passes on', answers: ['', 'OK'], want: 'OK', wantPlugin: 'p1', asked: 2 },
+  { name: 'nobody objecting is DUNNO', answers: [undefined, 'DUNNO'], want: 'DUNNO', wantPlugin: undefined, asked: 2 },
+  { name: 'PREPEND is decisive: Postfix takes one answer', answers: ['PREPEND X-Test: 1', 'REJECT 5.7.1 no'], want: 'PREPEND X-Test: 1', wantPlugin: 'p0', asked: 1 },
+];
+
+for (const c of ORDER_CASES) {
+  test(`chain: ${c.name}`, async () => {
+    const plugins = c.answers.map((a, i) => fake(`p${i}`, () => a));
+    const { chain } = makeChain(plugins);
+    assert.deepEqual(await chain.decide(REQ), { action: c.want, plugin: c.wantPlugin });
+    assert.equal(plugins.reduce((n, p) => n + p.calls, 0), c.asked);
+  });
+}
+
+test('a plugin that throws (or rejects) is logged and treated as DUNNO; the next plugin still decides', async () => {
+  const throws = fake('broken', () => {
+    throw new Error('bug in plugin');
+  });
+  const rejects = fake('broken-async', () => Promise.reject(new Error('async bug')));
+  const next = fake('next', () => 'REJECT 5.7.1 decided');
+  const { chain, lines } = makeChain([throws, rejects, next]);
+  assert.deepEqual(await chain.decide(REQ), { action: 'REJECT 5.7.1 decided', plugin: 'next' });
+  assert.ok(lines.some((l) => /error: policy plugin broken check failed, treated as DUNNO: Error: bug in plugin/.test(l)), lines.join(''));
+  assert.ok(lines.some((l) => /policy plugin broken-async check failed/.test(l)));
+});
+
+test('an action with a line break would break the reply: logged and treated as DUNNO', async () => {
+  const { chain, lines } = makeChain([fake('bad', () => 'REJECT 5.7.1 two\nlines')]);
+  assert.deepEqual(await chain.decide(REQ), { action: 'DUNNO', plugin: undefined });
+  assert.ok(lines.some((l) => /policy plugin bad check failed.*cannot be sent/.test(l)));
+});
+
+test('a plugin that throws on every request is not logged on every request', async () => {
+  const clock = manualClock();
+  const { chain, lines } = makeChain([fake('broken', () => Promise.reject(new Error('again')))], { now: clock.now });
+  for (let i = 0; i < 50; i++) await chain.decide(REQ);
+  assert.equal(lines.length, 1);
+  clock.advance(10_000);
+  await chain.decide(REQ);
+  assert.equal(lines.length, 2);
+  assert.match(lines[1] ?? '', /\(49 more since the last report\)/);
+});
+
+test('a cache hit does not ask the plugin again within the TTL, and does after it', async () => {
+  const clock = manualClock();
+  const p = fake('cached', (req) => (req.get('sender') === 'bad@x' ? 'REJECT 5.7.1 bad' : undefined), { cacheKey: (req) => req.get('sender') });
+  const { chain } = makeChain([{ plugin: p, cacheTtlMs: 30_000 }], { now: clock.now });
+  const bad = policyRequest(rcptRequest({ sender: 'bad@x' }));
+  const good = policyRequest(rcptRequest({ sender: 'good@x' }));
+  assert.equal((await chain.decide(bad)).action, 'REJECT 5.7.1 bad');
+  assert.equal((await chain.decide(good)).action, 'DUNNO');
+  assert.equal(p.calls, 2);
+  clock.advance(29_999);
+  assert.equal((await chain.decide(bad)).action, 'REJECT 5.7.1 bad');
+  assert.equal((await chain.decide(good)).action, 'DUNNO', 'no opinion is cached too');
+  assert.equal(p.calls, 2, 'both answered from the cache');
+  clock.advance(1);
+  assert.equal((await chain.decide(bad)).action, 'REJECT 5.7.1 bad');
+  assert.equal(p.calls, 3, 'expired: asked again');
+});
+
+test('no cache key, a TTL of 0 or a throw: nothing is cached', async () => {
+  let fail = true;
+  const flaky = fake('flaky', () => {
+    if (fail) throw new Error('once');
+    return 'OK';
+  }, { cacheKey: () => 'k' });
+  const uncached = fake('uncached', () => undefined, { cacheKey: () => undefined });
+  const zero = fake('zero', () => undefined, { cacheKey: () => 'k' });
+  const { chain } = makeChain([{ plugin: uncached, cacheTtlMs: 60_000 }, { plugin: zero, cacheTtlMs: 0 }, { plugin: flaky, cacheTtlMs: 60_000 }]);
+  assert.equal((await chain.decide(REQ)).action, 'DUNNO');
+  fail = false;
+  assert.equal((await chain.decide(REQ)).action, 'OK', 'the throw was not cached');
+  assert.equal((await chain.decide(REQ)).action, 'OK');
+  assert.deepEqual([uncached.calls, zero.calls, flaky.calls], [3, 3, 2]);
+});
+
+test('the cache keeps at most cache_size answers per plugin, dropping the oldest', async () => {
+  const p = fake('small', () => undefined, { cacheKey: (req) => req.get('sender') });
+  const { chain } = makeChain([{ plugin: p, cacheTtlMs: 60_000 }], { cacheSize: 2 });
+  for (const s of ['a', 'b', 'c']) await chain.decide(policyRequest({ sender: s }));
+  assert.equal(p.calls, 3);
+  await chain.decide(policyRequest({ sender: 'c' }));
+  await chain.decide(policyRequest({ sender: 'b' }));
+  assert.equal(p.calls, 3, 'b and c still cached');
+  await chain.decide(policyRequest({ sender: 'a' }));
+  assert.equal(p.calls, 4, 'a was dropped');
+});
+
+test('maintenance runs every plugin with the time, logs a failing one and goes on', async () => {
+  const a = fake('a', () => undefined);
+  const broken = fake('broken', () => undefined, { maintain: () => Promise.reject(new Error('disk on fire')) });
+  const c = fake('c', () => undefined);
+  const { chain, lines } = makeChain([a, broken, c]);
+  await chain.maintain(12345);
+  assert.deepEqual([a.maintained, c.maintained], [[12345], [12345]]);
+  assert.ok(lines.some((l) => /policy plugin broken maintenance failed: Error: disk on fire/.test(l)));
+});
+
+test('over a socket, a throwing plugin still leaves the client with a reply', async (t) => {
+  const broken = fake('dnsbl', () => {
+    throw new Error('resolver exploded');
+  });
+  const svc = await startTestService(t, { config: { chain: ['dnsbl', 'lists'] }, plugins: { dnsbl: broken } });
+  const c = await svc.client();
+  assert.equal(await c.request(rcptRequest()), 'REJECT 5.7.1 Only subscribers may post to this list');
+  assert.equal(await c.request(rcptRequest({ sender: 'alice@example.test' })), 'DUNNO');
+  assert.ok(svc.logLines.some((l) => /policy plugin dnsbl check failed, treated as DUNNO/.test(l)));
+  c.destroy();
+});
+
+test('a decisive answer is logged with the plugin, client, sender and recipient', async (t) => {
+  const svc = await startTestService(t);
+  const c = await svc.client();
+  await c.request(rcptRequest());
+  assert.ok(svc.logLines.some((l) => /lists: action=REJECT 5\.7\.1 Only subscribers may post to this list, client=192\.0\.2\.10, from=<carol@elsewhere\.test>, to=<dev@example\.test>, state=RCPT/.test(l)), svc.logLines.join(''));
+  c.destroy();
+});

@@ -1,0 +1,95 @@
+// The `policy:` config section (src/policy/config.ts): its defaults are the
+// embedded default, units parse like the rest of the file, every problem
+// names its key, and the module can be embedded in src/config's schema
+// without an import cycle.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { policyConfigSchema, policyConfigSchemaWith } from '../../src/policy/index.js';
+
+test('no section at all is the embedded default', () => {
+  assert.deepEqual(policyConfigSchema.parse(undefined), {
+    listen: ['unix:./var/run/policy.sock', '127.0.0.1:10040'],
+    socket: { mode: 0o666 },
+    chain: ['lists'],
+    limits: { request_size: 32 * 1024, request_timeout: 10_000, idle_timeout: 300_000, connections: 200 },
+    cache_size: 10_000,
+    maintenance_interval: 300_000,
+    lists: { reject_text: 'Only subscribers may post to this list', cache_ttl: 30_000 },
+    greylist: {
+      delay: 300_000, retry_window: 86_400_000, expire: 35 * 86_400_000, auto_whitelist: 5,
+      text: 'Greylisted, please try again later', header: false, ipv4_prefix: 24, ipv6_prefix: 64,
+    },
+    ratelimit: { rules: [], max_keys: 100_000 },
+  });
+});
+
+test('embedded in a parent schema, a missing policy key gets the defaults too', () => {
+  const parent = z.object({ policy: policyConfigSchema }).strict();
+  assert.deepEqual(parent.parse({}).policy.listen, ['unix:./var/run/policy.sock', '127.0.0.1:10040']);
+});
+
+test('sizes and durations take the units the rest of the file takes', () => {
+  const c = policyConfigSchema.parse({
+    limits: { request_size: '64k', request_timeout: '500ms', idle_timeout: 60 },
+    greylist: { delay: '2m', retry_window: '4h', expire: '1w' },
+    ratelimit: { rules: [{ key: 'sasl_username', limit: 100, window: '1h' }] },
+    chain: ['lists', 'ratelimit'],
+  });
+  assert.deepEqual(c.limits, { request_size: 65536, request_timeout: 500, idle_timeout: 60_000, connections: 200 });
+  assert.deepEqual([c.greylist.delay, c.greylist.retry_window, c.greylist.expire], [120_000, 14_400_000, 604_800_000]);
+  assert.deepEqual(c.ratelimit.rules[0], {
+    key: 'sasl_username', limit: 100, window: 3_600_000, mode: 'sliding', count: 'recipients', action: 'DEFER_IF_PERMIT 4.7.1 Rate limit exceeded, try again later',
+  });
+});
+
+const PROBLEMS: { name: string; input: unknown; want: string[] }[] = [
+  { name: 'an unknown key', input: { greylist: { delay_s: 3 } }, want: ['greylist: Unrecognized key: "delay_s"'] },
+  { name: 'a bad listen address', input: { listen: ['localhost'] }, want: ['listen.0: expected "unix:PATH" or "HOST:PORT"'] },
+  { name: 'a port out of range', input: { listen: ['127.0.0.1:70000'] }, want: ['listen.0: port out of range'] },
+  { name: 'an unknown plugin', input: { chain: ['lists', 'spamhaus'] }, want: ['chain.1: Invalid option: expected one of "lists"|"greylist"|"ratelimit"|"dnsbl"|"spf"'] },
+  { name: 'a plugin twice', input: { chain: ['lists', 'lists'] }, want: ['chain.1: plugin "lists" is in the chain twice'] },
+  { name: 'a bad duration', input: { greylist: { delay: '5 minutes' } }, want: ['greylist.delay: expected a duration like 30s, 5m, 2h or a number of seconds, got "5 minutes"'] },
+  { name: 'a retry window not longer than the delay', input: { greylist: { delay: '1h', retry_window: '1h' } }, want: ['greylist.retry_window: must be longer than greylist.delay'] },
+  { name: 'ratelimit chained without rules', input: { chain: ['ratelimit'] }, want: ['ratelimit.rules: ratelimit is in the chain but has no rules'] },
+  { name: 'a rule action Postfix would not understand', input: { ratelimit: { rules: [{ key: 'sender', limit: 1, window: 60, action: 'REJECTED too many' }] } }, want: ['ratelimit.rules.0.action: expected an access(5) action such as "REJECT 5.7.1 text", "DEFER_IF_PERMIT 4.7.1 text" or "451 4.7.1 text"'] },
+  { name: 'a reply text with a line break', input: { lists: { reject_text: 'two\nlines' } }, want: ['lists.reject_text: must be one line (no line breaks)'] },
+  { name: 'a zero window', input: { ratelimit: { rules: [{ key: 'sender', limit: 1, window: 0 }] } }, want: ['ratelimit.rules.0.window: must be more than 0'] },
+  { name: 'a tiny request size', input: { limits: { request_size: 10 } }, want: ['limits.request_size: must be at least 256 bytes'] },
+];
+
+for (const c of PROBLEMS) {
+  test(`a problem names its key: ${c.name}`, () => {
+    const r = policyConfigSchema.safeParse(c.input);
+    assert.equal(r.success, false);
+    assert.deepEqual(r.error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`), c.want);
+  });
+}
+
+test('more keys can be added for plugins built elsewhere, and the cross-key checks still run', () => {
+  const schema = policyConfigSchemaWith({ dnsbl: z.object({ threshold: z.number().default(5) }).strict().prefault({}) });
+  assert.deepEqual(schema.parse(undefined).dnsbl, { threshold: 5 });
+  assert.equal(schema.safeParse({ chain: ['dnsbl', 'dnsbl'] }).error?.issues[0]?.message, 'plugin "dnsbl" is in the chain twice');
+  assert.equal(policyConfigSchema.safeParse({ dnsbl: {} }).success, false, 'the plain schema has no such key');
+});
+
+test('nothing src/policy loads imports src/config beyond units.ts (schema.ts imports src/policy: an import back would be a load-order cycle)', () => {
+  const src = fileURLToPath(new URL('../../../src/', import.meta.url));
+  const seen = new Set<string>();
+  const visit = (file: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const m of readFileSync(file, 'utf8').matchAll(/^(?:import|export) (?!type )[^;]*? from '(\.[^']+)\.js';/gms)) {
+      const target = resolve(dirname(file), `${m[1] as string}.ts`);
+      assert.ok(!target.startsWith(join(src, 'config')) || target === join(src, 'config', 'units.ts'), `${file} imports ${target}`);
+      visit(target);
+    }
+  };
+  visit(join(src, 'policy', 'index.ts'));
+  visit(join(src, 'policy', 'plugins', 'dnsbl.ts'));
+  visit(join(src, 'policy', 'plugins', 'spf.ts'));
+  assert.ok(seen.size > 5, `followed ${seen.size} modules`);
+});

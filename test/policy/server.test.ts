@@ -1,0 +1,178 @@
+// The policy server over real sockets: many requests per connection, any
+// split of the bytes, garbage, oversized and unfinished requests, clients
+// that vanish, shutdown with a request in flight, and the unix socket's file.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { lstatSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { PolicyPlugin } from '../../src/policy/index.js';
+import { formatRequest, PolicyClient, rcptRequest, startTestService } from './policy-peer.js';
+
+const REJECT = 'REJECT 5.7.1 Only subscribers may post to this list';
+
+test('one connection answers 1000 requests one after another, each with the right action', async (t) => {
+  const svc = await startTestService(t);
+  const c = await svc.client();
+  for (let i = 0; i < 1000; i++) {
+    const subscriber = i % 2 === 0;
+    const got = await c.request(rcptRequest({ sender: subscriber ? 'alice@example.test' : `x${i}@elsewhere.test` }));
+    assert.equal(got, subscriber ? 'DUNNO' : REJECT, `request ${i}`);
+  }
+  c.destroy();
+});
+
+test('1000 requests written at once on one connection get 1000 replies in order', async (t) => {
+  const svc = await startTestService(t);
+  const c = await svc.client();
+  const want: string[] = [];
+  let all = '';
+  for (let i = 0; i < 1000; i++) {
+    const subscriber = i % 3 === 0;
+    all += formatRequest(rcptRequest({ sender: subscriber ? 'bob@example.test' : `y${i}@elsewhere.test` }));
+    want.push(subscriber ? 'DUNNO' : REJECT);
+  }
+  c.write(all);
+  for (let i = 0; i < 1000; i++) assert.equal(await c.reply(), want[i], `reply ${i}`);
+  c.destroy();
+});
+
+test('a request sent one byte at a time is answered once, whole', async (t) => {
+  const svc = await startTestService(t);
+  const c = await svc.client();
+  await c.writeBytewise(formatRequest(rcptRequest({ sender: 'jörg@elsewhere.test' })) + formatRequest(rcptRequest({ sender: 'alice@example.test' })));
+  assert.equal(await c.reply(), REJECT);
+  assert.equal(await c.reply(), 'DUNNO');
+  assert.equal(c.isClosed, false);
+  c.destroy();
+});
+
+test('garbage lines make a request malformed: logged, answered DUNNO, and the connection goes on', async (t) => {
+  const svc = await startTestService(t);
+  const c = await svc.client();
+  c.write('GET / HTTP/1.0\r\nHost: example\r\n\r\n');
+  assert.equal(await c.reply(), 'DUNNO');
+  c.write('\x00\x01\x02 binary\n\xff\xfe\n\n');
+  assert.equal(await c.reply(), 'DUNNO');
+  assert.equal(await c.request(rcptRequest()), REJECT);
+  assert.ok(svc.logLines.some((l) => /warn: policy .*malformed request \(line 1 has no "=": "GET \/ HTTP\/1\.0"\), answered DUNNO/.test(l)), svc.logLines.join(''));
+  c.destroy();
+});
+
+test('an oversized request closes its connection without a reply; other connections are served', async (t) => {
+  const svc = await startTestService(t, { config: { limits: { request_size: '2k' } } });
+  const other = await svc.client();
+  const c = await svc.client();
+  c.write(`request=smtpd_access_policy\nsender=${'a'.repeat(4000)}\n\n`);
+  assert.equal((await c.closed()).length, 0, 'no bytes at all');
+  assert.equal(await other.request(rcptRequest()), REJECT);
+  assert.ok(svc.logLines.some((l) => /request larger than 2048 bytes; connection closed/.test(l)));
+  other.destroy();
+});
+
+test('a client that disconnects mid-request does not disturb the others', async (t) => {
+  const svc = await startTestService(t);
+  const others = await Promise.all([svc.client(), svc.client(), svc.client()]);
+  for (let i = 0; i < 20; i++) {
+    const c = await svc.client();
+    c.write(formatRequest(rcptRequest()).slice(0, 50 + i * 7));
+    if (i % 2 === 0) c.destroy();
+    else c.end();
+  }
+  for (const o of others) assert.equal(await o.request(rcptRequest({ sender: 'alice@example.test' })), 'DUNNO');
+  for (const o of others) o.destroy();
+});
+
+test('a request without its blank line within request_timeout: connection closed, no half reply', async (t) => {
+  const svc = await startTestService(t, { config: { limits: { request_timeout: '200ms' } } });
+  const c = await svc.client();
+  const started = Date.now();
+  c.write('request=smtpd_access_policy\nprotocol_state=RCPT\nsender=alice@example.test\n');
+  assert.equal((await c.closed(3000)).length, 0);
+  assert.ok(Date.now() - started >= 150, 'not before the timeout');
+  assert.ok(svc.logLines.some((l) => /request not finished within 200 ms; connection closed/.test(l)));
+});
+
+test('a request trickled in byte by byte still has only request_timeout to finish', async (t) => {
+  const svc = await startTestService(t, { config: { limits: { request_timeout: '300ms' } } });
+  const c = await svc.client();
+  for (let i = 0; i < 20 && !c.isClosed; i++) {
+    c.write('x');
+    await sleep(50);
+  }
+  assert.equal((await c.closed(3000)).length, 0);
+});
+
+test('a connection idle for idle_timeout is closed; one that keeps asking is not', async (t) => {
+  const svc = await startTestService(t, { config: { limits: { idle_timeout: '300ms' } } });
+  const idle = await svc.client();
+  const busy = await svc.client();
+  for (let i = 0; i < 6; i++) {
+    assert.equal(await busy.request(rcptRequest()), REJECT);
+    await sleep(100);
+  }
+  assert.equal((await idle.closed(3000)).length, 0);
+  assert.equal(busy.isClosed, false);
+  busy.destroy();
+});
+
+test('the unix socket answers too, replaces a stale socket file and gets the configured mode', async (t) => {
+  const first = await startTestService(undefined);
+  const path = first.socketPath;
+  await first.close();
+  // A stale socket, as a daemon killed with SIGKILL leaves behind (Node unlinks its socket on a clean close).
+  mkdirSync(dirname(path), { recursive: true });
+  t.after(() => rmSync(dirname(dirname(path)), { recursive: true, force: true }));
+  spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  assert.ok(lstatSync(path).isSocket(), 'the stale socket is there');
+  const svc = await startTestService(t, { config: { listen: [`unix:${path}`], socket: { mode: '0660' } } });
+  assert.equal(lstatSync(path).mode & 0o777, 0o660);
+  const c = await PolicyClient.open({ path });
+  assert.equal(await c.request(rcptRequest({ sender: 'alice@example.test' })), 'DUNNO');
+  c.destroy();
+  assert.deepEqual(svc.service.listening.map((l) => l.kind), ['unix']);
+});
+
+test('a TCP address in use makes start fail naming the address', async (t) => {
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => busy.close(() => resolve())));
+  const port = (busy.address() as { port: number }).port;
+  await assert.rejects(startTestService(t, { config: { listen: [`127.0.0.1:${port}`] } }), new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}`));
+});
+
+test('close() lets a request in flight get its reply, then closes the connection', async (t) => {
+  let release: () => void = () => undefined;
+  const slow: PolicyPlugin = {
+    name: 'dnsbl',
+    check: () => new Promise((resolve) => {
+      release = () => resolve('DEFER_IF_PERMIT 4.7.1 slow answer');
+    }),
+  };
+  const svc = await startTestService(t, { config: { chain: ['dnsbl'] }, plugins: { dnsbl: slow } });
+  const idle = await svc.client();
+  const c = await svc.client();
+  c.write(formatRequest(rcptRequest()));
+  await sleep(50);
+  const closing = svc.service.close();
+  await sleep(50);
+  release();
+  assert.equal(await c.reply(), 'DEFER_IF_PERMIT 4.7.1 slow answer');
+  assert.equal((await c.closed()).length, 0);
+  assert.equal((await idle.closed()).length, 0);
+  await closing;
+});
+
+test('16 connections asking at once all get the right answers', async (t) => {
+  const svc = await startTestService(t);
+  const clients = await Promise.all(Array.from({ length: 16 }, () => svc.client()));
+  await Promise.all(clients.map(async (c, n) => {
+    for (let i = 0; i < 200; i++) {
+      const subscriber = (i + n) % 2 === 0;
+      assert.equal(await c.request(rcptRequest({ sender: subscriber ? 'alice@example.test' : `z${n}.${i}@elsewhere.test` })), subscriber ? 'DUNNO' : REJECT);
+    }
+    c.destroy();
+  }));
+});

@@ -4,20 +4,27 @@
 //   mailproc db show [--config FILE] TABLE KEY      print what a key maps to
 //   mailproc status [--json]                        workers (user, uid, pid, age, messages), per-user load, queue size
 //   mailproc queue list [--json] | show ID | flush | delete ID
+//   mailproc lists sync LIST --mailman URL [--user U] [--password-file F] | --file PATH
+//                                                   refresh a list's subscribers (Mailman 3 REST roster or a file of
+//                                                   addresses); a sync that fails keeps the old subscribers
 // status and queue talk to the running daemon over <run>/control.sock.
 // Exit codes: 0 done, 1 errors in the input (nothing was changed) or the
 // daemon refused, 64 usage, 69 the daemon is not running.
 import { connect } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TABLE_NAMES, type TableName } from '../classify/rules.js';
 import { loadConfig } from '../config/index.js';
 import { compileTables, formatSourceError, openTables } from '../db/index.js';
+import { policyDbDir, syncListSubscribers, type ListSource } from '../policy/index.js';
 
 const USAGE = `usage: mailproc db compile [--config FILE] [TABLE...]
        mailproc db show [--config FILE] TABLE KEY
        mailproc status [--config FILE] [--json]
        mailproc queue list [--json] | show ID | flush | delete ID   [--config FILE]
+       mailproc lists sync LIST (--mailman URL [--user U] [--password-file F] | --file PATH) [--config FILE]
+         (the Mailman password may also come from $MAILMAN_PASSWORD)
 tables: ${TABLE_NAMES.join(', ')}
 `;
 
@@ -120,12 +127,40 @@ async function runControl(config: ReturnType<typeof loadConfig>, cmd: string, re
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        mailman: { type: 'string' }, user: { type: 'string' }, 'password-file': { type: 'string' }, file: { type: 'string' },
+      },
+      allowPositionals: true,
+    });
   } catch (err) {
     process.stderr.write(`mailproc: ${(err as Error).message}\n${USAGE}`);
     return 64;
   }
   const [group, cmd, ...rest] = parsed.positionals;
+  if (!parsed.values.help && group === 'lists' && cmd === 'sync' && rest.length === 1) {
+    const v = parsed.values;
+    if ((v.mailman === undefined) === (v.file === undefined)) {
+      process.stderr.write(`mailproc: lists sync needs exactly one of --mailman URL or --file PATH\n${USAGE}`);
+      return 64;
+    }
+    const config = loadConfig(v.config);
+    const source: ListSource = v.file !== undefined
+      ? { kind: 'file', path: v.file }
+      : {
+          kind: 'mailman3', url: v.mailman as string, user: v.user ?? 'restadmin',
+          password: v['password-file'] !== undefined ? readFileSync(v['password-file'], 'utf8').trim() : process.env.MAILMAN_PASSWORD ?? '',
+        };
+    const r = await syncListSubscribers({ list: rest[0] as string, source, dbDir: policyDbDir(config.policy, config.paths.state, process.cwd()) });
+    if (!r.ok) {
+      process.stderr.write(`mailproc: ${r.list}: sync failed, the old subscribers stay: ${r.error}\n`);
+      return 1;
+    }
+    process.stdout.write(`${r.list}: ${r.subscribers} subscriber(s), ${r.added} added, ${r.removed} removed${r.skipped.length > 0 ? `, ${r.skipped.length} skipped` : ''}\n`);
+    return 0;
+  }
   if (!parsed.values.help && (group === 'status' || group === 'queue')) {
     return runControl(loadConfig(parsed.values.config), group, parsed.positionals.slice(1), parsed.values.json === true);
   }

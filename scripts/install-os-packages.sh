@@ -13,10 +13,12 @@
 #                    the peer LMTP server the benchmark compares against.
 #   spamassassin, spamd, spamc
 #                    real SpamAssassin for the spam tests.
+#   policyd-weight, postgrey
+#                    the peer policy servers the benchmark compares against.
 #   lmdb-utils       mdb_stat/mdb_dump, handy to inspect ./var/db.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc lmdb-utils)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -41,6 +43,6 @@ echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-se
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packages' own daemons are not wanted: tests start their own instances.
-for svc in postfix dovecot spamd spamassassin; do
+for svc in postfix dovecot spamd spamassassin policyd-weight postgrey; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done

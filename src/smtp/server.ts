@@ -80,10 +80,15 @@ function senderOf(session: SMTPServerSession): string {
   return from === false ? '' : from.address;
 }
 
-function readAll(stream: SMTPServerDataStream): Promise<Buffer | Error> {
+/** The whole message; past `limit` bytes the rest is read and dropped (the reply will be 552). */
+function readAll(stream: SMTPServerDataStream, limit: number): Promise<Buffer | Error> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
+    let bytes = 0;
+    stream.on('data', (c: Buffer) => {
+      bytes += c.length;
+      if (bytes <= limit) chunks.push(c);
+    });
     stream.on('error', (err: Error) => resolve(err));
     stream.on('end', () => resolve(Buffer.concat(chunks)));
   });
@@ -191,7 +196,7 @@ export class Listener {
 
   private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<(string | Error)[]> {
     const t = transactionOf(session);
-    const raw = await readAll(stream);
+    const raw = await readAll(stream, this.h.config().limits.message_size);
     const each = (s: Status): (string | Error)[] => (this.kind === 'lmtp' ? t.accepted.map(() => dataResult(s)) : [dataResult(s)]);
     if (raw instanceof Error) return each(status('4.3.0', `Error reading message: ${raw.message}`));
     if (stream.sizeExceeded) {

@@ -9,8 +9,8 @@
 // Replies are {"ok":true,...} or {"ok":false,"error":"…"}. A malformed line
 // gets an error reply; the connection stays open for the next line.
 import { createServer, type Server, type Socket } from 'node:net';
-import { chmod, lstat, unlink } from 'node:fs/promises';
 import type { Logger } from '../log.js';
+import { listenOn } from '../net/listen.js';
 import { headerEnd, normaliseLineEndings } from '../mail/message.js';
 import type { QueueManager } from '../queue/manager.js';
 import type { Spool } from '../queue/spool.js';
@@ -83,8 +83,6 @@ async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<strin
 }
 
 export async function startControl(d: ControlDeps): Promise<Server> {
-  const st = await lstat(d.path).catch(() => undefined);
-  if (st?.isSocket()) await unlink(d.path);
   const server = createServer((sock: Socket) => {
     let buf = '';
     sock.setEncoding('utf8');
@@ -107,13 +105,6 @@ export async function startControl(d: ControlDeps): Promise<Server> {
       }
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(d.path, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  await chmod(d.path, 0o600);
+  await listenOn(server, { kind: 'unix', path: d.path, host: '', port: 0, spec: `unix:${d.path}` }, { mode: 0o600 });
   return server;
 }

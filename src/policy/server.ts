@@ -21,11 +21,9 @@
 // configured mode and owner/group, as the LMTP listener's does.
 //
 // Exports: PolicyServer, PolicyServerOptions, BoundListener.
-import { chmod, chown, lstat, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
-import { resolveGroup, resolveIdentity } from '../workers/identity.js';
+import { listenOn } from '../net/listen.js';
 import type { ListenSpec } from './config.js';
 import { formatReply, RequestReader, type ReadItem } from './protocol.js';
 import type { PolicyAction, PolicyRequest } from './types.js';
@@ -243,32 +241,9 @@ export class PolicyServer {
   }
 
   private async listenOn(server: Server, l: ListenSpec): Promise<void> {
-    if (l.kind === 'unix') {
-      await mkdir(dirname(l.path), { recursive: true, mode: 0o755 });
-      const st = await lstat(l.path).catch(() => undefined);
-      if (st?.isSocket()) await unlink(l.path);
-    }
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(new Error(`cannot listen on ${l.spec}: ${err.message}`));
-      server.once('error', onError);
-      const done = (): void => {
-        server.off('error', onError);
-        server.on('error', (err) => this.o.log.warn(`policy ${l.spec}: ${err.message}`));
-        resolve();
-      };
-      if (l.kind === 'unix') server.listen(l.path, done);
-      else server.listen(l.port, l.host, done);
-    });
+    await listenOn(server, l, this.o.socket, 'policy.socket');
+    server.on('error', (err) => this.o.log.warn(`policy ${l.spec}: ${err.message}`));
     this.servers.push({ spec: l, server });
-    if (l.kind === 'unix') {
-      const s = this.o.socket;
-      await chmod(l.path, s.mode);
-      const uid = s.owner !== undefined ? await resolveIdentity(s.owner) : undefined;
-      if (typeof uid === 'string') throw new Error(`policy.socket.owner: ${uid}`);
-      const gid = s.group !== undefined ? await resolveGroup(s.group) : undefined;
-      if (s.group !== undefined && gid === undefined) throw new Error(`policy.socket.group: unknown group "${s.group}"`);
-      if (uid !== undefined || gid !== undefined) await chown(l.path, uid?.uid ?? -1, gid ?? -1);
-    }
   }
 
   private accept(socket: Socket, where: string): void {

@@ -10,8 +10,6 @@
 // Every reply goes through replies.ts; no error reaches smtp-server without a
 // responseCode. Only <CRLF>.<CRLF> ends DATA (smtp-server's parser); bare LF
 // and bare CR stay message content.
-import { chmod, chown, lstat, unlink, mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession, type SMTPServerEnvelope } from 'smtp-server';
 import type { Config, Listen } from '../config/index.js';
 import type { Logger } from '../log.js';
@@ -20,9 +18,9 @@ import { hopCount, parseMessage, type ParsedMessage } from '../mail/message.js';
 import { status, statusWord, type Status } from '../mail/status.js';
 import type { TraceInfo } from '../mail/trace.js';
 import { addressSizeLimit } from '../classify/plan.js';
+import { boundPort, listenOn } from '../net/listen.js';
 import { newQueueId } from '../queue/queue-id.js';
 import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
-import { resolveGroup, resolveIdentity } from '../workers/identity.js';
 import { patchSmtpServer } from './library-patches.js';
 import { dataResult, replyError } from './replies.js';
 
@@ -133,38 +131,12 @@ export class Listener {
   }
 
   async start(): Promise<void> {
-    const l = this.listen;
-    if (l.kind === 'unix') {
-      await mkdir(dirname(l.path), { recursive: true, mode: 0o755 });
-      // A socket left by a previous run would make listen() fail; anything else at that path is not ours to remove.
-      const st = await lstat(l.path).catch(() => undefined);
-      if (st?.isSocket()) await unlink(l.path);
-    }
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(new Error(`cannot listen on ${l.spec}: ${err.message}`));
-      this.server.server.once('error', onError);
-      const done = (): void => {
-        this.server.server.off('error', onError);
-        resolve();
-      };
-      if (l.kind === 'unix') this.server.listen(l.path, done);
-      else this.server.listen(l.port, l.host, done);
-    });
-    if (l.kind === 'unix') {
-      const sock = this.h.config()[this.kind].socket;
-      await chmod(l.path, sock.mode);
-      const uid = sock.owner !== undefined ? await resolveIdentity(sock.owner) : undefined;
-      if (typeof uid === 'string') throw new Error(`${this.kind}.socket.owner: ${uid}`);
-      const gid = sock.group !== undefined ? await resolveGroup(sock.group) : undefined;
-      if (sock.group !== undefined && gid === undefined) throw new Error(`${this.kind}.socket.group: unknown group "${sock.group}"`);
-      if (uid !== undefined || gid !== undefined) await chown(l.path, uid?.uid ?? -1, gid ?? -1);
-    }
+    await listenOn(this.server.server, this.listen, this.h.config()[this.kind].socket, `${this.kind}.socket`);
   }
 
   /** The bound TCP port (tests listen on port 0). */
   port(): number {
-    const a = this.server.server.address();
-    return typeof a === 'object' && a !== null ? a.port : 0;
+    return boundPort(this.server.server);
   }
 
   close(): Promise<void> {

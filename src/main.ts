@@ -3,8 +3,9 @@
 // what to fix (config key, table file:line, socket in use) and exits non-zero.
 // SIGTERM/SIGINT: stop accepting, let sessions and in-flight deliveries
 // finish (spooled mail stays in the spool), stop workers, exit 0.
-// SIGHUP: re-read the configuration (listeners keep their sockets) and forget
-// cached user lookups; tables need no reload (LMDB readers see each compile).
+// SIGHUP: re-read the configuration (listeners keep their sockets), forget
+// cached user lookups and rebuild the per-user control sockets from the uid
+// table; tables need no reload (LMDB readers see each compile).
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Destination } from './classify/rules.js';
@@ -13,6 +14,7 @@ import { compileTables, formatSourceError, isKnown, openTables, parseTableSource
 import { createLogger, type Logger } from './log.js';
 import { lookupKeys, type RecipientAddress } from './mail/address.js';
 import { startControl } from './control/server.js';
+import { startUserSockets } from './control/user-sockets.js';
 import { startPolicyService } from './policy/index.js';
 import { createDnsblPlugin } from './policy/plugins/dnsbl.js';
 import { createSpfPlugin } from './policy/plugins/spf.js';
@@ -202,6 +204,10 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
     recipientDelimiter: config.delivery.recipient_delimiter, plugins,
   });
   const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, startedAt: Date.now() });
+  const userSockets = await startUserSockets({
+    runDir: config.paths.run, tables, policies: policy.userPolicies, applied: policy.userPoliciesApplied,
+    recipientDelimiter: config.delivery.recipient_delimiter, log, generation: () => tables.info().generation,
+  });
   const queued = await queue.start();
   const where = [
     ...listeners.map((l) => `${l.kind}=${l.listen.kind === 'unix' ? `unix:${l.listen.path}` : `${l.listen.host}:${l.port()}`}`),
@@ -221,6 +227,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
         defaultDestination = parseDefaultDestination(next.delivery.default);
         config = next;
         clearIdentityCache();
+        void userSockets.refresh();
         log.info('configuration reloaded (listener addresses change on restart only)');
       } catch (err) {
         log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
@@ -229,6 +236,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
     stop(): Promise<void> {
       stopping ??= (async () => {
         log.info('stopping: no new connections; finishing sessions and deliveries');
+        await userSockets.close();
         await Promise.all([...listeners.map((l) => l.close()), policy.close()]);
         await new Promise<void>((resolve) => control.close(() => resolve()));
         await queue.stop();

@@ -48,6 +48,8 @@ export interface TablesInfo {
 
 export interface Tables extends TableReader {
   info(): TablesInfo;
+  /** Every key and value of a table, in key order (for listings, not for the hot path). */
+  entries<T extends TableName>(table: T): { key: string; value: TableValues[T] }[];
   close(): Promise<void>;
 }
 
@@ -153,6 +155,11 @@ export function openTables(dbDir: string): Tables {
         if (value !== undefined) return { key, value };
       }
       return undefined;
+    },
+    entries<T extends TableName>(table: T): { key: string; value: TableValues[T] }[] {
+      const out: { key: string; value: TableValues[T] }[] = [];
+      for (const { key, value } of env.tables[table].getRange()) out.push({ key, value: value as TableValues[T] });
+      return out;
     },
     info(): TablesInfo {
       const tables: Partial<Record<TableName, TableInfo>> = {};

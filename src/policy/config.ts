@@ -1,7 +1,7 @@
 // The `policy:` section of the configuration file: a zod fragment the lead's
 // config schema embeds as `policy: policyConfigSchema`. Its defaults ARE the
 // embedded default: listen on unix:./var/run/policy.sock and 127.0.0.1:10040,
-// chain [lists]. Every key is documented here and in NOTES.md.
+// chain [lists, userpolicy]. Every key is documented here and in NOTES.md.
 //
 // Exports: policyConfigSchema, policyConfigSchemaWith (the same plus keys for
 // plugins built elsewhere), PolicyConfig (parsed), PolicyConfigInput,
@@ -34,7 +34,7 @@ const action = replyText.refine((s) => ACTION_RE.test(s), {
 });
 
 /** Plugins a chain may name. dnsbl and spf are built outside this folder and handed to startPolicyService. */
-export const PLUGIN_NAMES = ['lists', 'greylist', 'ratelimit', 'dnsbl', 'spf'] as const;
+export const PLUGIN_NAMES = ['lists', 'userpolicy', 'greylist', 'ratelimit', 'dnsbl', 'spf'] as const;
 export type PluginName = (typeof PLUGIN_NAMES)[number];
 
 /** Request attributes a rate limit may count by. */
@@ -66,8 +66,12 @@ const policySection = z.object({
   }).strict().prefault({}),
   /** LMDB environment for greylist and list-roster state; default <paths.state>/policy-db. */
   db: z.string().min(1).optional(),
-  /** Plugins asked in this order; the first answer other than DUNNO is the reply. */
-  chain: z.array(z.enum(PLUGIN_NAMES)).default(['lists']),
+  /**
+   * Plugins asked in this order; the first answer other than DUNNO is the reply.
+   * userpolicy (what mailbox owners set with `mailproc policy`) answers nothing
+   * for addresses without a policy; without it in the chain, policies are stored but not applied.
+   */
+  chain: z.array(z.enum(PLUGIN_NAMES)).default(['lists', 'userpolicy']),
   limits: z.object({
     /** Largest request (all its lines); a larger one closes the connection without a reply. */
     request_size: size.refine((n) => n >= 256, { message: 'must be at least 256 bytes' }).default(32 * 1024),

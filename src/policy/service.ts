@@ -3,6 +3,12 @@
 // plus a maintenance timer (unref'd: it never keeps the process alive) that
 // runs each plugin's maintain() and sweeps the answer cache, one run at a time.
 //
+// The user-policy store (plugins/user-policy.ts) is built here on the same
+// state and handed out as `userPolicies`, for the per-user control sockets
+// that write it; with userpolicy in the chain, the greylist link skips
+// recipients whose owner turned greylisting off, and without greylist in the
+// chain userpolicy runs the greylist check for those who turned it on.
+//
 // Exports: startPolicyService, PolicyService, PolicyServiceOptions, policyDbDir.
 //
 // Failure contract: a chain naming a plugin that is neither built in nor
@@ -19,6 +25,7 @@ import { parseListenSpec, type PolicyConfig } from './config.js';
 import { createGreylistPlugin } from './plugins/greylist.js';
 import { createListsPlugin } from './plugins/lists.js';
 import { createRatelimitPlugin } from './plugins/ratelimit.js';
+import { createUserPolicyPlugin, createUserPolicyStore, exemptFromGreylist, type UserPolicyStore } from './plugins/user-policy.js';
 import { PolicyServer, type BoundListener } from './server.js';
 import { openPolicyState, type PolicyState } from './state.js';
 import type { PolicyPlugin, PolicyRequest } from './types.js';
@@ -43,6 +50,10 @@ export interface PolicyServiceOptions {
 export interface PolicyService {
   /** Every listener with its bound port (TCP, port 0 → the kernel's choice) or socket path. */
   readonly listening: readonly BoundListener[];
+  /** Mailbox owners' policies (`mailproc policy`), read by the userpolicy plugin; writes apply to the next request. */
+  readonly userPolicies: UserPolicyStore;
+  /** Whether userpolicy is in the chain, i.e. stored policies are applied. */
+  readonly userPoliciesApplied: boolean;
   /** The chain's answer for one request, as a connection would get it (also for `mailproc` diagnostics). */
   decide(req: PolicyRequest): Promise<Decision>;
   /** Runs maintenance now (the timer does this every maintenance_interval). */
@@ -56,8 +67,16 @@ export function policyDbDir(config: PolicyConfig, stateDir: string, baseDir: str
   return config.db !== undefined ? resolve(baseDir, config.db) : join(stateDir, 'policy-db');
 }
 
-function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, now: () => number): ChainLink {
+function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, userPolicies: UserPolicyStore, now: () => number): ChainLink {
   const c = o.config;
+  const greylist = (): PolicyPlugin => {
+    const g = c.greylist;
+    const settings = {
+      delayMs: g.delay, retryWindowMs: g.retry_window, expireMs: g.expire, autoWhitelist: g.auto_whitelist,
+      text: g.text, header: g.header, ipv4Prefix: g.ipv4_prefix, ipv6Prefix: g.ipv6_prefix,
+    };
+    return createGreylistPlugin({ state, settings, now });
+  };
   switch (name) {
     case 'lists':
       return {
@@ -70,14 +89,13 @@ function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, no
         }),
         cacheTtlMs: c.lists.cache_ttl,
       };
-    case 'greylist': {
-      const g = c.greylist;
-      const settings = {
-        delayMs: g.delay, retryWindowMs: g.retry_window, expireMs: g.expire, autoWhitelist: g.auto_whitelist,
-        text: g.text, header: g.header, ipv4Prefix: g.ipv4_prefix, ipv6Prefix: g.ipv6_prefix,
+    case 'greylist':
+      return { plugin: c.chain.includes('userpolicy') ? exemptFromGreylist(greylist(), userPolicies) : greylist(), cacheTtlMs: 0 };
+    case 'userpolicy':
+      return {
+        plugin: createUserPolicyPlugin({ store: userPolicies, ...(c.chain.includes('greylist') ? {} : { greylist: greylist() }) }),
+        cacheTtlMs: 0,
       };
-      return { plugin: createGreylistPlugin({ state, settings, now }), cacheTtlMs: 0 };
-    }
     case 'ratelimit': {
       const rules = c.ratelimit.rules.map((r) => ({
         name: r.name ?? `${r.key}/${r.limit}/${r.window / 1000}s`,
@@ -99,9 +117,10 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
   const dbDir = policyDbDir(c, o.stateDir, o.baseDir);
   await mkdir(dbDir, { recursive: true, mode: 0o755 });
   const state = openPolicyState(dbDir);
+  const userPolicies = createUserPolicyStore(state, o.tables, o.recipientDelimiter ?? '+');
   let chain: PolicyChain;
   try {
-    chain = new PolicyChain(c.chain.map((name) => buildLink(name, o, state, now)), { log: o.log, now, cacheSize: c.cache_size });
+    chain = new PolicyChain(c.chain.map((name) => buildLink(name, o, state, userPolicies, now)), { log: o.log, now, cacheSize: c.cache_size });
   } catch (err) {
     await state.close();
     throw err;
@@ -151,6 +170,8 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
   let closed: Promise<void> | undefined;
   return {
     listening: server.listening,
+    userPolicies,
+    userPoliciesApplied: c.chain.includes('userpolicy'),
     decide,
     maintain,
     close: () => {

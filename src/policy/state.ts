@@ -6,6 +6,8 @@
 //   greylist-clients  "NET"                    → [passes, lastSeen]
 //   roster            "list\0member"           → 1   (one key per synced subscriber: a post is one point lookup)
 //   roster-info       "list"                   → RosterInfo
+//   user-policy       "address"                → UserPolicyRecord (lower case; what a mailbox owner set
+//                                                for their address with `mailproc policy`, see plugins/user-policy.ts)
 // Values are arrays of numbers or plain records: no msgpack record
 // structures to share between processes (see src/db/NOTES.md).
 //
@@ -13,7 +15,7 @@
 // sync` writes); LMDB serialises writers, and lmdb-js renews the daemon's read
 // snapshot every event-loop turn, so a sync is seen without a restart.
 //
-// Exports: openPolicyState, PolicyState, RosterInfo, rosterKey, rosterRange.
+// Exports: openPolicyState, PolicyState, RosterInfo, UserPolicyRecord, rosterKey, rosterRange.
 // Throws only for LMDB trouble (permissions, disk), like src/db.
 import { open, type Database, type RootDatabase } from 'lmdb';
 
@@ -28,12 +30,41 @@ export interface RosterInfo {
   readonly source: string;
 }
 
+/**
+ * One address's user policy as stored. Optional keys are left out, not
+ * stored as undefined (msgpack would keep the key).
+ */
+export interface UserPolicyRecord {
+  /** Sender globs (lower case) that always get through, and that `onlyAllowed` admits. */
+  readonly allow: readonly string[];
+  /** Sender globs (lower case) refused unless they also match `allow`. */
+  readonly deny: readonly string[];
+  /** Only senders matching `allow` (and the null sender) may send. */
+  readonly onlyAllowed: boolean;
+  /** true: greylist this recipient even if the site does not; false: never; absent: the site's setting. */
+  readonly greylist?: boolean;
+  /** Bytes; a message announced (SIZE=) or seen larger is refused. */
+  readonly maxSize?: number;
+  /**
+   * The uid-table value (user name or number) that made the address the
+   * setter's, or "" when it was the daemon's own user's without one (not
+   * root). A record whose address the table now gives to someone else is
+   * stale: ignored, and invisible to the new owner until they set their own.
+   */
+  readonly owner: string;
+  /** The setter's uid, for `mailproc policy list`. */
+  readonly uid: number;
+  /** ISO 8601. */
+  readonly updatedAt: string;
+}
+
 export interface PolicyState {
   readonly root: RootDatabase;
   readonly greylist: Database<TripletRecord, string>;
   readonly clients: Database<ClientRecord, string>;
   readonly roster: Database<number, string>;
   readonly rosterInfo: Database<RosterInfo, string>;
+  readonly userPolicy: Database<UserPolicyRecord, string>;
   /** A synced subscriber of `list` (its key in the lists table)? Both lower case. */
   isSubscriber(list: string, address: string): boolean;
   close(): Promise<void>;
@@ -52,6 +83,7 @@ export function openPolicyState(dir: string): PolicyState {
     clients: root.openDB<ClientRecord, string>('greylist-clients', {}),
     roster,
     rosterInfo: root.openDB<RosterInfo, string>('roster-info', {}),
+    userPolicy: root.openDB<UserPolicyRecord, string>('user-policy', {}),
     isSubscriber: (list, address) => roster.get(rosterKey(list, address)) !== undefined,
     close: () => root.close(),
   };

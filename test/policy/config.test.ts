@@ -14,7 +14,7 @@ test('no section at all is the embedded default', () => {
   assert.deepEqual(policyConfigSchema.parse(undefined), {
     listen: ['unix:./var/run/policy.sock', '127.0.0.1:10040'],
     socket: { mode: 0o666 },
-    chain: ['lists'],
+    chain: ['lists', 'userpolicy'],
     limits: { request_size: 32 * 1024, request_timeout: 10_000, idle_timeout: 300_000, connections: 200 },
     cache_size: 10_000,
     maintenance_interval: 300_000,
@@ -50,7 +50,7 @@ const PROBLEMS: { name: string; input: unknown; want: string[] }[] = [
   { name: 'an unknown key', input: { greylist: { delay_s: 3 } }, want: ['greylist: Unrecognized key: "delay_s"'] },
   { name: 'a bad listen address', input: { listen: ['localhost'] }, want: ['listen.0: expected "unix:PATH" or "HOST:PORT"'] },
   { name: 'a port out of range', input: { listen: ['127.0.0.1:70000'] }, want: ['listen.0: port out of range'] },
-  { name: 'an unknown plugin', input: { chain: ['lists', 'spamhaus'] }, want: ['chain.1: Invalid option: expected one of "lists"|"greylist"|"ratelimit"|"dnsbl"|"spf"'] },
+  { name: 'an unknown plugin', input: { chain: ['lists', 'spamhaus'] }, want: ['chain.1: Invalid option: expected one of "lists"|"userpolicy"|"greylist"|"ratelimit"|"dnsbl"|"spf"'] },
   { name: 'a plugin twice', input: { chain: ['lists', 'lists'] }, want: ['chain.1: plugin "lists" is in the chain twice'] },
   { name: 'a bad duration', input: { greylist: { delay: '5 minutes' } }, want: ['greylist.delay: expected a duration like 30s, 5m, 2h or a number of seconds, got "5 minutes"'] },
   { name: 'a retry window not longer than the delay', input: { greylist: { delay: '1h', retry_window: '1h' } }, want: ['greylist.retry_window: must be longer than greylist.delay'] },

@@ -1,10 +1,18 @@
 #!/usr/bin/env node
-// `npm run bench`: LMTP → Maildir delivery throughput and latency of mailprocd,
-// side by side with Dovecot's LMTP server in the same run.
+// `npm run bench`: two parts, by default both, one after the other:
+//  - lmtp:   LMTP → Maildir delivery throughput and latency of mailprocd, side
+//            by side with Dovecot's LMTP server in the same run;
+//  - policy: the Postfix policy endpoint (check_policy_service) with the lists
+//            check, side by side with policyd-weight and postgrey.
+// `--only lmtp|policy` or `--skip lmtp|policy` runs one part alone.
 //
-//   node scripts/bench.mjs [--messages 5000] [--latency 1000] [--warmup 1000]
-//        [--sessions 8] [--size 4096] [--users 100] [--all] [--no-peers]
+//   node scripts/bench.mjs [--only P | --skip P] [--messages 5000] [--latency 1000]
+//        [--warmup 1000] [--sessions 8] [--size 4096] [--users 100] [--all] [--no-peers]
 //        [--builtin] [--log-info] [--keep] [--timeout 900]
+//        [--policy-requests 20000] [--policy-conns 16] [--policy-warmup 2000]
+//        [--policy-subscribers 500] [--policy-seconds 60]
+//
+// ---- lmtp part
 //
 // Our side: starts dist/src/cli/mailprocd.js on a temp dir (unix socket + a
 // loopback TCP port, fsync on, a catch-all rule for @bench.test into
@@ -37,9 +45,49 @@
 // was lost or the time limit (--timeout, whole bench) was hit; 2 for bad
 // usage or a missing build. Everything it starts is stopped by PID (or by the
 // process group it created), and the temp dir is removed (--keep keeps it).
-// Loopback and unix sockets only.
+// Loopback and unix sockets only. The LMTP daemon gets `policy: listen: []`
+// (the default would be a fixed port, 127.0.0.1:10040).
+//
+// ---- policy part
+// Our side: a second mailprocd (its own temp state and tables; LMTP on a unix
+// socket only because the daemon wants one listener) with a `policy:` section
+// listening on <tmp>/policy/policy.sock and a free 127.0.0.1 port, chain
+// [lists] (the default chain), and a lists table from scripts/bench-policy.mjs:
+// list@bench.test and u001..u066@bench.test closed with --policy-subscribers
+// subscribers each (u067..u100 are no lists). A first start compiles the
+// tables (not measured); then each measured run gets a fresh daemon (an empty
+// answer cache), --policy-conns connections, --policy-requests requests,
+// bounded by --policy-seconds:
+//   - before each run, a warm-up of --policy-warmup requests with the other
+//     driver (not measured; JIT, LMDB pages; no pair of the run gets cached);
+//   - the peers' driver ../shared/peers/policy-load.mjs, unchanged. It only
+//     sends its own generic requests (recipients uNNN@bench.test, senders
+//     user<t>@sender<t%97>.example), so the table makes those recipients
+//     lists: its requests mix subscribers (DUNNO), non-subscribers (REJECT)
+//     and non-lists (DUNNO), and the bench checks its action counts against
+//     the expected ones. Three runs: TCP and unix socket with --pool equal to
+//     the request count (every request a new recipient/sender pair, so no
+//     answer comes from the lists cache: the headline figure is TCP, like the
+//     peers), and TCP with its default --pool 1000 (pairs repeat: cached
+//     answers after the first 1000);
+//   - the built-in driver (bench-policy.mjs runPolicyLoad, in this process):
+//     the same protocol and attribute block to list@bench.test, a third each
+//     subscribers (a quarter of them in mixed case), non-subscribers and
+//     non-lists, every reply checked;
+//   - a null policy server (bench-policy.mjs --null-server, DUNNO at once)
+//     loaded by policy-load.mjs: the driver's ceiling on this machine.
+// Then the master's RSS (and peak) after the load, and its log.
+// Peer side: ../shared/peers/policy-peers.sh -c <--policy-conns> (policyd-weight
+// with a DNS stub answering NXDOMAIN, then SERVFAIL, then none; postgrey with
+// new, then known triplets; in its own netns; needs root), RESULT lines parsed.
+// The ratio is mailprocd's headline req/s over the fastest peer variant's
+// (neither peer does a list check: each does its own job, under the same
+// driver), against the issue's target >= 5x, and mailprocd's p99 against
+// <= 2 ms. Exit status as above: a run that failed, driver errors or a wrong
+// action count fail the bench; the ratio and the p99 are reported, never
+// failed on. Without the peers dir only the built-in driver runs.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, chmodSync, accessSync, constants as fsc } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync, chmodSync, accessSync, constants as fsc } from 'node:fs';
 import net from 'node:net';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -47,6 +95,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runLmtpLoad } from './bench-lmtp.mjs';
+import { expectedSharedActions, listsSource, parseActions, runPolicyLoad } from './bench-policy.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DAEMON = join(ROOT, 'dist/src/cli/mailprocd.js');
@@ -55,6 +104,8 @@ const SBIN_PATH = `${process.env.PATH ?? '/usr/bin:/bin'}:/usr/sbin:/sbin`;
 
 // ---- options -------------------------------------------------------------------------------
 const USAGE = `usage: node scripts/bench.mjs [options]
+  --only P       run only part P: lmtp or policy                    default both
+  --skip P       skip part P: lmtp or policy
   --messages N   messages in the throughput pass (smtp-source)      default 5000
   --latency N    messages in the latency pass (lmtp-load.mjs)       default 1000
   --warmup N     unmeasured warm-up messages before our runs        default 1000
@@ -67,6 +118,14 @@ const USAGE = `usage: node scripts/bench.mjs [options]
   --log-info     run mailprocd with log.level info and report its delay= distribution
   --keep         keep the temp dir
   --timeout S    limit for the whole bench, seconds                  default 900
+ policy part:
+  --policy-requests N    requests per measured run                  default 20000
+  --policy-conns N       concurrent connections (ours and the peers') default 16
+  --policy-warmup N      unmeasured requests before our runs        default 2000
+  --policy-subscribers N subscribers of each closed list            default 500
+  --policy-seconds S     time limit of each policy run              default 60
+  (--no-peers skips policyd-weight and postgrey too; --builtin: only the
+   built-in policy driver; --log-info applies to the policy daemon too)
 `;
 let opts;
 try {
@@ -84,6 +143,13 @@ try {
       'log-info': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '900' },
+      only: { type: 'string' },
+      skip: { type: 'string' },
+      'policy-requests': { type: 'string', default: '20000' },
+      'policy-conns': { type: 'string', default: '16' },
+      'policy-warmup': { type: 'string', default: '2000' },
+      'policy-subscribers': { type: 'string', default: '500' },
+      'policy-seconds': { type: 'string', default: '60' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -111,6 +177,23 @@ const S = num('sessions', 1);
 const L = num('size', 1);
 const U = num('users', 1);
 const TIMEOUT_S = num('timeout', 10);
+const PR = num('policy-requests', 1);
+const PC = num('policy-conns', 1);
+const PW = num('policy-warmup', 0);
+const PSUB = num('policy-subscribers', 1);
+const PSECS = num('policy-seconds', 1);
+for (const k of ['only', 'skip']) {
+  if (opts[k] !== undefined && !['lmtp', 'policy'].includes(opts[k])) {
+    process.stderr.write(`bench: --${k} must be lmtp or policy\n${USAGE}`);
+    process.exit(2);
+  }
+}
+if (opts.only !== undefined && opts.skip !== undefined) {
+  process.stderr.write(`bench: give --only or --skip, not both\n${USAGE}`);
+  process.exit(2);
+}
+const RUN_LMTP = opts.only !== 'policy' && opts.skip !== 'lmtp';
+const RUN_POLICY = opts.only !== 'lmtp' && opts.skip !== 'policy';
 const PASS_LIMIT_S = 150; // lmtp-load.sh -T, its default, which lmtp-dovecot.sh uses too
 
 // `npm run bench | head` must not kill the bench before it has cleaned up.
@@ -194,6 +277,35 @@ function signalTree(members, signal) {
 
 const snapshots = new Map(); // child → its last tree snapshot
 
+// A peer script stopped from outside (the bench's time limit or a signal) gets SIGTERM with
+// its whole tree at once; its EXIT trap then removes its temp dir while its daemons may still
+// write into it (policy-peers.sh: the DNS stub's last log line, policyd-weight's lock dir), and
+// the dir stays. So the temp dirs the tree uses are noted when it is stopped, and whatever is
+// left of them is removed at the very end (cleanupNow).
+const PEER_TMP = /^\/tmp\/(?:peers-[a-z]+|lmtp-load)\.[A-Za-z0-9]{6}(?=\/|$)/;
+const peerTmpDirs = new Set();
+function notePeerTmpDirs(members) {
+  for (const { pid } of members) {
+    const seen = [];
+    try {
+      seen.push(...readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0=\s]/));
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          seen.push(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        } catch {
+          // closed meanwhile
+        }
+      }
+    } catch {
+      // exited meanwhile
+    }
+    for (const x of seen) {
+      const m = PEER_TMP.exec(x);
+      if (m) peerTmpDirs.add(m[0]);
+    }
+  }
+}
+
 /** SIGTERM (or signal) to the child's whole tree; remembers the tree for a later SIGKILL. */
 function killTree(child, signal) {
   if (child.pid === undefined) return;
@@ -201,11 +313,21 @@ function killTree(child, signal) {
   const known = snapshots.get(child) ?? [];
   const members = [...fresh, ...known.filter((k) => !fresh.some((f) => f.pid === k.pid))];
   snapshots.set(child, members);
+  if (signal === 'SIGTERM') notePeerTmpDirs(members);
   signalTree(members, signal);
 }
 
 function cleanupNow() {
   for (const c of [...children, ...snapshots.keys()]) killTree(c, 'SIGKILL');
+  for (const d of peerTmpDirs) {
+    if (!existsSync(d)) continue;
+    try {
+      rmSync(d, { recursive: true, force: true, maxRetries: 3 });
+      process.stdout.write(`# removed ${d}, left behind by a peer script that was stopped\n`);
+    } catch (err) {
+      process.stdout.write(`# could not remove ${d}, left behind by a peer script that was stopped: ${err.message}\n`);
+    }
+  }
   if (tmp && !opts.keep) {
     try {
       rmSync(tmp, { recursive: true, force: true, maxRetries: 3 });
@@ -509,6 +631,8 @@ async function startDaemon(mailRoot, sock, port) {
     `  listen: [${q(`unix:${sock}`)}, ${q(`127.0.0.1:${port}`)}]`,
     'smtp:',
     '  listen: []',
+    'policy:',
+    '  listen: []', // the default listens on a fixed port (127.0.0.1:10040)
     'delivery:',
     `  default: ${q(`maildir:${mailRoot}/\${user}/Maildir/`)}`,
     '  fsync: true',
@@ -516,31 +640,38 @@ async function startDaemon(mailRoot, sock, port) {
     `  level: ${opts['log-info'] ? 'info' : 'warn'}`,
     '',
   ].join('\n'));
+  // Ready = both listeners accept (the "ready" line is info level, and the bench runs at
+  // warn; the TCP listener starts last), then the unix one must greet with 220.
+  return launchDaemon(cfg, tmp, join(tmp, 'mailprocd.log'), async () => {
+    if (!(await canConnect({ path: sock })) || !(await canConnect({ host: '127.0.0.1', port }))) return undefined;
+    return probe({ path: sock });
+  }, 'no greeting within 20 s');
+}
 
+/**
+ * Spawns mailprocd with this config in its own process group, output to logPath, and
+ * polls ready() (undefined = not yet, true = ready, false = broken) for up to 20 s.
+ */
+async function launchDaemon(cfg, cwd, logPath, ready, notReady) {
   if (aborted) throw new Error('not started: the bench is stopping');
-  const logPath = join(tmp, 'mailprocd.log');
   const logFd = openSync(logPath, 'a');
   const t0 = performance.now();
   const child = spawn(process.execPath, [DAEMON, '--config', cfg], {
-    cwd: tmp, detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, PATH: SBIN_PATH },
+    cwd, detached: true, stdio: ['ignore', logFd, logFd], env: { ...process.env, PATH: SBIN_PATH },
   });
   closeSync(logFd);
   children.add(child);
   child.on('exit', () => children.delete(child));
-  // Ready = both listeners accept (the "ready" line is info level, and the bench runs at
-  // warn; the TCP listener starts last), then the unix one must greet with 220.
   const deadline = performance.now() + 20_000;
   while (performance.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) break;
-    if ((await canConnect({ path: sock })) && (await canConnect({ host: '127.0.0.1', port }))) {
-      const startupMs = performance.now() - t0;
-      if (await probe({ path: sock })) return { child, logPath, startupMs };
-      break;
-    }
+    const r = await ready();
+    if (r === true) return { child, logPath, startupMs: performance.now() - t0 };
+    if (r === false) break;
     await sleep(20);
   }
   const log = readFileSync(logPath, 'utf8').trim().split('\n').slice(-15).join('\n');
-  throw new Error(`mailprocd did not become ready (${child.exitCode !== null ? `exit ${child.exitCode}` : 'no greeting within 20 s'}):\n${log}`);
+  throw new Error(`mailprocd did not become ready (${child.exitCode !== null ? `exit ${child.exitCode}` : notReady}):\n${log}`);
 }
 
 async function stopDaemon(d) {
@@ -733,15 +864,374 @@ async function dovecotSide(peers) {
   return { rows, sink, sum, secs: r.secs };
 }
 
-// ---- main ------------------------------------------------------------------------------------
-async function main() {
-  if (!existsSync(DAEMON)) {
-    process.stderr.write(`bench: ${DAEMON} is missing: run \`npm run build\` (or \`npm run bench\`, which builds) first\n`);
-    return 2;
+// ---- policy part -----------------------------------------------------------------------------
+const POLICY_USERS = 100; // policy-load.mjs --users default: its recipients are u001..u100@bench.test
+const POLICY_LISTS = 66; // u001..u066 are closed lists, u067..u100 no lists
+const PEER_VARIANTS = [
+  ['pw-dns-nxdomain', 'policyd-weight', 'DNS stub NXDOMAIN'],
+  ['pw-dns-servfail', 'policyd-weight', 'DNS stub SERVFAIL'],
+  ['pw-dns-timeout', 'policyd-weight', 'no DNS (timeouts)'],
+  ['postgrey-new-triplets', 'postgrey', 'new triplets'],
+  ['postgrey-known-triplets', 'postgrey', 'known triplets'],
+];
+
+/** undefined = nothing answers yet; true = one request got an action= reply; false = it answered wrong. */
+function policyAnswers(target) {
+  return new Promise((resolvePromise) => {
+    const s = net.connect(target);
+    let buf = '';
+    const done = (ok) => {
+      s.destroy();
+      resolvePromise(ok);
+    };
+    s.setTimeout(3000, () => done(false));
+    s.on('error', () => done(undefined));
+    // END-OF-MESSAGE: the lists plugin has no opinion there and caches nothing.
+    s.on('connect', () => s.write('request=smtpd_access_policy\nprotocol_state=END-OF-MESSAGE\nsender=probe@bench.test\nrecipient=probe@bench.test\n\n'));
+    s.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\n\n')) done(/^action=\S/.test(buf));
+    });
+  });
+}
+
+/** Writes the policy daemon's config (a fresh free port each time) and starts it. */
+async function startPolicyDaemon(dir) {
+  const sock = join(dir, 'policy.sock');
+  const port = await freePort();
+  const cfg = join(dir, 'mailprocd.yaml');
+  const q = (s) => JSON.stringify(s);
+  writeFileSync(cfg, [
+    '# written by scripts/bench.mjs (policy part)',
+    'hostname: bench.local',
+    'paths:',
+    `  state: ${q(join(dir, 'state'))}`,
+    `  sources: ${q(join(dir, 'db'))}`,
+    `  mail: ${q(join(dir, 'mail'))}`,
+    'lmtp:',
+    `  listen: [${q(`unix:${join(dir, 'lmtp.sock')}`)}]`, // the daemon wants one LMTP or SMTP listener
+    'smtp:',
+    '  listen: []',
+    'policy:',
+    `  listen: [${q(`unix:${sock}`)}, ${q(`127.0.0.1:${port}`)}]`,
+    '  chain: [lists]', // the default chain
+    'log:',
+    `  level: ${opts['log-info'] ? 'info' : 'warn'}`,
+    '',
+  ].join('\n'));
+  const d = await launchDaemon(cfg, dir, join(dir, 'mailprocd.log'), async () => {
+    if (!(await canConnect({ path: sock }))) return undefined;
+    return policyAnswers({ host: '127.0.0.1', port });
+  }, 'no policy answer within 20 s');
+  return { ...d, sock, port, unix: `unix:${sock}`, tcp: `127.0.0.1:${port}` };
+}
+
+function logProblems(logPath, from) {
+  const lines = readFileSync(logPath, 'utf8').slice(from).split('\n').filter(Boolean);
+  return { n: lines.length, bad: lines.filter((l) => /\]: (warn|error): |fatal/.test(l)) };
+}
+
+/** One policy-load.mjs run; returns a table row (or undefined when it gave no RESULT). */
+async function sharedPolicyRun(peers, { name, target, pool, count, expect }) {
+  const args = [peers.policyLoad, '--target', target, '--conns', String(PC), '--requests', String(count),
+    '--pool', String(pool), '--max-seconds', String(PSECS), '--name', name];
+  const r = await run(process.execPath, args, PSECS + 30);
+  const f = resultLine(r.stdout);
+  const problems = [];
+  if (f === undefined) problems.push(`no RESULT line (exit ${r.code}${r.timedOut ? ', timed out' : ''}): ${r.stderr.trim().split('\n').slice(0, 3).join(' / ')}`);
+  else {
+    if (f.reqs !== String(count)) problems.push(`${f.reqs} of ${count} requests answered in ${f.secs} s`);
+    if (f.errors !== '0') problems.push(`errors=${f.errors} reconnects=${f.reconnects}: ${r.stderr.trim().split('\n')[0] ?? ''}`);
+    if (expect !== undefined && f.reqs === String(count) && f.errors === '0') {
+      const got = parseActions(f.actions);
+      const want = Object.entries(expect).filter(([, n]) => n > 0);
+      const same = got.size === want.length && want.every(([k, n]) => got.get(k) === n);
+      if (!same) problems.push(`actions=${f.actions}, expected ${want.map(([k, n]) => `${k}:${n}`).join(',')}`);
+    }
+    if (r.code !== 0 && problems.length === 0) problems.push(`policy-load.mjs exit ${r.code}`);
   }
+  if (problems.length > 0) fail(`${name}: ${problems.join('; ')}`);
+  if (f === undefined) return undefined;
+  return { reqs: `${f.reqs}/${count}`, reqPerS: f.req_per_s, p50: f.p50_ms, p90: f.p90_ms, p99: f.p99_ms, max: f.max_ms, actions: f.actions, secs: f.secs };
+}
+
+/** The built-in driver (in this process); returns a table row. */
+async function builtinPolicyRun({ name, target }) {
+  const r = await runPolicyLoad({ signal: abort.signal, target, conns: PC, count: PR, maxSeconds: PSECS, subscribers: PSUB });
+  const problems = [];
+  if (r.ok !== PR) problems.push(`${r.ok} of ${PR} requests answered in ${r.secs.toFixed(1)} s`);
+  if (r.nerr > 0) problems.push(`errors: ${[...r.errors].map(([e, n]) => `${n}x ${e}`).join('; ')}`);
+  if (r.wrong > 0) problems.push(`${r.wrong} wrong answers, e.g. ${r.wrongSample.join(' | ')}`);
+  if (problems.length > 0) fail(`${name}: ${problems.join('; ')}`);
+  return {
+    reqs: `${r.ok}/${PR}`, reqPerS: r.reqPerSec, p50: r.p50, p90: r.p90, p99: r.p99, max: r.max,
+    actions: [...r.actions].map(([k, n]) => `${k}:${n}`).join(',') || 'none', secs: r.secs.toFixed(2), distinctPairs: r.distinctPairs,
+  };
+}
+
+/** Warm-up with the driver the next run does not use, so that no recipient/sender pair of the run is cached. */
+async function policyWarmup(peers, d, measuredDriver) {
+  if (PW === 0) return;
+  const t0 = performance.now();
+  if (measuredDriver === 'shared' || peers.policyLoad === undefined) {
+    // The built-in mix has no recipient/sender pair in common with policy-load.mjs's; starting
+    // at k = PR it shares only subscriber pairs with a built-in run (which repeats those anyway).
+    const r = await runPolicyLoad({ signal: abort.signal, target: d.tcp, conns: PC, count: PW, first: PR, maxSeconds: PSECS, subscribers: PSUB });
+    if (r.ok !== PW || r.wrong > 0) fail(`policy warm-up (built-in driver): ${r.ok} of ${PW} answered, ${r.wrong} wrong, ${r.nerr} errors`);
+  } else {
+    const args = [peers.policyLoad, '--target', d.tcp, '--conns', String(PC), '--requests', String(PW), '--pool', String(PW), '--max-seconds', String(PSECS), '--name', 'warmup'];
+    const r = await run(process.execPath, args, PSECS + 30);
+    const f = resultLine(r.stdout);
+    if (f?.reqs !== String(PW) || f?.errors !== '0') fail(`policy warm-up (policy-load.mjs): reqs=${f?.reqs ?? '?'} of ${PW}, errors=${f?.errors ?? '?'}`);
+  }
+  note(`  warm-up: ${PW} requests in ${((performance.now() - t0) / 1000).toFixed(2)} s (${measuredDriver === 'shared' ? 'built-in driver' : 'policy-load.mjs'}, not measured)`);
+}
+
+/** The null policy server from bench-policy.mjs; resolves with { child, port } once it listens. */
+async function startNullServer() {
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(ROOT, 'scripts', 'bench-policy.mjs'), '--null-server', `127.0.0.1:${port}`, '--max-seconds', String(PSECS + 60)], {
+    cwd: tmp, detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: SBIN_PATH },
+  });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  let outText = '';
+  child.stdout.on('data', (b) => { outText += b; });
+  child.stderr.on('data', (b) => { outText += b; });
+  const deadline = performance.now() + 10_000;
+  while (performance.now() < deadline && child.exitCode === null) {
+    if (/^listening /m.test(outText)) return { child, port };
+    await sleep(20);
+  }
+  killTree(child, 'SIGKILL');
+  throw new Error(`null policy server did not start: ${outText.trim()}`);
+}
+
+async function stopChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  if ((await Promise.race([exited.then(() => true), sleep(5000).then(() => false)])) === false) {
+    killTree(child, 'SIGKILL');
+    await exited;
+  }
+}
+
+async function policyPeersSide(peers) {
+  // policyd-weight: 3 runs (60 s, 60 s, 8 s caps) + postgrey 2 runs (60 s caps each) + start/stop.
+  const r = await run(peers.policyPeers, ['-c', String(PC)], 420);
+  for (const l of r.stderr.trim().split('\n').filter(Boolean).slice(0, 12)) note(`policy-peers: ${l.replace(/^# /, '')}`);
+  const rows = {};
+  for (const [name, server, label] of PEER_VARIANTS) {
+    const f = resultLine(r.stdout, name);
+    if (f === undefined) continue;
+    rows[name] = {
+      server, label, reqs: `${f.reqs}${f.errors !== '0' ? ` (${f.errors} err)` : ''}`, reqPerS: f.req_per_s, p50: f.p50_ms, p90: f.p90_ms, p99: f.p99_ms,
+      max: f.max_ms, actions: f.actions, conns: f.conns, mem: f.rss_mb !== undefined ? `${f.rss_mb} MiB/${f.procs}p` : '-',
+    };
+    if (f.errors !== '0') note(`policy-peers ${name}: errors=${f.errors} (the peer's, reported as measured)`);
+  }
+  const sum = resultLine(r.stdout, 'policy-peers');
+  if (r.timedOut) fail(`policy-peers.sh timed out after ${r.secs.toFixed(0)} s`);
+  else if (r.code !== 0) fail(`policy-peers.sh exit ${r.code}; stderr: ${r.stderr.trim().split('\n').slice(-5).join(' / ')}`);
+  const missing = PEER_VARIANTS.map(([n]) => n).filter((n) => rows[n] === undefined && !(n === 'pw-dns-timeout'));
+  if (missing.length > 0 && !r.timedOut) fail(`policy-peers.sh gave no RESULT for ${missing.join(', ')}`);
+  return { rows, sum, secs: r.secs };
+}
+
+async function policyPart(peersDir) {
+  const failuresBefore = failures.length;
+  const peers = {};
+  const have = (f) => existsSync(join(peersDir, f));
+  if (opts.builtin) note('policy: --builtin: mailprocd is loaded by the built-in driver only');
+  else if (!have('policy-load.mjs')) note(`policy: ${peersDir}/policy-load.mjs not found: mailprocd is loaded by the built-in driver only`);
+  else peers.policyLoad = join(peersDir, 'policy-load.mjs');
+  const why = [];
+  if (opts['no-peers']) why.push('--no-peers');
+  if (!have('policy-peers.sh')) why.push(`${peersDir}/policy-peers.sh not found`);
+  if (!have('policy-load.mjs')) why.push(`${peersDir}/policy-load.mjs not found`);
+  for (const [cmd, pkg] of [['policyd-weight', 'policyd-weight'], ['postgrey', 'postgrey'], ['unshare', 'util-linux']]) {
+    if (which(cmd) === undefined) why.push(`${cmd} not installed (Debian ${pkg}; scripts/install-os-packages.sh)`);
+  }
+  if (process.getuid?.() !== 0) why.push('not root (policy-peers.sh needs root: unshare -n, the polw and postgrey users)');
+  if (why.length === 0) peers.policyPeers = join(peersDir, 'policy-peers.sh');
+  else note(`policy peer side skipped: ${why.join('; ')}`);
+
+  const dir = join(tmp, 'policy');
+  mkdirSync(join(dir, 'db'), { recursive: true });
+  writeFileSync(join(dir, 'db', 'rules'), `# written by scripts/bench.mjs\n@bench.test  maildir:${join(dir, 'mail')}/\${user}/Maildir/\n`);
+  for (const t of ['uid', 'gid']) writeFileSync(join(dir, 'db', t), '');
+  const table = listsSource({ users: POLICY_USERS, lists: POLICY_LISTS, subscribers: PSUB, subscriberPool: PR });
+  writeFileSync(join(dir, 'db', 'lists'), table);
+  const expectNew = expectedSharedActions({ requests: PR, pool: PR, users: POLICY_USERS, lists: POLICY_LISTS, subscriberPool: PR });
+  const cachedPool = Math.min(1000, PR);
+  const expectCached = expectedSharedActions({ requests: PR, pool: cachedPool, users: POLICY_USERS, lists: POLICY_LISTS, subscriberPool: PR });
+  note(`policy: ${PR} requests per run, ${PC} connections, ${PW} warm-up requests per daemon; lists table ${(table.length / 1024).toFixed(0)} KiB: ` +
+    `list@bench.test + u001..u0${POLICY_LISTS}@bench.test closed, ${Math.max(PSUB, Math.ceil(PR / 200))} subscribers each; temp dir ${dir}`);
+
+  // Each measured run gets a fresh daemon (an empty answer cache; the tables compiled at the
+  // first start are reused) and a warm-up over pairs the run does not send.
+  const variants = [];
+  if (peers.policyLoad) {
+    variants.push({ key: 'tcp', label: 'TCP, every pair new', driver: 'shared', listener: 'tcp', pool: PR, expect: expectNew });
+    variants.push({ key: 'unix', label: 'unix, every pair new', driver: 'shared', listener: 'unix', pool: PR, expect: expectNew });
+    variants.push({ key: 'tcp_cached', label: `TCP, ${cachedPool} pairs repeated`, driver: 'shared', listener: 'tcp', pool: cachedPool, expect: expectCached });
+  }
+  variants.push({ key: 'builtin', label: 'TCP, list@bench.test mix', driver: 'builtin', listener: 'tcp' });
+  const rows = {};
+  let headline;
+  // A first start compiles the tables (1 MB of lists source); it is not measured, so every
+  // measured daemon starts alike, from compiled tables.
+  const first = await startPolicyDaemon(dir);
+  daemon = first;
+  // The daemon answers on its listeners before it handles SIGTERM (src/cli/mailprocd.ts installs
+  // the handler once startDaemon() has returned, after the control socket and the queue start):
+  // a SIGTERM right after "ready" would kill it. Wait for the control socket, and a bit more.
+  await controlStatus(join(dir, 'state', 'run', 'control.sock')).catch(() => undefined);
+  await sleep(500);
+  note(`mailprocd (policy) first start, compiling the tables: ready in ${first.startupMs.toFixed(0)} ms, RSS ${mb(procStatus(first.child.pid)?.rssKb ?? 0)}; stopped, not measured`);
+  const compileStop = await stopDaemon(first);
+  if (compileStop.ms > 5000) note(`  it took ${compileStop.ms.toFixed(0)} ms to stop`);
+  let stopSampler = foreignCpu();
+  for (const v of variants) {
+    if (aborted) break;
+    const d = await startPolicyDaemon(dir);
+    daemon = d;
+    const rss0 = procStatus(d.child.pid)?.rssKb ?? 0;
+    const logFrom = readFileSync(d.logPath, 'utf8').length;
+    const name = `mailprocd-policy-${v.key.replace('_', '-')}`;
+    note(`${name}: mailprocd pid ${d.child.pid} ready in ${d.startupMs.toFixed(0)} ms (${d.unix}, ${d.tcp}), RSS ${mb(rss0)}`);
+    await policyWarmup(peers, d, v.driver);
+    const target = v.listener === 'tcp' ? d.tcp : d.unix;
+    const row = v.driver === 'shared'
+      ? await sharedPolicyRun(peers, { name, target, pool: v.pool, count: PR, expect: v.expect })
+      : await builtinPolicyRun({ name, target });
+    const alive = d.child.exitCode === null && d.child.signalCode === null;
+    if (!alive) fail(`mailprocd died during ${name} (${d.child.exitCode ?? d.child.signalCode})`);
+    const mem = memory(d.child.pid);
+    const logs = logProblems(d.logPath, logFrom);
+    const stop = alive ? await stopDaemon(d) : { ms: 0 };
+    if (row !== undefined) {
+      rows[v.key] = {
+        ...row, label: v.label, driver: v.driver === 'shared' ? 'policy-load.mjs' : 'built-in', startupMs: d.startupMs, stopMs: stop.ms,
+        rssKb: mem.master?.rssKb, hwmKb: mem.master?.hwmKb, rss0Kb: rss0, kids: mem.kids, logBad: logs.bad,
+      };
+      note(`${name}: ${f1(row.reqPerS)} req/s, p50 ${f2(row.p50)} ms, p99 ${f2(row.p99)} ms, actions ${row.actions}` +
+        `${row.distinctPairs !== undefined ? `, ${row.distinctPairs} distinct recipient/sender pairs` : ''}; master RSS ${mb(mem.master?.rssKb ?? 0)} (peak ${mb(mem.master?.hwmKb ?? 0)}); stopped in ${stop.ms.toFixed(0)} ms`);
+      if (headline === undefined) headline = v.key;
+    }
+    for (const l of logs.bad.slice(0, 5)) note(`  log: ${l}`);
+  }
+  // The driver's ceiling: policy-load.mjs against a server that answers DUNNO at once.
+  let ceiling;
+  if (peers.policyLoad && !aborted) {
+    try {
+      const ns = await startNullServer();
+      ceiling = await sharedPolicyRun(peers, { name: 'null-policy-server', target: `127.0.0.1:${ns.port}`, pool: PR, count: PR });
+      await stopChild(ns.child);
+      if (ceiling) note(`null policy server (driver ceiling): ${f1(ceiling.reqPerS)} req/s, p50 ${f2(ceiling.p50)} ms, p99 ${f2(ceiling.p99)} ms`);
+    } catch (err) {
+      fail(err.message);
+    }
+  }
+  const foreignOurs = stopSampler();
+  note(`other processes used >= ${foreignOurs.toFixed(0)}% of the CPUs while mailprocd's policy service was measured`);
+
+  let theirs;
+  let foreignTheirs;
+  if (peers.policyPeers && !aborted) {
+    note(`running ${peers.policyPeers} -c ${PC} (policyd-weight and postgrey under unshare -n; ~35 s)`);
+    stopSampler = foreignCpu();
+    theirs = await policyPeersSide(peers);
+    foreignTheirs = stopSampler();
+    note(`other processes used >= ${foreignTheirs.toFixed(0)}% of the CPUs while the policy peers were measured (script ${theirs.secs.toFixed(1)} s)`);
+  }
+
+  // ---- report --------------------------------------------------------------------------------
+  out('');
+  out(`Postfix policy delegation (check_policy_service), ${PC} connections, lock-step (one request in flight per connection, as smtpd).`);
+  out(`mailprocd: chain [lists], closed lists of ${PSUB} subscribers; ${PR} requests per run, a fresh daemon per run after ${PW} warm-up requests.`);
+  out(`"policy-load.mjs" = ../shared/peers/policy-load.mjs (the peers' driver, its own generic requests); "built-in" = scripts/bench-policy.mjs.`);
+  out('');
+  const head = ['server', 'variant', 'driver', 'reqs', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'actions seen', 'memory'];
+  const tbl = [head];
+  for (const v of variants) {
+    const r = rows[v.key];
+    if (r === undefined) continue;
+    tbl.push(['mailprocd', r.label, r.driver, r.reqs, f1(r.reqPerS), f2(r.p50), f2(r.p99), f1(r.max), r.actions, r.rssKb !== undefined ? `${(r.rssKb / 1024).toFixed(0)} MiB` : '-']);
+  }
+  for (const [name] of PEER_VARIANTS) {
+    const r = theirs?.rows?.[name];
+    if (r === undefined) continue;
+    tbl.push([r.server, r.label, 'policy-load.mjs', r.reqs, f1(r.reqPerS), f2(r.p50), f2(r.p99), f1(r.max), r.actions, r.mem]);
+  }
+  if (ceiling) tbl.push(['null server', 'DUNNO at once (driver ceiling)', 'policy-load.mjs', ceiling.reqs, f1(ceiling.reqPerS), f2(ceiling.p50), f2(ceiling.p99), f1(ceiling.max), ceiling.actions, '-']);
+  const widths = head.map((_, i) => Math.max(...tbl.map((r) => String(r[i]).length)));
+  const right = new Set([3, 4, 5, 6, 7, 9]);
+  for (const [i, r] of tbl.entries()) {
+    out(r.map((c, j) => (right.has(j) ? String(c).padStart(widths[j]) : String(c).padEnd(widths[j]))).join('  ').trimEnd());
+    if (i === 0) out(widths.map((w) => '-'.repeat(w)).join('  '));
+  }
+  out('mailprocd memory = master RSS right after the run; peers: RSS of all their processes (policy-peers.sh).');
+  out('');
+
+  const h = headline !== undefined ? rows[headline] : undefined;
+  let faster;
+  for (const [name] of PEER_VARIANTS) {
+    const r = theirs?.rows?.[name];
+    if (r !== undefined && Number(r.reqPerS) > 0 && (faster === undefined || Number(r.reqPerS) > Number(faster.r.reqPerS))) faster = { name, r };
+  }
+  const peerConns = [...new Set(Object.values(theirs?.rows ?? {}).map((r) => r.conns))];
+  if (theirs !== undefined && (peerConns.length !== 1 || peerConns[0] !== String(PC))) out(`note: the peers ran with conns=${peerConns.join('/')}, mailprocd with ${PC}`);
+  let ratio;
+  if (h !== undefined && faster !== undefined) {
+    ratio = Number(h.reqPerS) / Number(faster.r.reqPerS);
+    out(`ratio mailprocd/faster peer req/s: ${ratio.toFixed(1)}x  (mailprocd ${h.label} via ${h.driver}: ${f1(h.reqPerS)} req/s; ` +
+      `faster peer: ${faster.r.server} ${faster.r.label}: ${f1(faster.r.reqPerS)} req/s)  target >= 5x: ${ratio >= 5 ? 'meets it' : 'BELOW it'}`);
+    if (h.driver !== 'policy-load.mjs') out('caution: mailprocd was loaded by the built-in driver, the peers by policy-load.mjs');
+    for (const v of variants) {
+      const r = rows[v.key];
+      if (r !== undefined && v.key !== headline) out(`  ratio for mailprocd ${r.label} (${r.driver}): ${(Number(r.reqPerS) / Number(faster.r.reqPerS)).toFixed(1)}x`);
+    }
+  } else if (theirs === undefined) out('ratio: - (no peer run)');
+  else out('ratio: - (a run gave no figure)');
+  if (h !== undefined) {
+    out(`p99 mailprocd ${h.label} (${h.driver}): ${f2(h.p99)} ms  target <= 2 ms: ${Number(h.p99) <= 2 ? 'meets it' : 'ABOVE it'}` +
+      `; other runs: ${variants.filter((v) => v.key !== headline && rows[v.key]).map((v) => `${rows[v.key].label} ${f2(rows[v.key].p99)} ms`).join(', ') || '-'}`);
+  }
+  if (ceiling && h !== undefined) out(`driver ceiling (null server): ${f1(ceiling.reqPerS)} req/s; mailprocd's headline run reached ${(100 * Number(h.reqPerS) / Number(ceiling.reqPerS)).toFixed(0)}% of it`);
+  if (Math.max(foreignOurs, foreignTheirs ?? 0) > 10) {
+    out(`caution: other processes used >= ${foreignOurs.toFixed(0)}% / ${(foreignTheirs ?? 0).toFixed(0)}% of the CPUs during the mailprocd / peer runs; the figures are noisy`);
+  }
+  if (h !== undefined) {
+    out(`mailprocd memory after the policy load (${h.label}): master pid RSS ${mb(h.rssKb ?? 0)} (peak ${mb(h.hwmKb ?? 0)}, ${mb(h.rss0Kb)} when ready)` +
+      `${h.kids?.length ? `; ${h.kids.length} child process(es), ${mb(h.kids.reduce((s, k) => s + k.rssKb, 0))}` : '; no child processes'}`);
+    out(`mailprocd policy daemon: first start (compiling the tables) ${first.startupMs.toFixed(0)} ms; start from compiled tables ${h.startupMs.toFixed(0)} ms, stop ${h.stopMs.toFixed(0)} ms`);
+  }
+
+  const g = (k, f) => (rows[k] !== undefined ? f(rows[k]) : '-');
+  const fields = {
+    name: 'mailprocd-bench-policy', conns: PC, requests: PR, warmup: PW, subscribers: PSUB,
+    headline: headline ?? '-', headline_driver: h ? (h.driver === 'built-in' ? 'builtin' : 'policy-load') : '-',
+    req_per_s: f1(h?.reqPerS), p50_ms: f2(h?.p50), p99_ms: f2(h?.p99),
+    req_per_s_unix: g('unix', (r) => f1(r.reqPerS)), p99_ms_unix: g('unix', (r) => f2(r.p99)),
+    req_per_s_tcp_cached: g('tcp_cached', (r) => f1(r.reqPerS)), p99_ms_tcp_cached: g('tcp_cached', (r) => f2(r.p99)),
+    req_per_s_builtin: g('builtin', (r) => f1(r.reqPerS)), p99_ms_builtin: g('builtin', (r) => f2(r.p99)),
+    null_req_per_s: f1(ceiling?.reqPerS),
+    faster_peer: faster?.name ?? '-', faster_peer_req_per_s: f1(faster?.r.reqPerS), faster_peer_p99_ms: f2(faster?.r.p99),
+    ratio: ratio !== undefined ? ratio.toFixed(2) : '-', ratio_target_met: ratio !== undefined ? (ratio >= 5 ? 'yes' : 'no') : '-',
+    p99_target_met: h ? (Number(h.p99) <= 2 ? 'yes' : 'no') : '-',
+    master_rss_kb: h?.rssKb ?? '-', master_hwm_kb: h?.hwmKb ?? '-',
+    foreign_cpu_pct: `${foreignOurs.toFixed(0)}${foreignTheirs !== undefined ? `/${foreignTheirs.toFixed(0)}` : ''}`,
+    failures: failures.length - failuresBefore, secs: elapsed(),
+  };
+  out(`RESULT ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+}
+
+// ---- main ------------------------------------------------------------------------------------
+async function lmtpPart(peersDir) {
   if (M < 2000 || U < 50 || S !== 8 || L !== 4096) note(`note: the issue's load is >= 2000 msgs, >= 50 users, 8 sessions, 4096 bytes; this run differs`);
 
-  const peersDir = resolve(process.env.MAILPROC_PEERS ?? join(ROOT, '..', 'shared', 'peers'));
   const peers = {};
   const have = (f) => existsSync(join(peersDir, f));
   if (!have('lmtp-load.sh')) note(`peers: ${peersDir}/lmtp-load.sh not found: our figures only, with the built-in driver`);
@@ -757,14 +1247,8 @@ async function main() {
     else note(`peer side skipped: ${why.join('; ')}`);
   }
   if (process.getuid?.() !== 0) note('not root: mailprocd delivers as the invoking user, not as nobody');
-
-  const busy = await cpuBusy(1000);
-  const cpus = availableParallelism();
-  note(`machine: ${cpus} CPUs, load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}, ` +
-    `${busy.toFixed(0)}% CPU busy before the bench${busy > 15 ? ' (something else is running: expect noisy figures)' : ''}`);
-  tmp = mkdtempSync('/tmp/mailproc-bench-');
-  chmodSync(tmp, 0o755); // workers run as nobody and must reach <tmp>/mail
   mkdirSync(join(tmp, 'db'));
+  const failuresBefore = failures.length;
   note(`bench: ${M} msgs (+${K} for latency, ${W} warm-up) of ${L} bytes, ${S} sessions, ${U} users; fsync on; temp dir ${tmp}`);
 
   let ours;
@@ -857,9 +1341,34 @@ async function main() {
     master_rss_kb: ours?.mem?.master?.rssKb ?? '-', workers: w.length, worker_rss_kb: w.map((k) => k.rssKb).join(',') || '-',
     landed: ours?.landed?.total ?? '-', expected: ours?.expected ?? '-',
     foreign_cpu_pct: `${foreignOurs.toFixed(0)}${foreignTheirs !== undefined ? `/${foreignTheirs.toFixed(0)}` : ''}`,
-    failures: failures.length, secs: elapsed(),
+    failures: failures.length - failuresBefore, secs: elapsed(),
   };
   out(`RESULT ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+}
+
+async function main() {
+  if (!existsSync(DAEMON)) {
+    process.stderr.write(`bench: ${DAEMON} is missing: run \`npm run build\` (or \`npm run bench\`, which builds) first\n`);
+    return 2;
+  }
+  const peersDir = resolve(process.env.MAILPROC_PEERS ?? join(ROOT, '..', 'shared', 'peers'));
+  const busy = await cpuBusy(1000);
+  const cpus = availableParallelism();
+  note(`machine: ${cpus} CPUs, load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}, ` +
+    `${busy.toFixed(0)}% CPU busy before the bench${busy > 15 ? ' (something else is running: expect noisy figures)' : ''}`);
+  note(`parts: ${[RUN_LMTP && 'lmtp', RUN_POLICY && 'policy'].filter(Boolean).join(' + ') || 'none'}`);
+  tmp = mkdtempSync('/tmp/mailproc-bench-');
+  chmodSync(tmp, 0o755); // workers run as nobody and must reach <tmp>/mail
+
+  if (RUN_LMTP) await lmtpPart(peersDir);
+  if (RUN_POLICY && !aborted) {
+    if (RUN_LMTP) out('');
+    try {
+      await policyPart(peersDir);
+    } catch (err) {
+      fail(`policy part: ${err.stack ?? err.message}`);
+    }
+  }
   if (failures.length > 0) {
     out(`bench FAILED (${failures.length}): ${failures.join(' | ')}`);
     return 1;

@@ -40,7 +40,18 @@ async function main(): Promise<number> {
       return 1;
     }
   }
-  let daemon;
+  // Handlers go in before start-up: listeners open early, and a signal that
+  // arrives before the rest is ready must not kill the daemon outright.
+  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  let stopRequested: string | undefined;
+  const shutdown = (sig: string): void => {
+    process.stderr.write(`mailprocd: ${sig} received\n`);
+    if (daemon === undefined) stopRequested = sig;
+    else void daemon.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => daemon?.reload());
   try {
     daemon = await startDaemon(args.config !== undefined ? { configFile: args.config } : {});
   } catch (err) {
@@ -48,14 +59,7 @@ async function main(): Promise<number> {
     createLogger({ format: 'text', level: 'info' }).error(msg);
     return 1;
   }
-  const d = daemon;
-  const shutdown = (sig: string): void => {
-    process.stderr.write(`mailprocd: ${sig} received\n`);
-    void d.stop().then(() => process.exit(0));
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGHUP', () => d.reload());
+  if (stopRequested !== undefined) void daemon.stop().then(() => process.exit(0));
   return -1; // keep running
 }
 

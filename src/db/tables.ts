@@ -48,6 +48,8 @@ export interface TablesInfo {
 
 export interface Tables extends TableReader {
   info(): TablesInfo;
+  /** The compile generation alone (one small read): goes up with every compile. */
+  generation(): number;
   /** Every key and value of a table, in key order (for listings, not for the hot path). */
   entries<T extends TableName>(table: T): { key: string; value: TableValues[T] }[];
   close(): Promise<void>;
@@ -156,6 +158,7 @@ export function openTables(dbDir: string): Tables {
       }
       return undefined;
     },
+    generation: () => readGeneration(env),
     entries<T extends TableName>(table: T): { key: string; value: TableValues[T] }[] {
       const out: { key: string; value: TableValues[T] }[] = [];
       for (const { key, value } of env.tables[table].getRange()) out.push({ key, value: value as TableValues[T] });

@@ -33,7 +33,8 @@ import type { PolicyPlugin, PolicyRequest } from './types.js';
 export interface PolicyServiceOptions {
   /** The parsed `policy:` section (policyConfigSchema's output). */
   readonly config: PolicyConfig;
-  readonly tables: TableReader;
+  /** With generation(), table lookups the plugins repeat are kept until the next compile. */
+  readonly tables: TableReader & { generation?(): number };
   /** paths.state: the policy state lives in <stateDir>/policy-db unless policy.db says otherwise. */
   readonly stateDir: string;
   readonly log: Logger;
@@ -86,6 +87,7 @@ function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, us
           recipientDelimiter: o.recipientDelimiter ?? '+',
           rejectText: c.lists.reject_text,
           cacheTtlMs: c.lists.cache_ttl,
+          ...(o.tables.generation !== undefined ? { generation: () => (o.tables.generation as () => number)() } : {}),
         }),
         cacheTtlMs: c.lists.cache_ttl,
       };

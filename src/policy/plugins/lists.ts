@@ -26,18 +26,52 @@ export interface ListsPluginOptions {
   /** After "REJECT 5.7.1 ". */
   readonly rejectText: string;
   readonly cacheTtlMs: number;
+  /**
+   * The tables' compile generation. With it, what the lists table says about
+   * a recipient is kept (subscribers as a Set) until the next compile instead
+   * of decoded from LMDB on every request: a list of 500 subscribers is ~20 KB
+   * of garbage per decode, and the collections that follow show in p99.
+   */
+  readonly generation?: () => number;
 }
+
+interface ClosedList {
+  readonly key: string;
+  readonly subscribers: ReadonlySet<string>;
+}
+
+const MEMO_MAX = 10_000;
 
 export function createListsPlugin(o: ListsPluginOptions): PolicyPlugin {
   const reject: PolicyAction = `REJECT 5.7.1 ${o.rejectText}`;
+  let memoGeneration = -1;
+  const memo = new Map<string, ClosedList | null>(); // recipient → closed list, or null: not a closed list
+  const closedListOf = (recipient: string): ClosedList | null => {
+    const gen = o.generation?.();
+    if (gen !== undefined) {
+      if (gen !== memoGeneration) {
+        memo.clear();
+        memoGeneration = gen;
+      }
+      const known = memo.get(recipient);
+      if (known !== undefined) return known;
+    }
+    const hit = o.tables.lookup('lists', lookupKeys(parseRecipient(recipient, o.recipientDelimiter)));
+    const found = hit === undefined || hit.value.mode !== 'closed' ? null : { key: hit.key, subscribers: new Set(hit.value.subscribers) };
+    if (gen !== undefined) {
+      if (memo.size >= MEMO_MAX) memo.clear();
+      memo.set(recipient, found);
+    }
+    return found;
+  };
   const decide = (req: PolicyRequest): PolicyAction | undefined => {
     if (req.get('protocol_state') !== 'RCPT') return undefined;
     const recipient = req.get('recipient');
     if (recipient === '') return undefined;
-    const hit = o.tables.lookup('lists', lookupKeys(parseRecipient(recipient, o.recipientDelimiter)));
-    if (hit === undefined || hit.value.mode !== 'closed') return undefined;
+    const list = closedListOf(recipient.toLowerCase());
+    if (list === null) return undefined;
     const sender = req.get('sender').toLowerCase();
-    if (sender !== '' && (hit.value.subscribers.includes(sender) || o.isSubscriber(hit.key, sender))) return undefined;
+    if (sender !== '' && (list.subscribers.has(sender) || o.isSubscriber(list.key, sender))) return undefined;
     return reject;
   };
   return {

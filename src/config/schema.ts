@@ -53,7 +53,9 @@ export const configSchema = z.object({
      * this window; past it see on_timeout. Keep it well under Postfix's
      * lmtp_data_done_timeout (600 s), or Postfix retries a delivered message.
      */
-    window: duration.default(120_000),
+    window: duration.refine((ms) => ms > 0 && ms <= 540_000, {
+      message: 'must be more than 0 and at most 540s: Postfix gives up on an LMTP reply after lmtp_data_done_timeout (600 s) and retries a message we may have delivered',
+    }).default(120_000),
     /** queue: fsync the message into our queue and answer 250; defer: answer 451 4.3.0 so the MTA retries. */
     on_timeout: z.enum(['queue', 'defer']).default('queue'),
   }).strict().default({ listen: ['unix:./var/run/lmtp.sock', '127.0.0.1:2424'], socket: { mode: 0o666 }, window: 120_000, on_timeout: 'queue' }),

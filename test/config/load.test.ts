@@ -150,6 +150,7 @@ const badConfigs: { name: string; raw: unknown; want: RegExp }[] = [
   { name: 'a bad size string names the key and the value', raw: { limits: { message_size: 'ten megs' } }, want: /^limits\.message_size: expected a size like 10M.*"ten megs"/ },
   { name: 'a negative size names the key', raw: { limits: { message_size: -1 } }, want: /^limits\.message_size: / },
   { name: 'a bad duration names the key and the value', raw: { queue: { lifetime: 'forever' } }, want: /^queue\.lifetime: expected a duration like 30s.*"forever"/ },
+  { name: 'an LMTP window past Postfix\'s lmtp_data_done_timeout is refused', raw: { lmtp: { window: '10m' } }, want: /^lmtp\.window: must be more than 0 and at most 540s/ },
   { name: 'a listen address without a port names the key and its index', raw: { smtp: { listen: ['127.0.0.1:2525', 'localhost'] } }, want: /^smtp\.listen\.1: expected "unix:PATH" or "HOST:PORT"$/ },
   { name: 'a port out of range names the key and the address', raw: { lmtp: { listen: ['127.0.0.1:70000'] } }, want: /^lmtp\.listen\.0: port out of range in "127\.0\.0\.1:70000"$/ },
   { name: 'retry_max below retry_min names retry_max', raw: { queue: { retry_min: '2h', retry_max: '1h' } }, want: /^queue\.retry_max: must not be below queue\.retry_min$/ },

@@ -96,7 +96,8 @@ function parseList(tokens: readonly Token[], where: Where, report: Report): List
     fail(modeToken?.line ?? where.line, `list mode must be open, closed or moderated, found ${found}`);
   }
   let manager: string | undefined;
-  const subscribers: string[] = [];
+  // A Set while parsing: a list of thousands checked for duplicates with includes() is quadratic.
+  const subscribers = new Set<string>();
   for (let i = 0; i < rest.length; i++) {
     const t = rest[i] as Token;
     const eq = t.text.indexOf('=');
@@ -120,13 +121,13 @@ function parseList(tokens: readonly Token[], where: Where, report: Report): List
       fail(t.line, `unknown list option "${t.text}" (want manager=… or subscribers=…)`);
     }
   }
-  return ok && mode !== undefined ? { mode, manager: manager ?? '', subscribers, origin: where.origin } : undefined;
+  return ok && mode !== undefined ? { mode, manager: manager ?? '', subscribers: [...subscribers], origin: where.origin } : undefined;
 }
 
-function addSubscriber(subscribers: string[], item: string, line: number, fail: Report): void {
+function addSubscriber(subscribers: Set<string>, item: string, line: number, fail: Report): void {
   const address = item.toLowerCase();
   if (address === '') fail(line, 'empty subscriber (two commas in a row, or a trailing comma at the end of the entry)');
   else if (!SUBSCRIBER_RE.test(address)) fail(line, `bad subscriber "${item}" (want user@domain)`);
-  else if (subscribers.includes(address)) fail(line, `subscriber "${address}" listed twice`);
-  else subscribers.push(address);
+  else if (subscribers.has(address)) fail(line, `subscriber "${address}" listed twice`);
+  else subscribers.add(address);
 }

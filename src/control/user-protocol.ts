@@ -37,13 +37,7 @@ export type UserRequest =
   | { readonly cmd: 'policy.set'; readonly address: string; readonly change: PolicyChange };
 
 /** What a policy says, without who set it. */
-export interface PolicySettings {
-  readonly allow: readonly string[];
-  readonly deny: readonly string[];
-  readonly onlyAllowed: boolean;
-  readonly greylist?: boolean;
-  readonly maxSize?: number;
-}
+export type PolicySettings = Omit<UserPolicyRecord, 'owner' | 'uid' | 'updatedAt'>;
 
 /** A policy as replies show it. */
 export interface PolicyView extends PolicySettings {

@@ -9,6 +9,8 @@ const RANK: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 }
 export type Fields = Record<string, string | number | boolean | undefined>;
 
 export interface Logger {
+  /** Whether a line at this level is written: to skip building fields nobody will see on a hot path. */
+  enabled(level: Level): boolean;
   log(level: Level, message: string, fields?: Fields, id?: string): void;
   debug(message: string, fields?: Fields, id?: string): void;
   info(message: string, fields?: Fields, id?: string): void;
@@ -58,6 +60,7 @@ export function createLogger(opts: { format: 'text' | 'json'; level: Level; writ
     }
   };
   return {
+    enabled: (level) => RANK[level] >= min,
     log,
     debug: (m, f, i) => log('debug', m, f, i),
     info: (m, f, i) => log('info', m, f, i),

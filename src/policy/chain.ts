@@ -51,17 +51,37 @@ export class PolicyChain {
     this.links = links.map((l) => ({ ...l, cache: new Map(), lastErrorLog: -Infinity, suppressed: 0 }));
   }
 
+  /** The chain's answer; never rejects. */
   async decide(req: PolicyRequest): Promise<Decision> {
-    for (const link of this.links) {
-      const action = await this.ask(link, req);
+    return this.decideFrom(0, req);
+  }
+
+  /**
+   * The same answer, given at once when every plugin asked answered at once
+   * (the server's path: a lists check needs no promise); otherwise a promise
+   * that never rejects. Never throws.
+   */
+  decideNow(req: PolicyRequest): Decision | Promise<Decision> {
+    return this.decideFrom(0, req);
+  }
+
+  private decideFrom(first: number, req: PolicyRequest): Decision | Promise<Decision> {
+    for (let i = first; i < this.links.length; i++) {
+      const link = this.links[i] as Link;
+      const action = this.ask(link, req);
+      if (typeof action === 'object') {
+        return action.then((a) => (isDecisive(a) ? { action: a, plugin: link.plugin.name } : this.decideFrom(i + 1, req)));
+      }
       if (isDecisive(action)) return { action, plugin: link.plugin.name };
     }
     return DUNNO;
   }
 
-  private async ask(link: Link, req: PolicyRequest): Promise<PolicyAction | undefined> {
+  /** The plugin's answer (from the cache if there is one), or a promise of it; never throws, never rejects. */
+  private ask(link: Link, req: PolicyRequest): PolicyAction | undefined | Promise<PolicyAction | undefined> {
     const { plugin } = link;
     let key: string | undefined;
+    let answer: PolicyAction | undefined | Promise<PolicyAction | undefined>;
     try {
       if (link.cacheTtlMs > 0 && this.opts.cacheSize > 0 && plugin.cacheKey !== undefined) {
         key = plugin.cacheKey(req);
@@ -73,16 +93,29 @@ export class PolicyChain {
           }
         }
       }
-      const action = await plugin.check(req);
-      if (action !== undefined && (typeof action !== 'string' || /[\r\n]/.test(action))) {
-        throw new Error(`returned an action that cannot be sent: ${JSON.stringify(action)}`);
-      }
-      if (key !== undefined) this.remember(link, key, action);
-      return action;
+      answer = plugin.check(req);
     } catch (err) {
       this.logFailure(link, 'check', err, req);
       return undefined;
     }
+    if (answer === null || typeof answer !== 'object') return this.accept(link, key, answer, req);
+    return Promise.resolve(answer).then(
+      (a) => this.accept(link, key, a, req),
+      (err: unknown) => {
+        this.logFailure(link, 'check', err, req);
+        return undefined;
+      },
+    );
+  }
+
+  /** A plugin's answer, checked (a line break would break the reply) and cached. */
+  private accept(link: Link, key: string | undefined, action: unknown, req: PolicyRequest): PolicyAction | undefined {
+    if (action !== undefined && (typeof action !== 'string' || /[\r\n]/.test(action))) {
+      this.logFailure(link, 'check', new Error(`returned an action that cannot be sent: ${JSON.stringify(action)}`), req);
+      return undefined;
+    }
+    if (key !== undefined) this.remember(link, key, action);
+    return action;
   }
 
   private remember(link: Link, key: string, action: PolicyAction | undefined): void {

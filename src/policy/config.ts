@@ -89,8 +89,15 @@ const policySection = z.object({
   lists: z.object({
     /** Reply text for a non-subscriber posting to a closed list (after "REJECT 5.7.1"). */
     reject_text: replyText.default('Only subscribers may post to this list'),
-    /** How long an answer is reused for the same recipient and sender; a compile or sync shows after at most this long. */
-    cache_ttl: duration.default(30_000),
+    /**
+     * How long an answer is reused for the same recipient and sender. 0 (the
+     * default): not cached, so a roster sync applies to the next request. The
+     * plugin keeps each list's subscribers in memory until the next compile,
+     * and a Set lookup is cheaper than the answer cache; with every sender
+     * new, the cache only fills memory, and the collector's copying of it
+     * showed as ~1 ms in the bench's p99.
+     */
+    cache_ttl: duration.default(0),
   }).strict().prefault({}),
   greylist: z.object({
     /** A new triplet is deferred; a retry this long after the first attempt passes. */

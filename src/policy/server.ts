@@ -32,7 +32,8 @@ export interface PolicyServerOptions {
   readonly listen: readonly ListenSpec[];
   readonly socket: { readonly mode: number; readonly owner?: string | undefined; readonly group?: string | undefined };
   readonly limits: { readonly requestSize: number; readonly requestTimeoutMs: number; readonly idleTimeoutMs: number; readonly connections: number };
-  readonly decide: (req: PolicyRequest) => Promise<PolicyAction>;
+  /** The answer to one request: at once when it can be, else a promise. May throw or reject on internal trouble. */
+  readonly decide: (req: PolicyRequest) => PolicyAction | Promise<PolicyAction>;
   readonly log: Logger;
 }
 
@@ -118,8 +119,19 @@ class Connection {
         continue;
       }
       if (item.kind !== 'request') continue;
+      let answer: PolicyAction | Promise<PolicyAction>;
+      try {
+        answer = this.o.decide(item.request);
+      } catch (err) {
+        this.abort(`internal error, closing without a reply: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, 'error');
+        return;
+      }
+      if (typeof answer === 'string') {
+        this.reply(answer);
+        continue;
+      }
       this.busy = true;
-      this.o.decide(item.request).then(
+      answer.then(
         (action) => {
           this.busy = false;
           if (this.closed) return;

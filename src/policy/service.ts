@@ -28,7 +28,7 @@ import { createRatelimitPlugin } from './plugins/ratelimit.js';
 import { createUserPolicyPlugin, createUserPolicyStore, exemptFromGreylist, type UserPolicyStore } from './plugins/user-policy.js';
 import { PolicyServer, type BoundListener } from './server.js';
 import { openPolicyState, type PolicyState } from './state.js';
-import type { PolicyPlugin, PolicyRequest } from './types.js';
+import type { PolicyAction, PolicyPlugin, PolicyRequest } from './types.js';
 
 export interface PolicyServiceOptions {
   /** The parsed `policy:` section (policyConfigSchema's output). */
@@ -129,6 +129,15 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
   }
 
   const decide = (req: PolicyRequest): Promise<Decision> => chain.decide(req);
+  /** A decision as the connection sends it; a decisive one is logged (at info: the fields are not even built below that). */
+  const answer = (req: PolicyRequest, d: Decision): PolicyAction => {
+    if (d.plugin !== undefined && o.log.enabled('info')) {
+      o.log.info(`${d.plugin}: action=${d.action}`, {
+        client: req.get('client_address'), from: req.get('sender'), to: req.get('recipient'), state: req.get('protocol_state'),
+      });
+    }
+    return d.action;
+  };
   const server = new PolicyServer({
     listen: c.listen.map((spec) => parseListenSpec(spec, o.baseDir)),
     socket: c.socket,
@@ -138,14 +147,9 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
       idleTimeoutMs: c.limits.idle_timeout,
       connections: c.limits.connections,
     },
-    decide: async (req) => {
-      const d = await chain.decide(req);
-      if (d.plugin !== undefined) {
-        o.log.info(`${d.plugin}: action=${d.action}`, {
-          client: req.get('client_address'), from: req.get('sender'), to: req.get('recipient'), state: req.get('protocol_state'),
-        });
-      }
-      return d.action;
+    decide: (req) => {
+      const d = chain.decideNow(req);
+      return d instanceof Promise ? d.then((x) => answer(req, x)) : answer(req, d);
     },
     log: o.log,
   });

@@ -29,7 +29,12 @@ export interface PolicyPlugin {
    */
   cacheKey?(req: PolicyRequest): string | undefined;
   readonly cacheTtlMs?: number;
-  check(req: PolicyRequest): Promise<PolicyAction | undefined>;
+  /**
+   * A plugin that answers from memory returns the answer itself; one that
+   * waits (DNS, a database write) returns a promise. The chain and the server
+   * go on in the same turn for the former: no promise per plugin per request.
+   */
+  check(req: PolicyRequest): PolicyAction | undefined | Promise<PolicyAction | undefined>;
   /** Periodic upkeep (expiring greylist/rate entries); now is injectable for tests. */
   maintain?(now: number): Promise<void>;
   close?(): Promise<void>;

@@ -71,6 +71,39 @@ test('a plugin that throws (or rejects) is logged and treated as DUNNO; the next
   assert.ok(lines.some((l) => /policy plugin broken-async check failed/.test(l)));
 });
 
+/** A plugin whose check answers at once (no promise), as the lists plugin does. */
+function syncFake(name: string, answer: () => PolicyAction | undefined): FakePlugin {
+  const p = fake(name, answer);
+  p.check = (): PolicyAction | undefined => {
+    p.calls++;
+    return answer();
+  };
+  return p;
+}
+
+test('plugins that answer at once get an answer at once; an asynchronous one on the way makes it a promise', async () => {
+  const dunno = syncFake('first', () => undefined);
+  const reject = syncFake('lists', () => 'REJECT 5.7.1 members only');
+  const now = makeChain([dunno, reject]).chain.decideNow(REQ);
+  assert.ok(!(now instanceof Promise), 'no promise when every plugin asked answered at once');
+  assert.deepEqual(now, { action: 'REJECT 5.7.1 members only', plugin: 'lists' });
+  assert.deepEqual(makeChain([syncFake('a', () => undefined)]).chain.decideNow(REQ), { action: 'DUNNO', plugin: undefined });
+
+  const later = makeChain([syncFake('a', () => undefined), fake('async', () => undefined), syncFake('b', () => 'OK')]).chain.decideNow(REQ);
+  assert.ok(later instanceof Promise);
+  assert.deepEqual(await later, { action: 'OK', plugin: 'b' });
+});
+
+test('a plugin that throws at once is logged and treated as DUNNO, at once; the next plugin still decides', () => {
+  const throws = syncFake('broken', () => {
+    throw new Error('sync bug');
+  });
+  const { chain, lines } = makeChain([throws, syncFake('bad', () => 'REJECT 5.7.1 a\r\nb'), syncFake('next', () => 'REJECT 5.7.1 decided')]);
+  assert.deepEqual(chain.decideNow(REQ), { action: 'REJECT 5.7.1 decided', plugin: 'next' });
+  assert.ok(lines.some((l) => /error: policy plugin broken check failed, treated as DUNNO: Error: sync bug/.test(l)), lines.join(''));
+  assert.ok(lines.some((l) => /policy plugin bad check failed.*cannot be sent/.test(l)), lines.join(''));
+});
+
 test('an action with a line break would break the reply: logged and treated as DUNNO', async () => {
   const { chain, lines } = makeChain([fake('bad', () => 'REJECT 5.7.1 two\nlines')]);
   assert.deepEqual(await chain.decide(REQ), { action: 'DUNNO', plugin: undefined });

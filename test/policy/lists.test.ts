@@ -50,7 +50,7 @@ test('the reject text is configurable', async (t) => {
 });
 
 test('subscribers synced from the list manager may post beside the table\'s own', async (t) => {
-  const svc = await startTestService(t, { config: { lists: { cache_ttl: 0 } } });
+  const svc = await startTestService(t); // lists.cache_ttl 0 by default: a sync applies to the next request
   const post = (sender: string, recipient = 'synced@example.test'): Promise<string> =>
     svc.service.decide(policyRequest(rcptRequest({ sender, recipient }))).then((d) => d.action);
   assert.equal(await post('dave@elsewhere.test'), REJECT);

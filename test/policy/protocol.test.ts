@@ -9,7 +9,16 @@ type Want = { request: Record<string, string> } | { malformed: RegExp } | { over
 
 function simplify(items: readonly ReadItem[]): unknown[] {
   return items.map((i) => {
-    if (i.kind === 'request') return { request: Object.fromEntries(i.request.attrs) };
+    if (i.kind === 'request') {
+      // get() finds each attribute in the request text; it must agree with the whole split.
+      for (const [name, value] of i.request.attrs) {
+        assert.equal(i.request.get(name), value, `get(${name})`);
+        assert.equal(i.request.get(name.slice(0, -1)), i.request.attrs.get(name.slice(0, -1)) ?? '', `get(${name.slice(0, -1)}): a prefix of a name is not the name`);
+        assert.equal(i.request.get(`x${name}`), i.request.attrs.get(`x${name}`) ?? '', `get(x${name}): nor is a name ending in it`);
+      }
+      assert.equal(i.request.get('no_such_attribute'), '');
+      return { request: Object.fromEntries(i.request.attrs) };
+    }
     if (i.kind === 'malformed') return { malformed: i.reason };
     return { oversized: i.limit };
   });
@@ -31,6 +40,8 @@ const CASES: { name: string; input: string; want: Want[]; limit?: number }[] = [
   { name: 'an empty value is kept', input: `${R}sender=\n\n`, want: [{ request: { request: 'smtpd_access_policy', sender: '' } }] },
   { name: 'only the first "=" splits', input: `${R}ccert_subject=CN=a=b\n\n`, want: [{ request: { request: 'smtpd_access_policy', ccert_subject: 'CN=a=b' } }] },
   { name: 'CRLF line ends', input: `${R.replace('\n', '\r\n')}sender=a@x\r\n\r\n`, want: [{ request: { request: 'smtpd_access_policy', sender: 'a@x' } }] },
+  { name: 'a repeated first attribute: the last wins', input: `sender=a@x\n${R}sender=b@x\n\n`, want: [{ request: { request: 'smtpd_access_policy', sender: 'b@x' } }] },
+  { name: 'a value with "\\r" inside and CRLF at the end', input: `${R}sender=a\rb@x\r\n\n`, want: [{ request: { request: 'smtpd_access_policy', sender: 'a\rb@x' } }] },
   { name: 'a repeated attribute: the last wins', input: `${R}sender=a@x\nsender=b@x\n\n`, want: [{ request: { request: 'smtpd_access_policy', sender: 'b@x' } }] },
   { name: 'UTF-8 values', input: `${R}sender=jörg@exämple.test\n\n`, want: [{ request: { request: 'smtpd_access_policy', sender: 'jörg@exämple.test' } }] },
   { name: 'two requests', input: `${R}a=1\n\n${R}a=2\n\n`, want: [{ request: { request: 'smtpd_access_policy', a: '1' } }, { request: { request: 'smtpd_access_policy', a: '2' } }] },

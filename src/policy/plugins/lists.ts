@@ -79,6 +79,6 @@ export function createListsPlugin(o: ListsPluginOptions): PolicyPlugin {
     cacheTtlMs: o.cacheTtlMs,
     // Everything the answer depends on; other states are answered without a lookup, so not worth caching.
     cacheKey: (req) => (req.get('protocol_state') === 'RCPT' ? `${req.get('recipient')}\n${req.get('sender')}` : undefined),
-    check: (req) => Promise.resolve(decide(req)),
+    check: decide,
   };
 }

@@ -4,13 +4,15 @@
 // SIGTERM/SIGINT: stop accepting, let sessions and in-flight deliveries
 // finish (spooled mail stays in the spool), stop workers, exit 0.
 // SIGHUP: re-read the configuration (listeners keep their sockets), forget
-// cached user lookups and rebuild the per-user control sockets from the uid
-// table; tables need no reload (LMDB readers see each compile).
+// cached user lookups, compile table sources edited since the last compile
+// (as at start: a bad source is logged with file:line and the tables in use
+// stay), then rebuild the per-user control sockets from the uid table.
+// `mailproc db compile` needs no signal: LMDB readers see each compile.
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Destination } from './classify/rules.js';
 import { loadConfig, type Config } from './config/index.js';
-import { compileTables, formatSourceError, isKnown, openTables, parseTableSource, resolveRecipient, type Tables } from './db/index.js';
+import { compileTables, formatSourceError, isKnown, openTables, parseTableSource, resolveRecipient, type Tables, type TablesInfo } from './db/index.js';
 import { createLogger, type Logger } from './log.js';
 import { lookupKeys, type RecipientAddress } from './mail/address.js';
 import { startControl } from './control/server.js';
@@ -32,7 +34,8 @@ export interface Daemon {
   readonly pool: WorkerPool;
   readonly queue: QueueManager;
   stop(): Promise<void>;
-  reload(): void;
+  /** SIGHUP: never rejects; what failed is logged and the running state kept. */
+  reload(): Promise<void>;
 }
 
 /** Parses delivery.default with the rules source parser, so it takes the same syntax as a rule. */
@@ -46,31 +49,47 @@ export function parseDefaultDestination(text: string): Destination {
   return rule.destination;
 }
 
+/** Where the tables come from and go to; fixed for the daemon's life (its readers are open on `db`). */
+interface TablePaths {
+  readonly sources: string;
+  readonly db: string;
+}
+
 /**
  * Compiles the table sources when nothing is compiled yet or a source is newer
- * than its compiled table, as a newcomer who edits db/rules and restarts
- * expects. A bad source leaves the old tables in place (and is fatal only
- * when there is nothing compiled at all).
+ * than its compiled table, as a newcomer who edits db/rules and restarts (or
+ * sends SIGHUP) expects. A bad source leaves the old tables in place (and is
+ * fatal only when there is nothing compiled at all).
  */
-async function refreshTables(c: Config, log: Logger): Promise<void> {
-  const probe = openTables(c.paths.db);
-  const info = probe.info();
-  await probe.close();
+async function refreshTables(paths: TablePaths, info: TablesInfo, log: Logger): Promise<void> {
   let stale = info.generation === 0;
   for (const t of TABLE_NAMES) {
-    const src = await stat(join(c.paths.sources, t)).catch(() => undefined);
+    const src = await stat(join(paths.sources, t)).catch(() => undefined);
     const compiled = info.tables[t];
     if (src && (!compiled || src.mtimeMs > Date.parse(compiled.compiledAt))) stale = true;
   }
-  if (!stale) return;
-  const report = await compileTables({ sourceDir: c.paths.sources, dbDir: c.paths.db });
+  if (!stale) {
+    log.debug(`tables are up to date with ${paths.sources}`, { generation: info.generation });
+    return;
+  }
+  const report = await compileTables({ sourceDir: paths.sources, dbDir: paths.db });
   if (report.ok) {
-    log.info(`compiled tables from ${c.paths.sources} into ${c.paths.db}`, { generation: report.generation });
+    log.info(`compiled tables from ${paths.sources} into ${paths.db}`, { generation: report.generation });
     return;
   }
   for (const e of report.errors) log.error(formatSourceError(e));
-  if (info.generation === 0) throw new Error(`table sources in ${c.paths.sources} have errors and no compiled tables exist`);
-  log.warn('table sources have errors; still using the tables compiled before');
+  if (info.generation === 0) throw new Error(`table sources in ${paths.sources} have errors and no compiled tables exist`);
+  log.warn('table sources have errors; still using the tables compiled before', { generation: info.generation });
+}
+
+/** What the tables say before the daemon opens them for good. */
+async function compiledInfo(db: string): Promise<TablesInfo> {
+  const probe = openTables(db);
+  try {
+    return probe.info();
+  } finally {
+    await probe.close();
+  }
 }
 
 async function prepareDirectories(c: Config, log: Logger): Promise<void> {
@@ -125,7 +144,8 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
   const log = opts.log ?? createLogger(config.log);
   let defaultDestination = parseDefaultDestination(config.delivery.default);
   await prepareDirectories(config, log);
-  await refreshTables(config, log);
+  const tablePaths: TablePaths = { sources: config.paths.sources, db: config.paths.db };
+  await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log);
   const tables = openTables(config.paths.db);
 
   const pool = new WorkerPool({
@@ -215,23 +235,38 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
   ].join(' ');
   log.info(`ready ${where}`, { user: config.deliveryUser, queued, config: config.file ?? 'embedded default' });
 
+  const reloadNow = async (): Promise<void> => {
+    try {
+      const next = loadConfig(opts.configFile);
+      defaultDestination = parseDefaultDestination(next.delivery.default);
+      config = next;
+      clearIdentityCache();
+      log.info('configuration reloaded (listener addresses change on restart only)');
+      if (next.paths.sources !== tablePaths.sources || next.paths.db !== tablePaths.db) {
+        log.warn(`paths.sources and paths.db change on restart only; still using ${tablePaths.sources} and ${tablePaths.db}`);
+      }
+    } catch (err) {
+      log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
+    }
+    try {
+      await refreshTables(tablePaths, tables.info(), log);
+    } catch (err) {
+      log.error(`table refresh failed, keeping the tables in use: ${(err as Error).message}`);
+    }
+    await userSockets.refresh();
+  };
+  let reloading: Promise<void> = Promise.resolve();
+
   let stopping: Promise<void> | undefined;
   return {
     config: () => config,
     listeners,
     pool,
     queue,
-    reload(): void {
-      try {
-        const next = loadConfig(opts.configFile);
-        defaultDestination = parseDefaultDestination(next.delivery.default);
-        config = next;
-        clearIdentityCache();
-        void userSockets.refresh();
-        log.info('configuration reloaded (listener addresses change on restart only)');
-      } catch (err) {
-        log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
-      }
+    reload(): Promise<void> {
+      // One at a time: a second SIGHUP while a compile runs waits for it.
+      reloading = reloading.then(reloadNow);
+      return reloading;
     },
     stop(): Promise<void> {
       stopping ??= (async () => {

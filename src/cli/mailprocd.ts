@@ -51,7 +51,7 @@ async function main(): Promise<number> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGHUP', () => daemon?.reload());
+  process.on('SIGHUP', () => void daemon?.reload());
   try {
     daemon = await startDaemon(args.config !== undefined ? { configFile: args.config } : {});
   } catch (err) {

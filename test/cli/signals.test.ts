@@ -1,6 +1,8 @@
 // Signals an administrator sends: SIGTERM lets a delivery in progress finish
 // (the client gets its real reply) and exits 0; SIGHUP re-reads the
-// configuration without dropping an open connection.
+// configuration without dropping an open connection, and compiles table
+// sources edited since (a broken one is reported by file:line and the tables
+// in use stay).
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -57,6 +59,45 @@ test('SIGHUP re-reads the configuration and an open connection keeps working', {
     assert.equal((await c.reply()).code, 250, 'the connection opened before SIGHUP still works');
     c.close();
     assert.equal(newFiles(join(d.mail, 'reloaded', 'bob', 'Maildir')).length, 1, 'delivered to the reloaded default');
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('SIGHUP compiles edited table sources; a broken source is reported by file:line and the tables in use stay', { timeout: 30_000 }, async () => {
+  const d = await startDaemon({ rules: 'alice@example.test  maildir:${MAIL}/alice/Maildir/\n' });
+  try {
+    const rules = join(d.dir, 'db', 'rules');
+    const rcpt = async (address: string): Promise<number> => {
+      const c = await RawClient.open({ port: d.lmtpPort });
+      try {
+        await c.reply();
+        await c.command('LHLO client.test');
+        await c.command('MAIL FROM:<s@remote.test>');
+        return (await c.command(`RCPT TO:<${address}>`)).code;
+      } finally {
+        c.close();
+      }
+    };
+    assert.equal(await rcpt('dave@example.test'), 550, 'dave is unknown before the edit');
+
+    // A broken edit: the error names the file and line; alice still resolves, dave is still unknown.
+    await new Promise((r) => setTimeout(r, 20)); // a later mtime than the compile at start
+    writeFileSync(rules, `alice@example.test  maildir:${d.mail}/alice/Maildir/\ndave@example.test  nosuchkind:/x\n`);
+    d.child.kill('SIGHUP');
+    const error = await d.waitForLog(/still using the tables compiled before/);
+    assert.ok(d.logs.some((l) => l.includes(`${rules}:2:`)), `the error names ${rules}:2:\n${d.logs.join('\n')}`);
+    assert.match(error, /generation=1/);
+    assert.equal(await rcpt('alice@example.test'), 250);
+    assert.equal(await rcpt('dave@example.test'), 550);
+
+    // Fixed: the next SIGHUP compiles it and dave is known without a restart.
+    writeFileSync(rules, `alice@example.test  maildir:${d.mail}/alice/Maildir/\ndave@example.test  maildir:${d.mail}/dave/Maildir/\n`);
+    d.child.kill('SIGHUP');
+    await d.waitForLog(/compiled tables from .* generation=2/);
+    assert.equal(await rcpt('dave@example.test'), 250);
+    assert.equal(await rcpt('alice@example.test'), 250);
   } finally {
     await d.stop();
     d.cleanup();

@@ -1,8 +1,9 @@
 // Start-up and shutdown of the daemon: config → tables → worker pool → spool
 // and queue → listeners → signals. Every failure to start is reported with
 // what to fix (config key, table file:line, socket in use) and exits non-zero.
-// SIGTERM/SIGINT: stop accepting, let sessions and in-flight deliveries
-// finish (spooled mail stays in the spool), stop workers, exit 0.
+// SIGTERM/SIGINT: stop accepting, let transactions and in-flight deliveries
+// finish within limits.shutdown_grace (idle sessions get 421 4.3.2 at once,
+// see Listener.close; spooled mail stays in the spool), stop workers, exit 0.
 // SIGHUP: re-read the configuration (listeners keep their sockets), forget
 // cached user lookups, compile table sources edited since the last compile
 // (as at start: a bad source is logged with file:line and the tables in use

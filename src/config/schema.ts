@@ -69,7 +69,13 @@ export const configSchema = z.object({
     client_timeout: duration.default(300_000),
     /** Concurrent client connections per listener. */
     connections: z.number().int().min(1).default(200),
-  }).strict().default({ message_size: 50 * 1024 * 1024, recipients: 1000, client_timeout: 300_000, connections: 200 }),
+    /**
+     * On SIGTERM, how long a client in the middle of a transaction has to
+     * finish it (its message is delivered and answered as usual); then, and at
+     * once for a connection between transactions, 421 4.3.2.
+     */
+    shutdown_grace: duration.default(30_000),
+  }).strict().default({ message_size: 50 * 1024 * 1024, recipients: 1000, client_timeout: 300_000, connections: 200, shutdown_grace: 30_000 }),
   delivery: z.object({
     /** Where mail goes when no rule matches (or the address has no rules). */
     default: z.string().default('maildir:./var/mail/${user}/Maildir/'),

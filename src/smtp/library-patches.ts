@@ -9,7 +9,8 @@
 //    that already holds a code comes out doubled ("550 5.1.1 5.7.1 …"). A
 //    reply whose text starts with an enhanced code of the reply's class is
 //    sent as is; every other reply (the library's own 503, 501, 421 …) keeps
-//    the library's code.
+//    the library's code, except its "421 Server shutting down", which says
+//    4.3.2 like our own shutdown replies (src/smtp/server.ts close()).
 // 2. Greeting delay: init() waits a fixed 100 ms before the 220 greeting "to
 //    detect early talkers". With one connection per message — how Postfix's
 //    LMTP client and most load drivers work — that caps 8 sessions at ~80
@@ -39,6 +40,8 @@ export function patchSmtpServer(): void {
   patched = true;
   const send = proto.send;
   proto.send = function patchedSend(code, data, context) {
+    // A command during shutdown: 4.3.2 (system not accepting messages), as our own close() says, not the library's 4.4.2.
+    if (code === 421 && data === 'Server shutting down') return send.call(this, code, `4.3.2 ${this.name} shutting down, try again later`, false);
     if (typeof data === 'string') {
       const m = CODED.exec(data);
       if (m && m[1] === String(code)[0]) return send.call(this, code, data, false);

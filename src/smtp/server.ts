@@ -21,6 +21,7 @@ import { addressSizeLimit } from '../classify/plan.js';
 import { boundPort, listenOn } from '../net/listen.js';
 import { newQueueId } from '../queue/queue-id.js';
 import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
+import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { patchSmtpServer } from './library-patches.js';
 import { dataResult, replyError } from './replies.js';
 
@@ -116,7 +117,8 @@ export class Listener {
       maxClients: c.limits.connections,
       maxRecipients: c.limits.recipients,
       socketTimeout: c.limits.client_timeout,
-      closeTimeout: 30_000,
+      // A backstop only: close() ends every session within limits.shutdown_grace itself.
+      closeTimeout: c.limits.shutdown_grace + 5_000,
       logger: false,
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => {
@@ -139,8 +141,24 @@ export class Listener {
     return boundPort(this.server.server);
   }
 
+  /**
+   * Stops accepting. A session between transactions (Postfix keeps idle LMTP
+   * connections cached) gets 421 4.3.2 at once; one in a transaction — from
+   * MAIL FROM to the reply after DATA, delivery included — may finish it
+   * within limits.shutdown_grace and gets 421 4.3.2 then. Never a 250 for a
+   * message that was not stored: a reply the delivery gives after the 421 is
+   * not sent, and the client retries.
+   */
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const goodbye = `4.3.2 ${this.h.config().hostname} shutting down, try again later`;
+    // A connection not yet greeted has no envelope yet: it is between transactions too.
+    const inTransaction = (c: SMTPConnection): boolean => Boolean((c.session.envelope as SMTPServerEnvelope | undefined)?.mailFrom);
+    for (const c of this.server.connections) if (!inTransaction(c)) c.send(421, goodbye);
+    const timer = setTimeout(() => {
+      for (const c of this.server.connections) c.send(421, goodbye);
+    }, this.h.config().limits.shutdown_grace);
+    return closed.finally(() => clearTimeout(timer));
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {

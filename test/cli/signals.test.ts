@@ -1,15 +1,19 @@
 // Signals an administrator sends: SIGTERM lets a delivery in progress finish
-// (the client gets its real reply) and exits 0; SIGHUP re-reads the
+// (the client gets its real reply) and exits 0, and so may a client in the
+// middle of sending a large message, within limits.shutdown_grace; past it,
+// and at once between transactions, the client gets 421 4.3.2 and nothing
+// half-received is delivered or acknowledged; SIGHUP re-reads the
 // configuration without dropping an open connection, and compiles table
 // sources edited since (a broken one is reported by file:line and the tables
 // in use stay).
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { startDaemon } from '../helpers/daemon.js';
-import { newFiles } from '../helpers/mailbox.js';
+import { newFiles, onlyMessage } from '../helpers/mailbox.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 test('SIGTERM finishes the delivery in progress, answers it, and exits 0', { timeout: 30_000 }, async () => {
@@ -98,6 +102,73 @@ test('SIGHUP compiles edited table sources; a broken source is reported by file:
     await d.waitForLog(/compiled tables from .* generation=2/);
     assert.equal(await rcpt('dave@example.test'), 250);
     assert.equal(await rcpt('alice@example.test'), 250);
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+/** LHLO, MAIL and RCPT done, DATA accepted (354). */
+async function inData(port: number, rcpt: string): Promise<RawClient> {
+  const c = await RawClient.open({ port });
+  await c.reply();
+  await c.command('LHLO client.test');
+  assert.equal((await c.command('MAIL FROM:<s@remote.test>')).code, 250);
+  assert.equal((await c.command(`RCPT TO:<${rcpt}>`)).code, 250);
+  assert.equal((await c.command('DATA')).code, 354);
+  return c;
+}
+
+const exitCode = (d: { child: ChildProcess }): Promise<number | null> =>
+  d.child.exitCode !== null ? Promise.resolve(d.child.exitCode) : new Promise((r) => d.child.once('exit', (code) => r(code)));
+
+test('SIGTERM while a large message is coming in: it is finished, delivered byte for byte and answered; an idle session gets 421 4.3.2 at once', { timeout: 60_000 }, async () => {
+  const d = await startDaemon();
+  try {
+    const idle = await RawClient.open({ port: d.lmtpPort });
+    await idle.reply();
+    await idle.command('LHLO idle.test');
+    const c = await inData(d.lmtpPort, 'alice@example.test');
+    const line = `${'x'.repeat(998)}\r\n`;
+    const chunk = line.repeat(256); // 256 KiB
+    const body = `Subject: big\r\n\r\n${chunk.repeat(16)}`; // 4 MiB
+    c.write(body.slice(0, chunk.length));
+    await new Promise((r) => setTimeout(r, 200));
+    d.child.kill('SIGTERM');
+    const bye = await idle.reply(5_000);
+    assert.match(bye.line, /^421 4\.3\.2 /, 'a session between transactions is told at once');
+    for (let at = chunk.length; at < body.length; at += chunk.length) {
+      c.write(body.slice(at, at + chunk.length));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    c.write('.\r\n');
+    const reply = await c.reply(30_000);
+    assert.match(reply.line, /^250 2\.0\.0 /, 'the message sent during shutdown is answered with its real outcome');
+    c.close();
+    assert.equal(await exitCode(d), 0);
+    const m = onlyMessage(join(d.mail, 'alice', 'Maildir'));
+    assert.equal(m.rest.toString('latin1'), body.replaceAll('\r\n', '\n'), 'stored whole');
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('SIGTERM with a client stalled in the middle of DATA: 421 4.3.2 after limits.shutdown_grace, nothing delivered, exit 0', { timeout: 30_000 }, async () => {
+  const d = await startDaemon({ config: { limits: { shutdown_grace: '1s' } } });
+  try {
+    const c = await inData(d.lmtpPort, 'alice@example.test');
+    c.write('Subject: stalled\r\n\r\nhalf a message\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    d.child.kill('SIGTERM');
+    const reply = await c.reply(10_000);
+    const waited = Date.now() - t0;
+    assert.match(reply.line, /^421 4\.3\.2 /);
+    assert.ok(waited >= 900, `the client had the grace period first (${waited} ms)`);
+    assert.equal(await exitCode(d), 0);
+    assert.ok(c.isClosed, 'the connection is closed after the 421');
+    assert.deepEqual(newFiles(join(d.mail, 'alice', 'Maildir')), [], 'nothing half-received is delivered');
   } finally {
     await d.stop();
     d.cleanup();

@@ -70,7 +70,7 @@ describe('the embedded default', () => {
         window: [c.lmtp.window, c.lmtp.on_timeout],
       },
       {
-        limits: { message_size: 52428800, recipients: 1000, client_timeout: 300_000, connections: 200 },
+        limits: { message_size: 52428800, recipients: 1000, client_timeout: 300_000, connections: 200, shutdown_grace: 30_000 },
         queue: { retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000, active_limit: 1000 },
         slots: [1, 8, 64],
         allowRoot: [],
@@ -98,7 +98,7 @@ describe('the embedded default', () => {
 
   test('setting one key of a section keeps the defaults of the others', () => {
     const d = resolveConfig({ limits: { recipients: 5 } }, undefined, CWD);
-    assert.deepEqual(d.limits, { message_size: 52428800, recipients: 5, client_timeout: 300_000, connections: 200 });
+    assert.deepEqual(d.limits, { message_size: 52428800, recipients: 5, client_timeout: 300_000, connections: 200, shutdown_grace: 30_000 });
   });
 });
 

@@ -88,6 +88,11 @@ export class RawClient {
     return this.buffer === '';
   }
 
+  /** Whether the server closed the connection (or close() was called). */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   close(): void {
     this.socket.destroy();
   }

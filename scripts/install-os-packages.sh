@@ -16,9 +16,11 @@
 #   policyd-weight, postgrey
 #                    the peer policy servers the benchmark compares against.
 #   lmdb-utils       mdb_stat/mdb_dump, handy to inspect ./var/db.
+#   systemd          systemd-analyze, to verify the unit in docs/ (nothing of
+#                    it is started).
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -59,3 +59,18 @@ export async function syncDirectory(path: string): Promise<void> {
     await ignoreErrors(fh.close());
   }
 }
+
+/**
+ * fsync each directory once, so the entries just made in them survive a
+ * crash. One we may not open (a parent with mode 0711 that is not ours) cannot
+ * be helped and is skipped; any other error is thrown.
+ */
+export async function syncDirectories(dirs: Iterable<string>): Promise<void> {
+  for (const dir of new Set(dirs)) {
+    try {
+      await syncDirectory(dir);
+    } catch (err) {
+      if (!isCode(err, 'EACCES') && !isCode(err, 'EPERM')) throw err;
+    }
+  }
+}

@@ -21,7 +21,7 @@ import { dirname, isAbsolute, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { errnoError, statusFromError } from '../mail/errno.js';
 import { ok } from '../mail/status.js';
-import { ignoreErrors, isCode, makeDirectories, makeDirectory, syncDirectory } from './fs-helpers.js';
+import { ignoreErrors, isCode, makeDirectories, makeDirectory, syncDirectories } from './fs-helpers.js';
 import { writeFully, type Delivery, type MessageCopy } from './types.js';
 
 export interface MaildirOptions {
@@ -122,14 +122,7 @@ async function createMaildir(root: string, dir: string, fsync: boolean): Promise
   // parents are synced even if a concurrent delivery made them, as it may not
   // have synced them yet. A parent we may not open (mode 0711) cannot be helped.
   if (!fsync) return;
-  const parents = new Set([dirname(root), root, dirname(dir), dir, ...made.map((d) => dirname(d))]);
-  for (const parent of parents) {
-    try {
-      await syncDirectory(parent);
-    } catch (err) {
-      if (!isCode(err, 'EACCES') && !isCode(err, 'EPERM')) throw err;
-    }
-  }
+  await syncDirectories([dirname(root), root, dirname(dir), dir, ...made.map((d) => dirname(d))]);
 }
 
 export async function deliverMaildir(copy: MessageCopy, options: MaildirOptions): Promise<Delivery> {

@@ -4,7 +4,8 @@
 // Exports: deliverMbox(copy, options) → Promise<Delivery>; MboxOptions;
 // fromLine(sender, date) and quoteFromLines(buf, atLineStart) (pure, for tests).
 //
-// Steps: open O_APPEND|O_NOFOLLOW|O_NONBLOCK (creating 0600), refuse anything
+// Steps: open O_APPEND|O_NOFOLLOW|O_NONBLOCK (creating 0600, and any missing
+// directory 0700: their entries are fsynced with the message), refuse anything
 // but a regular file with one link; take the dotlock path.lock (O_EXCL, retried,
 // stale ones removed); re-check that the path still names the file we opened;
 // append "From sender date", the header, the body with mboxo ">From " quoting,
@@ -24,7 +25,7 @@ import { lock as lockFile } from 'os-lock';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { statusFromError } from '../mail/errno.js';
 import { ok, status, type Status } from '../mail/status.js';
-import { ignoreErrors, isCode, makeDirectories } from './fs-helpers.js';
+import { ignoreErrors, isCode, makeDirectories, syncDirectories } from './fs-helpers.js';
 import { writeFully, type Delivery, type MessageCopy } from './types.js';
 
 export interface MboxOptions {
@@ -42,7 +43,7 @@ export interface MboxOptions {
 
 const { O_WRONLY, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
 // O_NONBLOCK: opening a FIFO must not wait for a reader; it is refused below.
-const MBOX_FLAGS = O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK;
+const MBOX_FLAGS = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK;
 const LOCK_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
 
 const LF = 0x0a;
@@ -98,15 +99,30 @@ function messageChunks(copy: MessageCopy): Buffer[] {
 
 const refused = (path: string, why: string): Status => status('5.2.0', `refusing to deliver to mailbox ${path}: ${why}`);
 
+interface OpenedMailbox {
+  readonly fh: FileHandle;
+  /**
+   * Directories that gained an entry for this delivery: the new mailbox's,
+   * and the parent of each directory made for it. Without an fsync of them a
+   * crash can take the new mailbox, and the message fsynced into it, away.
+   */
+  readonly changedDirs: readonly string[];
+}
+
 /** Opens the mailbox for appending, or says why not. */
-async function openMailbox(path: string): Promise<FileHandle | Status> {
+async function openMailbox(path: string): Promise<OpenedMailbox | Status> {
   let fh: FileHandle;
+  const changedDirs: string[] = [];
   try {
-    fh = await open(path, MBOX_FLAGS, 0o600).catch(async (err: unknown) => {
-      // A per-user directory such as ~/mail may not exist yet: make it (0700, as the user) once.
+    fh = await open(path, MBOX_FLAGS).catch(async (err: unknown) => {
       if (!isCode(err, 'ENOENT')) throw err;
-      await makeDirectories(dirname(path));
-      return open(path, MBOX_FLAGS, 0o600);
+      changedDirs.push(dirname(path));
+      return open(path, MBOX_FLAGS | O_CREAT, 0o600).catch(async (again: unknown) => {
+        // A per-user directory such as ~/mail may not exist yet: make it (0700, as the user) once.
+        if (!isCode(again, 'ENOENT')) throw again;
+        for (const made of await makeDirectories(dirname(path))) changedDirs.push(dirname(made));
+        return open(path, MBOX_FLAGS | O_CREAT, 0o600);
+      });
     });
   } catch (err) {
     // A FIFO or socket without a reader says ENXIO, a directory EISDIR: say what it is.
@@ -119,7 +135,7 @@ async function openMailbox(path: string): Promise<FileHandle | Status> {
   try {
     const st = await fh.stat();
     const why = !st.isFile() ? 'not a regular file' : st.nlink !== 1 ? `it has ${st.nlink} hard links` : undefined;
-    if (why === undefined) return fh;
+    if (why === undefined) return { fh, changedDirs };
     await ignoreErrors(fh.close());
     return refused(path, why);
   } catch (err) {
@@ -187,8 +203,8 @@ async function checkUnchanged(fh: FileHandle, path: string): Promise<number | St
 
 async function appendLocked(copy: MessageCopy, path: string, o: Required<MboxOptions>): Promise<Status> {
   const opened = await openMailbox(path);
-  if (!('fd' in opened)) return opened;
-  const fh = opened;
+  if (!('fh' in opened)) return opened;
+  const { fh, changedDirs } = opened;
   const lockPath = `${path}.lock`;
   let locked = false;
   try {
@@ -201,7 +217,10 @@ async function appendLocked(copy: MessageCopy, path: string, o: Required<MboxOpt
     if (typeof size !== 'number') return size;
     try {
       await writeFully(fh, messageChunks(copy));
-      if (o.fsync) await fh.sync();
+      if (o.fsync) {
+        await fh.sync();
+        await syncDirectories(changedDirs);
+      }
     } catch (err) {
       // Before the lock goes: a reader must never see the partial message.
       const failure = statusFromError(err, `cannot append to mailbox ${path}`);

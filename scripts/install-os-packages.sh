@@ -18,9 +18,10 @@
 #   lmdb-utils       mdb_stat/mdb_dump, handy to inspect ./var/db.
 #   systemd          systemd-analyze, to verify the unit in docs/ (nothing of
 #                    it is started).
+#   strace           the durability tests watch the daemon's fsyncs with it.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

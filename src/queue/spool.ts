@@ -8,6 +8,7 @@
 // Postfix also has) delivers one twice. Fails by returning a 4.x.x Status.
 import { open, readdir, readFile, rename, unlink, mkdir, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFully } from '../deliver/types.js';
 import { statusFromError } from '../mail/errno.js';
 import { ok, type Status } from '../mail/status.js';
 
@@ -70,7 +71,8 @@ export class Spool {
     let fh;
     try {
       fh = await open(tmp, 'wx', 0o600);
-      await fh.writev([Buffer.from(MAGIC + JSON.stringify(envelope) + '\n'), raw]);
+      // Not one writev: on a filling disk it writes part and says so instead of failing, and a 250 would follow for half a message.
+      await writeFully(fh, [Buffer.from(MAGIC + JSON.stringify(envelope) + '\n'), raw]);
       if (this.fsync) await fh.sync();
       await fh.close();
       fh = undefined;

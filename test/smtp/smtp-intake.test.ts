@@ -2,12 +2,14 @@
 // durable spool; the spool survives kill -9 and is delivered after a restart,
 // exactly once.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync, chmodSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { createTransport } from 'nodemailer';
 import { startDaemon, makeTestDir, type TestDaemon } from '../helpers/daemon.js';
 import { newFiles, onlyMessage, stored } from '../helpers/mailbox.js';
+import { mountTmpfs } from '../helpers/components.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const RULES = `
@@ -145,5 +147,43 @@ test('SMTP: kill -9 right after the last 250 of a burst loses nothing; only a de
   } finally {
     await d.stop();
     d.cleanup();
+  }
+});
+
+test('SMTP: a full spool file system answers 452 4.3.1 after DATA, keeps nothing half-written, and takes mail again once there is room', async (t) => {
+  const dir = makeTestDir();
+  const spool = join(dir, 'spool');
+  mkdirSync(spool);
+  let mounted = false;
+  t.after(() => {
+    if (mounted) execFileSync('umount', [spool]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  if (!mountTmpfs(t, spool, '64k')) return;
+  mounted = true;
+  const d = await startDaemon({ dir, rules: RULES, config: { paths: { spool } } });
+  try {
+    const send = async (body: string): Promise<string> => {
+      const c = await RawClient.open({ port: d.smtpPort });
+      try {
+        await c.reply();
+        await c.command('EHLO client.test');
+        await c.command('MAIL FROM:<s@remote.test>');
+        assert.equal((await c.command('RCPT TO:<alice@example.test>')).code, 250);
+        assert.equal((await c.command('DATA')).code, 354);
+        c.write(`Subject: spool\r\n\r\n${body}\r\n.\r\n`);
+        return (await c.reply()).line;
+      } finally {
+        c.close();
+      }
+    };
+    const line = `${'y'.repeat(998)}\r\n`;
+    assert.match(await send(line.repeat(200)), /^452 4\.3\.1 /, 'no room for 200 KB: a temporary failure, the client keeps the message');
+    assert.deepEqual(readdirSync(join(spool, 'incoming')), [], 'the partial spool file is removed');
+    assert.deepEqual(readdirSync(join(spool, 'active')), []);
+    assert.match(await send('small enough'), /^250 2\.0\.0 Ok: queued as /);
+    await waitFor('delivery', () => (newFiles(join(d.mail, 'alice', 'Maildir')).length > 0 ? true : undefined));
+  } finally {
+    await d.stop();
   }
 });

@@ -15,6 +15,7 @@ import { requireProgram, requireRoot } from '../helpers/components.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { newFiles } from '../helpers/mailbox.js';
 import { POSTFIX_HOSTNAME, startPostfix, swaks, type TestPostfix } from '../helpers/postfix.js';
+import { waitFor as pollFor } from '../helpers/wait.js';
 
 const RULES = `
 alice@example.test  maildir:\${MAIL}/\${user}/Maildir/
@@ -25,6 +26,7 @@ bob@example.test    maildir:\${MAIL}/\${user}/Maildir/
 const CONFIG = { lmtp: { socket: { mode: '0660', group: 'postfix' } } };
 
 const WAIT_MS = 30_000;
+const waitFor = <T>(what: string, probe: () => T | undefined | Promise<T | undefined>, diag: () => string): Promise<T> => pollFor(what, probe, WAIT_MS, diag);
 
 function components(t: TestContext): boolean {
   return requireRoot(t, 'Postfix starts its master as root')
@@ -49,16 +51,6 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** What to print when a wait times out: both sides' logs. */
 function diagnostics(pf: TestPostfix | undefined, d: TestDaemon): string {
   return `\n--- Postfix maillog ---\n${pf?.logs() ?? '(not started)'}\n--- mailprocd log (last 60 lines) ---\n${d.logs.slice(-60).join('\n')}`;
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, diag: () => string, timeoutMs = WAIT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${diag()}`);
-    await sleep(100);
-  }
 }
 
 /** Files in maildir/new carrying this Message-Id. */

@@ -12,6 +12,12 @@ export interface Reply {
   readonly line: string;
 }
 
+/** Dot-stuffs a message and ends it with <CRLF>.<CRLF> (adding the last CRLF if missing), as a client sends it after DATA. */
+export function dataBlock(msg: string): string {
+  const body = msg.endsWith('\r\n') ? msg : `${msg}\r\n`;
+  return `${body.replace(/^\./gm, '..')}.\r\n`;
+}
+
 export class RawClient {
   private buffer = '';
   private readonly waiters: (() => void)[] = [];

@@ -7,13 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { createTransport } from 'nodemailer';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { listDir, newFiles, onlyMessage, stored } from '../helpers/mailbox.js';
-import { RawClient } from '../helpers/raw-client.js';
-
-/** Dot-stuffs a message and ends it with <CRLF>.<CRLF> (adding the last CRLF if missing). */
-function dataBlock(msg: string): string {
-  const body = msg.endsWith('\r\n') ? msg : `${msg}\r\n`;
-  return `${body.replace(/^\./gm, '..')}.\r\n`;
-}
+import { dataBlock, RawClient } from '../helpers/raw-client.js';
 
 let d: TestDaemon;
 let seq = 0;

@@ -11,22 +11,13 @@ import { startDaemon, makeTestDir, type TestDaemon } from '../helpers/daemon.js'
 import { newFiles, onlyMessage, stored } from '../helpers/mailbox.js';
 import { mountTmpfs } from '../helpers/components.js';
 import { RawClient } from '../helpers/raw-client.js';
+import { waitFor } from '../helpers/wait.js';
 
 const RULES = `
 alice@example.test  maildir:\${MAIL}/\${user}/Maildir/
 held@example.test   maildir:\${MAIL}/blocked/\${user}/Maildir/
 @catch.test         maildir:\${MAIL}/\${user}/Maildir/
 `;
-
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function smtp(d: TestDaemon) {
   return createTransport({ host: '127.0.0.1', port: d.smtpPort, name: 'client.test', pool: false } as never);

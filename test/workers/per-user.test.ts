@@ -1,7 +1,9 @@
 // Per-user workers under the users' own uid/gid, with real system users:
 // each user's files are theirs, each worker process runs as its user (read
 // from /proc), nothing is written as root, root is refused unless allowed,
-// idle workers expire and come back, and `mailproc status` shows them.
+// idle workers expire and come back, `mailproc status` shows them, and a
+// worker killed in the middle of a delivery costs that delivery a 451 (the
+// client retries), nothing more.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
@@ -12,6 +14,7 @@ import { MAILPROC, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { newFiles } from '../helpers/mailbox.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { childPids, ensureSystemUser, processIds } from '../helpers/users.js';
+import { waitFor } from '../helpers/wait.js';
 
 async function lmtp(d: TestDaemon, rcpts: string[], body = 'Subject: t\r\n\r\nhello\r\n'): Promise<string[]> {
   const c = await RawClient.open({ port: d.lmtpPort });
@@ -32,16 +35,6 @@ async function lmtp(d: TestDaemon, rcpts: string[], body = 'Subject: t\r\n\r\nhe
     return [...refused, ...(await c.replies(accepted)).map((r) => r.line)];
   } finally {
     c.close();
-  }
-}
-
-async function until<T>(what: string, probe: () => T | undefined, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -114,12 +107,39 @@ test('an idle worker exits after delivery.worker_idle and a new one starts with 
     assert.match((await lmtp(d, ['alice@example.test']))[0] ?? '', /^250 /);
     const [first] = childPids(d.child.pid ?? -1);
     assert.ok(first);
-    await until('the idle worker to exit', () => (existsSync(`/proc/${first}`) ? undefined : true));
+    await waitFor('the idle worker to exit', () => (existsSync(`/proc/${first}`) ? undefined : true));
     assert.deepEqual(childPids(d.child.pid ?? -1), []);
     assert.match((await lmtp(d, ['alice@example.test']))[0] ?? '', /^250 /);
     const [second] = childPids(d.child.pid ?? -1);
     assert.ok(second !== undefined && second !== first, 'a fresh worker');
     assert.equal(newFiles(join(d.mail, 'alice', 'Maildir')).length, 2);
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('a worker killed in the middle of a delivery: that recipient gets 451 4.3.0 at once, and a new worker takes the next message', { timeout: 30_000 }, async () => {
+  const d = await startDaemon({
+    rules: `slow@s.test  pipe:"/bin/sh -c 'exec sleep 2'"\nalice@example.test  maildir:\${MAIL}/alice/Maildir/\n`,
+  });
+  try {
+    const pending = lmtp(d, ['slow@s.test']);
+    const pid = d.child.pid ?? 0;
+    const [worker] = await waitFor('the worker process', () => {
+      const kids = childPids(pid);
+      return kids.length > 0 ? kids : undefined;
+    });
+    await d.waitForLog(/started worker/);
+    await new Promise((r) => setTimeout(r, 300)); // the delivery is under way
+    process.kill(worker ?? 0, 'SIGKILL');
+    const t0 = Date.now();
+    const [reply] = await pending;
+    assert.match(reply ?? '', /^451 4\.3\.0 .*died \(SIGKILL\)/, 'a temporary failure: the client keeps the message and retries');
+    assert.ok(Date.now() - t0 < 1_500, 'answered when the worker died, not when the pipe would have finished');
+    const next = await lmtp(d, ['alice@example.test']);
+    assert.match(next[0] ?? '', /^250 2\.0\.0 /, 'the next message is delivered by a new worker');
+    assert.equal(newFiles(join(d.mail, 'alice', 'Maildir')).length, 1);
   } finally {
     await d.stop();
     d.cleanup();

@@ -7,40 +7,30 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { MAILPROC, startDaemon } from '../helpers/daemon.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { lmtpRcptCode } from '../helpers/raw-client.js';
 
-async function rcptCode(port: number, address: string): Promise<number> {
-  const c = await RawClient.open({ port });
-  try {
-    await c.reply();
-    await c.command('LHLO client.test');
-    await c.command('MAIL FROM:<s@remote.test>');
-    return (await c.command(`RCPT TO:<${address}>`)).code;
-  } finally {
-    c.close();
-  }
-}
+
 
 test('a bad rules line is refused with file:line and the running daemon keeps the old table; a good compile is seen without restart', async () => {
   const d = await startDaemon({ rules: 'alice@example.test  maildir:${MAIL}/${user}/Maildir/\n' });
   try {
     const rules = join(d.dir, 'db', 'rules');
-    assert.equal(await rcptCode(d.lmtpPort, 'alice@example.test'), 250);
-    assert.equal(await rcptCode(d.lmtpPort, 'dave@example.test'), 550);
+    assert.equal(await lmtpRcptCode(d.lmtpPort, 'alice@example.test'), 250);
+    assert.equal(await lmtpRcptCode(d.lmtpPort, 'dave@example.test'), 550);
 
     writeFileSync(rules, `dave@example.test  maildir:${d.mail}/\${user}/Maildir/\nerin@example.test  maildri:/nowhere\n`);
     const bad = spawnSync(process.execPath, [MAILPROC, '--config', d.configFile, 'db', 'compile'], { encoding: 'utf8' });
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, new RegExp(`${rules.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2: .*maildri`));
-    assert.equal(await rcptCode(d.lmtpPort, 'alice@example.test'), 250, 'old table still answers');
-    assert.equal(await rcptCode(d.lmtpPort, 'dave@example.test'), 550, 'nothing of the bad source was applied');
+    assert.equal(await lmtpRcptCode(d.lmtpPort, 'alice@example.test'), 250, 'old table still answers');
+    assert.equal(await lmtpRcptCode(d.lmtpPort, 'dave@example.test'), 550, 'nothing of the bad source was applied');
 
     writeFileSync(rules, `dave@example.test  maildir:${d.mail}/\${user}/Maildir/\n`);
     const good = spawnSync(process.execPath, [MAILPROC, '--config', d.configFile, 'db', 'compile'], { encoding: 'utf8' });
     assert.equal(good.status, 0, good.stderr);
     assert.match(good.stdout, /rules: 1 entries/);
-    assert.equal(await rcptCode(d.lmtpPort, 'dave@example.test'), 250, 'the new table is live');
-    assert.equal(await rcptCode(d.lmtpPort, 'alice@example.test'), 550, 'the old entry is gone');
+    assert.equal(await lmtpRcptCode(d.lmtpPort, 'dave@example.test'), 250, 'the new table is live');
+    assert.equal(await lmtpRcptCode(d.lmtpPort, 'alice@example.test'), 550, 'the old entry is gone');
   } finally {
     await d.stop();
     d.cleanup();

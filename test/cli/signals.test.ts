@@ -14,7 +14,7 @@ import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { startDaemon } from '../helpers/daemon.js';
 import { newFiles, onlyMessage } from '../helpers/mailbox.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { lmtpRcptCode, RawClient } from '../helpers/raw-client.js';
 
 test('SIGTERM finishes the delivery in progress, answers it, and exits 0', { timeout: 30_000 }, async () => {
   const d = await startDaemon({ rules: '' });
@@ -73,17 +73,7 @@ test('SIGHUP compiles edited table sources; a broken source is reported by file:
   const d = await startDaemon({ rules: 'alice@example.test  maildir:${MAIL}/alice/Maildir/\n' });
   try {
     const rules = join(d.dir, 'db', 'rules');
-    const rcpt = async (address: string): Promise<number> => {
-      const c = await RawClient.open({ port: d.lmtpPort });
-      try {
-        await c.reply();
-        await c.command('LHLO client.test');
-        await c.command('MAIL FROM:<s@remote.test>');
-        return (await c.command(`RCPT TO:<${address}>`)).code;
-      } finally {
-        c.close();
-      }
-    };
+    const rcpt = (address: string): Promise<number> => lmtpRcptCode(d.lmtpPort, address);
     assert.equal(await rcpt('dave@example.test'), 550, 'dave is unknown before the edit');
 
     // A broken edit: the error names the file and line; alice still resolves, dave is still unknown.

@@ -103,3 +103,16 @@ export class RawClient {
     this.socket.destroy();
   }
 }
+
+/** LHLO and MAIL FROM on a new LMTP connection, then RCPT TO address: its reply code (the connection is then closed). */
+export async function lmtpRcptCode(port: number, address: string): Promise<number> {
+  const c = await RawClient.open({ port });
+  try {
+    await c.reply();
+    await c.command('LHLO client.test');
+    await c.command('MAIL FROM:<s@remote.test>');
+    return (await c.command(`RCPT TO:<${address}>`)).code;
+  } finally {
+    c.close();
+  }
+}

@@ -22,6 +22,7 @@ import { startPolicyService } from './policy/index.js';
 import { createDnsblPlugin } from './policy/plugins/dnsbl.js';
 import { createSpfPlugin } from './policy/plugins/spf.js';
 import { QueueManager } from './queue/manager.js';
+import { Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
 import { Listener, type IntakeHandlers } from './smtp/server.js';
 import { deliverToRecipient, type ResolvedRecipient } from './workers/dispatch.js';
@@ -185,7 +186,8 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
 
   const spool = new Spool(config.paths.spool, config.delivery.fsync);
   await spool.init();
-  const queue = new QueueManager({ spool, config: () => config, log, resolve, deliver });
+  const relays = new Relays(() => ({ name: config.hostname }));
+  const queue = new QueueManager({ spool, config: () => config, log, resolve, deliver, relays });
 
   const handlers: IntakeHandlers = {
     config: () => config,
@@ -277,6 +279,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
         await new Promise<void>((resolve) => control.close(() => resolve()));
         await queue.stop();
         await pool.stop();
+        relays.close();
         await tables.close();
         log.info('stopped');
       })();

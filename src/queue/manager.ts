@@ -18,7 +18,8 @@ import { parseMessage } from '../mail/message.js';
 import { isSuccess, isTemporary, status, statusWord, type Status } from '../mail/status.js';
 import type { AcceptedRecipient, IntakeEnvelope } from '../smtp/server.js';
 import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
-import { buildBounce, sendBounce, shouldBounce, type BounceRecipient } from './bounce.js';
+import type { Relays } from '../relay/index.js';
+import { buildBounce, shouldBounce, type BounceRecipient } from './dsn.js';
 import type { SpoolEntry, Spool } from './spool.js';
 
 export interface QueueDeps {
@@ -27,6 +28,8 @@ export interface QueueDeps {
   readonly log: Logger;
   readonly resolve: (rcpt: ReturnType<typeof parseRecipient>) => ResolvedRecipient | undefined;
   readonly deliver: (env: IntakeEnvelope, message: ReturnType<typeof parseMessage>, r: AcceptedRecipient) => Promise<RecipientOutcome>;
+  /** Where bounces go out (queue.bounce_relay names the peer). */
+  readonly relays: Relays;
 }
 
 export interface QueueInfo {
@@ -269,9 +272,7 @@ export class QueueManager {
       reportingMta: c.hostname, queueId: id, sender: entry.envelope.sender, arrival: new Date(entry.envelope.arrival),
       recipients: failed, original: entry.raw,
     });
-    const cut = c.queue.bounce_relay.lastIndexOf(':');
-    const relay = { host: c.queue.bounce_relay.slice(0, cut).replace(/^\[(.*)\]$/, '$1'), port: Number(c.queue.bounce_relay.slice(cut + 1)) };
-    const s = await sendBounce(dsn, relay);
+    const [s] = await this.d.relays.get(c.queue.bounce_relay).send({ from: '', to: [dsn.to], raw: dsn.raw }) as [Status];
     if (isSuccess(s)) {
       this.d.log.info(`sender non-delivery notification sent to <${entry.envelope.sender}>`, { relay: c.queue.bounce_relay, dsn: s.code }, id);
       return true;

@@ -30,6 +30,8 @@ export interface Refusal {
 export interface SmtpSink {
   readonly port: number;
   readonly messages: readonly SinkMessage[];
+  /** TCP connections accepted so far (to see connection reuse). */
+  readonly connections: () => number;
   /** The next message is refused with this reply (once). */
   refuseNext(r: Refusal): void;
   close(): Promise<void>;
@@ -43,6 +45,7 @@ function refusal(r: Refusal): SMTPServerError {
 
 export async function startSmtpSink(): Promise<SmtpSink> {
   const messages: SinkMessage[] = [];
+  let connections = 0;
   let next: Refusal | undefined;
   const take = (at: 'rcpt' | 'data'): Refusal | undefined => {
     if (next === undefined || (next.at ?? 'data') !== at) return undefined;
@@ -57,6 +60,10 @@ export async function startSmtpSink(): Promise<SmtpSink> {
     disabledCommands: ['STARTTLS', 'AUTH'],
     logger: false,
     name: 'sink.test',
+    onConnect(_session, callback) {
+      connections++;
+      callback();
+    },
     onRcptTo(_address, _session, callback) {
       const r = take('rcpt');
       callback(r === undefined ? undefined : refusal(r));
@@ -94,6 +101,7 @@ export async function startSmtpSink(): Promise<SmtpSink> {
   return {
     port,
     messages,
+    connections: () => connections,
     refuseNext(r: Refusal) {
       next = r;
     },

@@ -1,14 +1,11 @@
-// Bounces (src/queue/bounce.ts): the DSN's structure as a reader of RFC 3464 /
+// Bounces (src/queue/dsn.ts): the DSN's structure as a reader of RFC 3464 /
 // RFC 6522 expects it (parsed here by hand, by boundary), line endings and
-// lengths, who gets a bounce at all, and sending through a real SMTP peer
-// (the loopback sink): null envelope sender, a relay's refusal mapped to its
-// class, a relay that is down → 4.4.1 so the queue retries the bounce.
+// lengths, and who gets a bounce at all. Sending is the relay's
+// (test/relay/smtp-relay.test.ts).
 import assert from 'node:assert/strict';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { buildBounce, sendBounce, shouldBounce, type BounceInput } from '../../src/queue/bounce.js';
+import { buildBounce, shouldBounce, type BounceInput } from '../../src/queue/dsn.js';
 import { status } from '../../src/mail/status.js';
-import { startSmtpSink } from '../helpers/smtp-sink.js';
 
 // ---- a tiny MIME reader: enough for the DSN's one level of multipart ----
 
@@ -282,96 +279,3 @@ for (const c of senders) {
     assert.equal(shouldBounce(c.sender), c.want);
   });
 }
-
-// ---- sendBounce against a real SMTP peer ----
-
-test('sendBounce delivers the DSN with MAIL FROM:<> and RCPT TO the original sender, byte for byte', async () => {
-  const sink = await startSmtpSink();
-  try {
-    const dsn = buildBounce(input());
-    const s = await sendBounce(dsn, { host: '127.0.0.1', port: sink.port }, { timeoutMs: 5000 });
-    assert.equal(s.code, '2.0.0', s.text);
-    assert.equal(sink.messages.length, 1);
-    const got = sink.messages[0];
-    assert.equal(got?.from, '');
-    assert.deepEqual(got?.to, ['alice@remote.test']);
-    assert.equal(got?.raw.toString('latin1'), dsn.raw.toString('latin1'));
-    assert.equal(got?.bodyType, '7bit');
-  } finally {
-    await sink.close();
-  }
-});
-
-test('original headers with 8-bit bytes are returned as they are, declared 8bit and sent with BODY=8BITMIME', async () => {
-  const sink = await startSmtpSink();
-  try {
-    const original = Buffer.from('From: Jöran <j@remote.test>\nSubject: Grüße\n\nbody\n', 'utf8');
-    const dsn = buildBounce(input({ original }));
-    const [, , returned] = parts(parseEntity(dsn.raw.toString('latin1')));
-    assert.equal(returned?.headers.get('content-transfer-encoding'), '8bit');
-    const s = await sendBounce(dsn, { host: '127.0.0.1', port: sink.port }, { timeoutMs: 5000 });
-    assert.equal(s.code, '2.0.0', s.text);
-    assert.equal(sink.messages[0]?.bodyType, '8bitmime');
-    assert.match(sink.messages[0]?.raw.toString('utf8') ?? '', /^Subject: Grüße\r$/m);
-  } finally {
-    await sink.close();
-  }
-});
-
-test('a relay answering 451 after DATA gives a temporary status with its enhanced code', async () => {
-  const sink = await startSmtpSink();
-  try {
-    sink.refuseNext({ code: 451, text: '4.7.1 greylisted, try again later' });
-    const s = await sendBounce(buildBounce(input()), { host: '127.0.0.1', port: sink.port }, { timeoutMs: 5000 });
-    assert.equal(s.code, '4.7.1', s.text);
-    assert.match(s.text, /greylisted/);
-    assert.equal(sink.messages.length, 0);
-  } finally {
-    await sink.close();
-  }
-});
-
-test('a relay answering 451 without an enhanced code still gives a temporary status', async () => {
-  const sink = await startSmtpSink();
-  try {
-    sink.refuseNext({ code: 451, text: 'local error' });
-    const s = await sendBounce(buildBounce(input()), { host: '127.0.0.1', port: sink.port }, { timeoutMs: 5000 });
-    assert.equal(s.code, '4.0.0', s.text);
-  } finally {
-    await sink.close();
-  }
-});
-
-test('a relay refusing the recipient with 550 gives a permanent status', async () => {
-  const sink = await startSmtpSink();
-  try {
-    sink.refuseNext({ code: 550, text: '5.1.1 no such user', at: 'rcpt' });
-    const s = await sendBounce(buildBounce(input()), { host: '127.0.0.1', port: sink.port }, { timeoutMs: 5000 });
-    assert.equal(s.code, '5.1.1', s.text);
-  } finally {
-    await sink.close();
-  }
-});
-
-test('a relay that is down (connection refused) gives 4.4.1, not an exception', async () => {
-  const sink = await startSmtpSink();
-  const port = sink.port;
-  await sink.close();
-  const s = await sendBounce(buildBounce(input()), { host: '127.0.0.1', port }, { timeoutMs: 5000 });
-  assert.equal(s.code, '4.4.1', s.text);
-  assert.match(s.text, /127\.0\.0\.1/);
-});
-
-test('a relay that accepts the connection but never greets gives 4.4.2 after the timeout, not a hang', async () => {
-  const sockets: Socket[] = [];
-  const silent = createServer((sock) => sockets.push(sock));
-  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-  try {
-    const port = (silent.address() as AddressInfo).port;
-    const s = await sendBounce(buildBounce(input()), { host: '127.0.0.1', port }, { timeoutMs: 300 });
-    assert.equal(s.code, '4.4.2', s.text);
-  } finally {
-    for (const sock of sockets) sock.destroy();
-    await new Promise<void>((resolve) => silent.close(() => resolve()));
-  }
-});

@@ -10,10 +10,8 @@
 //       the caller (no recipients, the null sender as addressee).
 //   shouldBounce(sender) → boolean  whether a failure of this sender's message
 //       may be reported at all (never to <>, never to a mailer daemon).
-//   sendBounce(dsn, relay, opts) → Promise<Status>  hands the DSN to a relay
-//       over SMTP with the null envelope sender; never throws: 2.0.0 once the
-//       relay said 250, its own 4xx/5xx (with its enhanced code) otherwise, and
-//       4.4.x when it cannot be reached, so the caller keeps the DSN and retries.
+//   Sending is the relay's (src/relay): the queue hands the DSN over with the
+//   null envelope sender (a bounce is never bounced).
 //
 // The report (RFC 6522 multipart/report; report-type=delivery-status):
 //   1. text/plain          what happened, in words, like Postfix's bounce(8)
@@ -24,10 +22,8 @@
 // fields are folded at white space; a diagnostic is capped at DIAGNOSTIC_MAX
 // characters; a foreign line (the original's) that is too long is broken the
 // way Postfix's smtp_line_length_limit does, by inserting CRLF SPACE.
-import { createTransport, type Transporter } from 'nodemailer';
-import type SMTPTransport from 'nodemailer/lib/smtp-transport/index.js';
 import { headerEnd, normaliseLineEndings } from '../mail/message.js';
-import { isEnhancedCode, isPermanent, isSuccess, status, type EnhancedCode, type Status } from '../mail/status.js';
+import { isEnhancedCode, isPermanent, isSuccess, type Status } from '../mail/status.js';
 import { rfc5322Date } from '../mail/trace.js';
 
 export interface BounceRecipient {
@@ -65,12 +61,6 @@ export interface Bounce {
   readonly to: string;
   /** The whole DSN message, CRLF line endings. */
   readonly raw: Buffer;
-}
-
-export interface BounceRelay {
-  readonly host: string;
-  readonly port: number;
-  readonly secure?: false;
 }
 
 /** Longest diagnostic text we report; a remote reply can be arbitrarily long. */
@@ -375,91 +365,4 @@ export function buildBounce(input: BounceInput): Bounce {
     Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'utf8'),
   ]);
   return { from, to, raw };
-}
-
-// ---- sendBounce ----
-
-interface SmtpError extends Error {
-  readonly code?: string;
-  readonly response?: string;
-  readonly responseCode?: number;
-}
-
-/** "451 4.7.1 text" → its enhanced code when it has one of the reply's class. */
-function replyStatus(reply: number, response: string): Status {
-  const line = response.split(/\r?\n/).filter((l) => l.trim() !== '').pop() ?? response;
-  const m = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b/.exec(line.trim());
-  const klass = String(reply)[0] === '5' ? '5' : '4';
-  const code: EnhancedCode = m?.[1] !== undefined && m[1][0] === klass && isEnhancedCode(m[1])
-    ? m[1]
-    : klass === '5' ? '5.0.0' : '4.0.0';
-  return status(code, response.trim(), reply);
-}
-
-/** Errors without a reply: the network, not the relay's opinion. */
-function networkStatus(err: SmtpError, where: string): Status {
-  const what = `${where}: ${err.message}`;
-  switch (err.code) {
-    case 'ETIMEDOUT':
-      return status('4.4.2', `timeout talking to ${what}`);
-    case 'ESOCKET':
-    case 'ECONNECTION':
-      // Nobody listening or no route: "no answer from host" (4.4.1); reset
-      // or closed in the middle: "bad connection" (4.4.2). Both mean "later".
-      return status(/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL/.test(err.message) ? '4.4.1' : '4.4.2', `cannot deliver to ${what}`);
-    case 'EDNS':
-      return status('4.4.3', `cannot resolve ${what}`);
-    case 'EMESSAGE':
-      return status('5.3.4', `message refused by ${what}`);
-    default:
-      // Unknown means temporary (STYLE.md habit 2), bounded by the caller's lifetime.
-      return status('4.4.1', `cannot deliver to ${what}`);
-  }
-}
-
-/**
- * Sends the DSN through `relay` with MAIL FROM:<> (a bounce is never
- * bounced). Never throws for network trouble or a refusal: the outcome is the
- * returned Status (2.0.0 accepted, 4.x.x try again later, 5.x.x never).
- */
-export async function sendBounce(dsn: Bounce, relay: BounceRelay, opts: { timeoutMs?: number } = {}): Promise<Status> {
-  const timeout = opts.timeoutMs ?? 30_000;
-  const where = `${relay.host}:${relay.port}`;
-  const name = dsn.from.slice(dsn.from.lastIndexOf('@') + 1) || 'localhost';
-  let transport: Transporter<SMTPTransport.SentMessageInfo> | undefined;
-  try {
-    const options: SMTPTransport.Options = {
-      host: relay.host,
-      port: relay.port,
-      secure: false,
-      ignoreTLS: true,
-      name,
-      connectionTimeout: timeout,
-      greetingTimeout: timeout,
-      socketTimeout: timeout,
-      logger: false,
-      debug: false,
-    };
-    transport = createTransport(options);
-    // use8BitMime: BODY=8BITMIME when the returned headers carry 8-bit bytes
-    // and the relay offers it (nodemailer's envelope extension, not in the types).
-    const envelope = { from: '', to: [dsn.to], use8BitMime: has8bit(dsn.raw) };
-    const info = await transport.sendMail({
-      envelope: envelope as unknown as { from: string; to: string[] },
-      raw: dsn.raw,
-      disableFileAccess: true,
-      disableUrlAccess: true,
-    });
-    if (info.rejected.length > 0) return status('5.0.0', `relay ${where} rejected <${dsn.to}>: ${info.response}`);
-    return status('2.0.0', `sent to ${where}: ${info.response}`);
-  } catch (e) {
-    const err = (e instanceof Error ? e : new Error(String(e))) as SmtpError;
-    if (typeof err.responseCode === 'number' && err.responseCode >= 400 && err.responseCode < 600 && typeof err.response === 'string') {
-      const s = replyStatus(err.responseCode, err.response);
-      return status(s.code, `relay ${where} said: ${s.text}`, s.reply);
-    }
-    return networkStatus(err, where);
-  } finally {
-    transport?.close();
-  }
 }

@@ -1,0 +1,136 @@
+// One SMTP (or LMTP) peer we hand mail to — the MTA for bounces today, for
+// forwards and vacation replies next, a list manager's LMTP runner — through
+// nodemailer's connection pool: connections are opened on demand, up to
+// `maxConnections`, kept and reused across messages (connection caching, as
+// Postfix's scache does), and replaced when the peer closes them.
+//
+// Exports: SmtpRelay, RelayTarget, OutboundMessage, parseRelayTarget.
+//
+// Failure contract: send() never throws and never rejects. It answers one
+// Status per envelope recipient, in order, decided where the answer came
+// from (relay/smtp-reply.ts): 2.0.0 for a recipient the peer accepted the
+// message for, the peer's own 4xx/5xx for one it refused (at RCPT, or after
+// DATA in LMTP), and 4.4.x for all when the peer could not be reached or
+// the session broke. The message bytes go out as given (raw): no header is
+// added or re-folded, so signatures survive.
+import { createTransport, type Transporter } from 'nodemailer';
+import type SMTPPool from 'nodemailer/lib/smtp-pool/index.js';
+import { status, type Status } from '../mail/status.js';
+import { statusFromReply, statusFromSendError } from './smtp-reply.js';
+
+export interface RelayTarget {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** "HOST:PORT" or "[IPv6]:PORT" → target; a bad spec throws (config validation catches it first). */
+export function parseRelayTarget(spec: string): RelayTarget {
+  const cut = spec.lastIndexOf(':');
+  const port = Number(spec.slice(cut + 1));
+  if (cut <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`bad relay address ${JSON.stringify(spec)}: expected HOST:PORT`);
+  return { host: spec.slice(0, cut).replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+export interface OutboundMessage {
+  /** Envelope sender; '' is the null sender <>. */
+  readonly from: string;
+  readonly to: readonly string[];
+  /** The whole message, CRLF or LF line endings (nodemailer sends CRLF). */
+  readonly raw: Buffer;
+}
+
+export interface RelayOptions {
+  /** Our name in EHLO/LHLO. */
+  readonly name: string;
+  /** Connections open to this peer at once (a per-destination cap). Default 5. */
+  readonly maxConnections?: number;
+  /** Connect, greeting and per-reply timeout. Default 30 s. */
+  readonly timeoutMs?: number;
+  /** Speak LMTP instead of SMTP (one reply per recipient after DATA). */
+  readonly lmtp?: boolean;
+}
+
+/** Messages one connection carries before it is replaced (Postfix smtp_connection_reuse_count_limit is unlimited; nodemailer's default 100 is fine). */
+const MESSAGES_PER_CONNECTION = 100;
+
+const has8bit = (b: Buffer): boolean => b.some((c) => c >= 0x80);
+
+interface RejectedError {
+  readonly recipient?: string;
+  readonly response?: string;
+  readonly responseCode?: number;
+}
+
+export class SmtpRelay {
+  readonly where: string;
+  private readonly transport: Transporter<SMTPPool.SentMessageInfo>;
+
+  constructor(readonly target: RelayTarget, opts: RelayOptions) {
+    this.where = `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+    const timeout = opts.timeoutMs ?? 30_000;
+    const options: SMTPPool.Options = {
+      pool: true,
+      host: target.host,
+      port: target.port,
+      secure: false,
+      // Loopback relays in tests and most sites; opportunistic TLS comes with forwarding (relay.smtp).
+      ignoreTLS: true,
+      name: opts.name,
+      lmtp: opts.lmtp ?? false,
+      maxConnections: opts.maxConnections ?? 5,
+      maxMessages: MESSAGES_PER_CONNECTION,
+      connectionTimeout: timeout,
+      greetingTimeout: timeout,
+      socketTimeout: timeout,
+      logger: false,
+      debug: false,
+    } as SMTPPool.Options;
+    this.transport = createTransport(options);
+  }
+
+  /** One Status per recipient of `m.to`, in order; never rejects. */
+  async send(m: OutboundMessage): Promise<Status[]> {
+    if (m.to.length === 0) return [];
+    // use8BitMime: BODY=8BITMIME when the bytes need it and the peer offers it
+    // (nodemailer's envelope extension, not in the types).
+    const envelope = { from: m.from, to: [...m.to], use8BitMime: has8bit(m.raw) };
+    try {
+      const info = await this.transport.sendMail({
+        envelope: envelope as unknown as { from: string; to: string[] },
+        raw: m.raw,
+        disableFileAccess: true,
+        disableUrlAccess: true,
+      });
+      const refused = new Map<string, Status>();
+      for (const e of ((info as { rejectedErrors?: RejectedError[] }).rejectedErrors ?? [])) {
+        if (e.recipient !== undefined) refused.set(e.recipient, this.refusal(e));
+      }
+      const rejected = new Set((info.rejected ?? []).map(String));
+      const accepted = status('2.0.0', `sent to ${this.where}: ${String(info.response ?? '').trim()}`);
+      return m.to.map((to) => refused.get(to) ?? (rejected.has(to) ? status('5.0.0', `${this.where} rejected <${to}>`) : accepted));
+    } catch (err) {
+      // Every recipient refused: nodemailer throws, with each refusal attached.
+      const each = (err as { rejectedErrors?: RejectedError[] }).rejectedErrors;
+      if (Array.isArray(each) && each.length > 0) {
+        const byRecipient = new Map(each.filter((e) => e.recipient !== undefined).map((e) => [e.recipient as string, this.refusal(e)]));
+        const whole = statusFromSendError(err, this.where);
+        return m.to.map((to) => byRecipient.get(to) ?? whole);
+      }
+      const s = statusFromSendError(err, this.where);
+      return m.to.map(() => s);
+    }
+  }
+
+  /** Closes pooled connections; sends after this fail with 4.4.x. */
+  close(): void {
+    this.transport.close();
+  }
+
+  private refusal(e: RejectedError): Status {
+    if (typeof e.responseCode === 'number' && typeof e.response === 'string') {
+      const s = statusFromReply(e.responseCode, e.response);
+      return status(s.code, `${this.where} said: ${s.text}`, s.reply);
+    }
+    return statusFromSendError(e, this.where);
+  }
+}

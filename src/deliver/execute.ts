@@ -6,15 +6,28 @@
 // LeafOptions take the defaults below.
 import type { Destination } from '../classify/rules.js';
 import { ok, status } from '../mail/status.js';
-import type { LeafOptions, DeliveryResult } from '../workers/ipc.js';
+import type { Delivery } from './types.js';
 import { deliverMaildir } from './maildir.js';
 import { deliverMbox } from './mbox.js';
 import type { MessageCopy } from './types.js';
 
+/** What the master tells the leaves, per request, from the configuration. */
+export interface LeafOptions {
+  readonly hostname: string;
+  readonly fsync: boolean;
+  readonly mboxLockAttempts: number;
+  readonly mboxLockDelayMs: number;
+  readonly mboxStaleLockMs: number;
+  /** Pipe deliveries: wall-clock limit per command; default PIPE_TIMEOUT_MS (1000 s, Postfix command_time_limit). */
+  readonly pipeTimeoutMs?: number;
+  /** Pipe deliveries: an exit code outside the sysexits table defers ('temporary', default) or bounces ('permanent', Postfix). */
+  readonly pipeUnknownExit?: 'temporary' | 'permanent';
+}
+
 /** Default pipe time limit: Postfix's command_time_limit, 1000 s. */
 export const PIPE_TIMEOUT_MS = 1_000_000;
 
-export async function executeDestination(copy: MessageCopy, d: Destination, o: LeafOptions): Promise<DeliveryResult> {
+export async function executeDestination(copy: MessageCopy, d: Destination, o: LeafOptions): Promise<Delivery> {
   switch (d.kind) {
     case 'maildir':
       return deliverMaildir(copy, { path: d.path, hostname: o.hostname, fsync: o.fsync, ...(d.folder !== undefined ? { folder: d.folder } : {}) });

@@ -15,6 +15,7 @@ import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
 import { isSuccess, isTemporary, ok, status, type Status } from '../mail/status.js';
 import { traceHeader, type TraceInfo } from '../mail/trace.js';
 import { resolveIdentity, type Identity } from './identity.js';
+import type { WorkerDestination } from './ipc.js';
 import type { DeliveryTiming, WorkerPool } from './pool.js';
 
 export interface ResolvedRecipient {
@@ -48,7 +49,7 @@ export interface RecipientOutcome {
   readonly delays?: string;
 }
 
-function absolute(d: Destination, base: string): Destination {
+function absolute(d: WorkerDestination, base: string): WorkerDestination {
   switch (d.kind) {
     case 'maildir':
     case 'mbox':
@@ -57,6 +58,8 @@ function absolute(d: Destination, base: string): Destination {
       return d;
   }
 }
+
+const forWorker = (d: Destination): d is WorkerDestination => d.kind === 'maildir' || d.kind === 'mbox' || d.kind === 'pipe';
 
 export async function deliverToRecipient(
   ctx: DispatchContext,
@@ -80,14 +83,17 @@ export async function deliverToRecipient(
 
   const relay = [...new Set(plan.steps.map((s) => s.destination.kind))].join('+');
   const byIdentity = new Map<string, PlanStep[]>();
+  // Kinds without a leaf yet defer: a configuration the admin can still fix, and unknown means temporary.
+  const unsupported = plan.steps.filter((s) => s.destination.kind === 'forward' || s.destination.kind === 'list')
+    .map((s) => status('4.3.5', `destination kind "${s.destination.kind}" is not supported by this version`));
   for (const step of plan.steps) {
-    if (step.destination.kind === 'discard') continue;
+    if (!forWorker(step.destination)) continue;
     const key = `${step.user}\0${step.group ?? ''}`;
     const list = byIdentity.get(key);
     if (list) list.push(step);
     else byIdentity.set(key, [step]);
   }
-  if (byIdentity.size === 0) return { status: ok('Discarded by rule'), relay };
+  if (byIdentity.size === 0 && unsupported.length === 0) return { status: ok('Discarded by rule'), relay };
 
   const header = traceHeader({ ...trace, recipient: rcpt.address });
   // a = from the end of DATA (or, from the queue, the message's arrival) to here.
@@ -99,14 +105,14 @@ export async function deliverToRecipient(
     if (typeof identity === 'string') {
       return steps.map(() => status('4.3.0', `cannot deliver to ${rcpt.address}: ${identity} (check the uid/gid tables)`));
     }
-    const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home), ctx.baseDir));
+    const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home) as WorkerDestination, ctx.baseDir));
     const recipient = { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain };
     const concurrency = steps.find((x) => x.concurrency !== undefined)?.concurrency;
     const r = await ctx.pool.deliver(identity, { ...(concurrency !== undefined ? { concurrency } : {}), allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
     timings.push(r.timing);
     return r.results.map((x) => x.status);
   }));
-  const all = outcomes.flat();
+  const all = [...outcomes.flat(), ...unsupported];
   const sec = (ms: number): string => (ms / 1000).toFixed(ms < 10_000 ? 3 : 1).replace(/\.?0+$/, '') || '0';
   const slowest = timings.reduce((a, b) => (b.slotMs + b.transferMs + b.workMs > a.slotMs + a.transferMs + a.workMs ? b : a), { slotMs: 0, transferMs: 0, workMs: 0 });
   const delays = timings.length === 0 ? undefined

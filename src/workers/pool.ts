@@ -16,13 +16,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import type { Destination } from '../classify/rules.js';
 import type { CopyRecipient } from '../deliver/types.js';
 import type { Logger } from '../log.js';
 import { status } from '../mail/status.js';
 import type { Identity } from './identity.js';
 import { FairScheduler } from './scheduler.js';
-import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions } from './ipc.js';
+import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions, type WorkerDestination } from './ipc.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
 
@@ -36,7 +35,7 @@ export interface DeliverJob {
   readonly arrival: Date;
   readonly header: Buffer;
   readonly body: Buffer;
-  readonly destinations: readonly Destination[];
+  readonly destinations: readonly WorkerDestination[];
 }
 
 interface Pending {
@@ -254,6 +253,12 @@ export class WorkerPool {
     const p = w.pending.get(m.id);
     if (!p) return;
     w.pending.delete(m.id);
+    if (m.type === 'refused') {
+      this.opts.log.error(`worker for ${w.identity.user} refused a request: ${m.reason}`);
+      p.resolve(answer(failAll(p.count, 'internal error: the delivery request was refused by the worker')));
+      if (w.pending.size === 0) this.armIdle(w);
+      return;
+    }
     w.delivered++;
     const results = m.results.length === p.count ? [...m.results] : failAll(p.count, 'worker answered the wrong number of results');
     const roundTrip = performance.now() - p.sentAt;

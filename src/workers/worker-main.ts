@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { executeDestination } from '../deliver/execute.js';
 import type { MessageCopy } from '../deliver/types.js';
 import { status } from '../mail/status.js';
-import { checkMasterMessage, IPC_VERSION, type DeliverReply, type DeliverRequest, type DeliveryResult, type ReadyReply } from './ipc.js';
+import { checkMasterMessage, IPC_VERSION, requestIdOf, type DeliverRequest, type DeliveryResult, type WorkerMessage } from './ipc.js';
 
 function fail(why: string): never {
   process.stderr.write(`mailprocd worker[${process.pid}]: fatal: ${why}\n`);
@@ -59,7 +59,7 @@ async function handle(req: DeliverRequest): Promise<DeliveryResult[]> {
   return results;
 }
 
-function send(m: ReadyReply | DeliverReply, done?: () => void): void {
+function send(m: WorkerMessage, done?: () => void): void {
   process.send?.(m, undefined, undefined, () => done?.());
 }
 
@@ -86,7 +86,10 @@ function armIdleCollection(): void {
 process.on('message', (raw: unknown) => {
   const m = checkMasterMessage(raw);
   if (typeof m === 'string') {
-    process.stderr.write(`mailprocd worker[${process.pid}]: dropping malformed message: ${m}\n`);
+    process.stderr.write(`mailprocd worker[${process.pid}]: refusing malformed message: ${m}\n`);
+    // Answer a deliver request by its id, so the master fails it (4.3.0) instead of waiting for ever.
+    const id = requestIdOf(raw);
+    if (id !== undefined) send({ v: IPC_VERSION, type: 'refused', id, reason: m });
     return;
   }
   if (m.type === 'shutdown') {

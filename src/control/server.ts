@@ -41,7 +41,7 @@ export function parseControlRequest(line: string): ControlRequest | string {
   } catch {
     return 'not JSON';
   }
-  if (typeof m !== 'object' || m === null) return 'not an object';
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return 'not an object';
   const r = m as Record<string, unknown>;
   switch (r.cmd) {
     case 'status':

@@ -5,24 +5,31 @@
 //
 // Exports: PolicyChain, ChainLink, Decision.
 //
-// Failure contract: decide() never rejects. A plugin that throws (a bug, by
-// the contract in types.ts) or returns an action that would break the reply
-// (a line break in it) is logged and counts as DUNNO — fail open, like
-// Postfix's own policy clients expect of a policy server that has trouble
-// with one check; the client still gets a reply. Throws are not cached.
-// maintain() and close() log plugin failures and carry on with the others.
+// Failure contract: decide() never rejects. A plugin that throws or rejects
+// (a bug or a broken database, by the contract in types.ts) or returns an
+// action that would break the reply (a line break in it) gets its link's
+// failure action: the config's `on_error`, else what the plugin declares
+// (onError), else FAIL_CLOSED. A decisive failure action ends the chain like
+// any answer; DUNNO (fail open) goes on to the next plugin. The client always
+// gets a reply. The failure is logged (at most once per 10 s per plugin, with
+// a count of the ones left out) and never cached: the next request asks the
+// plugin again. maintain() and close() log plugin failures and carry on with
+// the others.
 import type { Logger } from '../log.js';
-import { isDecisive, type PolicyAction, type PolicyPlugin, type PolicyRequest } from './types.js';
+import { boundedKey } from './keys.js';
+import { FAIL_CLOSED, isDecisive, type PolicyAction, type PolicyPlugin, type PolicyRequest } from './types.js';
 
 export interface ChainLink {
   readonly plugin: PolicyPlugin;
   /** 0 = do not cache this plugin's answers. */
   readonly cacheTtlMs: number;
+  /** The answer when the plugin fails (config `on_error`); default plugin.onError, else FAIL_CLOSED. */
+  readonly onError?: PolicyAction | undefined;
 }
 
 export interface Decision {
   readonly action: PolicyAction;
-  /** The plugin that decided; undefined for the DUNNO nobody objected to. */
+  /** The plugin that decided (or failed with a decisive failure action); undefined for the DUNNO nobody objected to. */
   readonly plugin: string | undefined;
 }
 
@@ -32,6 +39,7 @@ interface CacheEntry {
 }
 
 interface Link extends ChainLink {
+  readonly onError: PolicyAction;
   readonly cache: Map<string, CacheEntry>;
   /** Errors logged / suppressed since, to keep a plugin that throws on every request from flooding the log. */
   lastErrorLog: number;
@@ -40,6 +48,8 @@ interface Link extends ChainLink {
 
 const DUNNO: Decision = Object.freeze({ action: 'DUNNO', plugin: undefined });
 const ERROR_LOG_INTERVAL_MS = 10_000;
+/** Longer cache keys (built from a client's sender, recipient…) are kept as a digest: cache_size of them must not cost cache_size × 30 kB. */
+const CACHE_KEY_CHARS = 1024;
 
 export class PolicyChain {
   private readonly links: Link[];
@@ -48,7 +58,9 @@ export class PolicyChain {
     links: readonly ChainLink[],
     private readonly opts: { readonly log: Logger; readonly now: () => number; readonly cacheSize: number },
   ) {
-    this.links = links.map((l) => ({ ...l, cache: new Map(), lastErrorLog: -Infinity, suppressed: 0 }));
+    this.links = links.map((l) => ({
+      ...l, onError: l.onError ?? l.plugin.onError ?? FAIL_CLOSED, cache: new Map(), lastErrorLog: -Infinity, suppressed: 0,
+    }));
   }
 
   /** The chain's answer; never rejects. */
@@ -77,14 +89,15 @@ export class PolicyChain {
     return DUNNO;
   }
 
-  /** The plugin's answer (from the cache if there is one), or a promise of it; never throws, never rejects. */
+  /** The plugin's answer (from the cache if there is one; its failure action if it fails), or a promise of it; never throws, never rejects. */
   private ask(link: Link, req: PolicyRequest): PolicyAction | undefined | Promise<PolicyAction | undefined> {
     const { plugin } = link;
     let key: string | undefined;
     let answer: PolicyAction | undefined | Promise<PolicyAction | undefined>;
     try {
       if (link.cacheTtlMs > 0 && this.opts.cacheSize > 0 && plugin.cacheKey !== undefined) {
-        key = plugin.cacheKey(req);
+        const raw = plugin.cacheKey(req);
+        key = raw === undefined ? undefined : boundedKey(raw, CACHE_KEY_CHARS);
         if (key !== undefined) {
           const hit = link.cache.get(key);
           if (hit !== undefined) {
@@ -95,24 +108,19 @@ export class PolicyChain {
       }
       answer = plugin.check(req);
     } catch (err) {
-      this.logFailure(link, 'check', err, req);
-      return undefined;
+      return this.fail(link, err, req);
     }
     if (answer === null || typeof answer !== 'object') return this.accept(link, key, answer, req);
     return Promise.resolve(answer).then(
       (a) => this.accept(link, key, a, req),
-      (err: unknown) => {
-        this.logFailure(link, 'check', err, req);
-        return undefined;
-      },
+      (err: unknown) => this.fail(link, err, req),
     );
   }
 
   /** A plugin's answer, checked (a line break would break the reply) and cached. */
   private accept(link: Link, key: string | undefined, action: unknown, req: PolicyRequest): PolicyAction | undefined {
     if (action !== undefined && (typeof action !== 'string' || /[\r\n]/.test(action))) {
-      this.logFailure(link, 'check', new Error(`returned an action that cannot be sent: ${JSON.stringify(action)}`), req);
-      return undefined;
+      return this.fail(link, new Error(`returned an action that cannot be sent: ${JSON.stringify(action)}`), req);
     }
     if (key !== undefined) this.remember(link, key, action);
     return action;
@@ -134,18 +142,25 @@ export class PolicyChain {
     cache.set(key, { action, expires: this.opts.now() + link.cacheTtlMs });
   }
 
-  private logFailure(link: Link, what: string, err: unknown, req?: PolicyRequest): void {
+  /**
+   * The link's failure action, logged at most once per ERROR_LOG_INTERVAL_MS
+   * per plugin (with a count of the ones left out), and never cached:
+   * nothing passes it to remember().
+   */
+  private fail(link: Link, err: unknown, req: PolicyRequest): PolicyAction {
     const now = this.opts.now();
     if (now - link.lastErrorLog < ERROR_LOG_INTERVAL_MS) {
       link.suppressed++;
-      return;
+      return link.onError;
     }
     const more = link.suppressed > 0 ? ` (${link.suppressed} more since the last report)` : '';
     link.lastErrorLog = now;
     link.suppressed = 0;
     const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    const fields = req ? { client: req.get('client_address'), from: req.get('sender'), to: req.get('recipient') } : undefined;
-    this.opts.log.error(`policy plugin ${link.plugin.name} ${what} failed, treated as DUNNO${more}: ${detail}`, fields);
+    this.opts.log.error(`policy plugin ${link.plugin.name} check failed, answered ${JSON.stringify(link.onError)}${more}: ${detail}`, {
+      client: req.get('client_address'), from: req.get('sender'), to: req.get('recipient'),
+    });
+    return link.onError;
   }
 
   /** Drops expired cache entries and runs each plugin's maintenance, one after another. */

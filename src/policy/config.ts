@@ -5,7 +5,7 @@
 //
 // Exports: policyConfigSchema, policyConfigSchemaWith (the same plus keys for
 // plugins built elsewhere), PolicyConfig (parsed), PolicyConfigInput,
-// PLUGIN_NAMES, RATE_KEYS, parseListenSpec. Pure; validation problems are zod issues
+// PLUGIN_NAMES, RATE_KEYS, parseListenSpec, accessActionSchema. Pure; validation problems are zod issues
 // whose path names the key.
 //
 import { resolve } from 'node:path';
@@ -32,6 +32,16 @@ const ACTION_RE = /^(?:OK|DUNNO|REJECT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT|[45
 const action = replyText.refine((s) => ACTION_RE.test(s), {
   message: 'expected an access(5) action such as "REJECT 5.7.1 text", "DEFER_IF_PERMIT 4.7.1 text" or "451 4.7.1 text"',
 });
+/** The same check for plugin option schemas built beside this file (dnsbl, spf: their `on_error`). */
+export const accessActionSchema = action;
+
+/**
+ * A plugin's `on_error`: what the chain answers when the plugin fails (throws
+ * or its database does). Left out: the plugin's own declaration (types.ts) —
+ * lists and userpolicy fail closed ("DEFER_IF_PERMIT 4.3.0 Temporary lookup
+ * failure, try again later"), greylist, ratelimit, dnsbl and spf fail open (DUNNO).
+ */
+const onError = action.optional();
 
 /** Plugins a chain may name. dnsbl and spf are built outside this folder and handed to startPolicyService. */
 export const PLUGIN_NAMES = ['lists', 'userpolicy', 'greylist', 'ratelimit', 'dnsbl', 'spf'] as const;
@@ -98,6 +108,10 @@ const policySection = z.object({
      * showed as ~1 ms in the bench's p99.
      */
     cache_ttl: duration.default(0),
+    on_error: onError,
+  }).strict().prefault({}),
+  userpolicy: z.object({
+    on_error: onError,
   }).strict().prefault({}),
   greylist: z.object({
     /** A new triplet is deferred; a retry this long after the first attempt passes. */
@@ -114,11 +128,13 @@ const policySection = z.object({
     header: z.boolean().default(false),
     ipv4_prefix: z.number().int().min(0).max(32).default(24),
     ipv6_prefix: z.number().int().min(0).max(128).default(64),
+    on_error: onError,
   }).strict().prefault({}),
   ratelimit: z.object({
     rules: z.array(rateRule).default([]),
     /** Counters kept per rule; past it the oldest key is dropped. */
     max_keys: z.number().int().min(1).default(100_000),
+    on_error: onError,
   }).strict().prefault({}),
 }).strict();
 

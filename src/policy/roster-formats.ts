@@ -12,6 +12,13 @@
 
 /** Same test as the lists table's subscribers= (src/db/source.ts). */
 const ADDRESS_RE = /^[^@\s,]+@[^@\s,]+$/;
+/**
+ * RFC 5321 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
+ * A longer "address" is nobody's, and one too long for an LMDB key would
+ * make the roster write throw (src/policy/keys.ts).
+ */
+const MAX_ADDRESS_BYTES = 254;
+const isAddress = (s: string): boolean => ADDRESS_RE.test(s) && Buffer.byteLength(s, 'utf8') <= MAX_ADDRESS_BYTES;
 
 export type RosterPage =
   | { readonly ok: true; readonly emails: readonly string[]; readonly skipped: readonly string[]; readonly total: number }
@@ -34,7 +41,7 @@ export function parseMailmanPage(body: unknown): RosterPage {
   const skipped: string[] = [];
   for (const e of entries) {
     const email = isRecord(e) && typeof e.email === 'string' ? e.email.trim().toLowerCase() : undefined;
-    if (email !== undefined && ADDRESS_RE.test(email)) emails.push(email);
+    if (email !== undefined && isAddress(email)) emails.push(email);
     else skipped.push(JSON.stringify(isRecord(e) ? (e.email ?? e) : e).slice(0, 100));
   }
   return { ok: true, emails, skipped, total };
@@ -47,7 +54,7 @@ export function parseSubscriberFile(text: string): RosterLines {
     const line = raw.trim();
     if (line === '' || line.startsWith('#')) continue;
     const email = line.toLowerCase();
-    if (ADDRESS_RE.test(email)) emails.push(email);
+    if (isAddress(email)) emails.push(email);
     else skipped.push(line.slice(0, 100));
   }
   return { emails, skipped };

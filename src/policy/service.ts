@@ -90,20 +90,24 @@ function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, us
           ...(o.tables.generation !== undefined ? { generation: () => (o.tables.generation as () => number)() } : {}),
         }),
         cacheTtlMs: c.lists.cache_ttl,
+        onError: c.lists.on_error,
       };
     case 'greylist':
-      return { plugin: c.chain.includes('userpolicy') ? exemptFromGreylist(greylist(), userPolicies) : greylist(), cacheTtlMs: 0 };
+      return {
+        plugin: c.chain.includes('userpolicy') ? exemptFromGreylist(greylist(), userPolicies) : greylist(), cacheTtlMs: 0, onError: c.greylist.on_error,
+      };
     case 'userpolicy':
       return {
         plugin: createUserPolicyPlugin({ store: userPolicies, ...(c.chain.includes('greylist') ? {} : { greylist: greylist() }) }),
         cacheTtlMs: 0,
+        onError: c.userpolicy.on_error,
       };
     case 'ratelimit': {
       const rules = c.ratelimit.rules.map((r) => ({
         name: r.name ?? `${r.key}/${r.limit}/${r.window / 1000}s`,
         key: r.key, limit: r.limit, windowMs: r.window, mode: r.mode, count: r.count, action: r.action,
       }));
-      return { plugin: createRatelimitPlugin({ rules, maxKeys: c.ratelimit.max_keys, now }), cacheTtlMs: 0 };
+      return { plugin: createRatelimitPlugin({ rules, maxKeys: c.ratelimit.max_keys, now }), cacheTtlMs: 0, onError: c.ratelimit.on_error };
     }
     default: {
       const plugin = o.plugins?.[name];

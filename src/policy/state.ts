@@ -15,9 +15,18 @@
 // sync` writes); LMDB serialises writers, and lmdb-js renews the daemon's read
 // snapshot every event-loop turn, so a sync is seen without a restart.
 //
+// Keys are built from what clients send, so their length is the client's
+// choice; LMDB takes at most MAX_KEY_BYTES (keys.ts). Every key built here or
+// in the plugins goes through keys.ts: a read with a key that cannot fit
+// answers "not there" without asking LMDB (a roster member or a user-policy
+// address that long was never stored: list sync skips addresses over 254
+// bytes, the control socket refuses them), and greylist keys that cannot fit
+// are stored under a digest (storageKey).
+//
 // Exports: openPolicyState, PolicyState, RosterInfo, UserPolicyRecord, rosterKey, rosterRange.
-// Throws only for LMDB trouble (permissions, disk), like src/db.
+// Throws only for LMDB trouble (permissions, disk), like src/db; never for a key's length.
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { fitsKey } from './keys.js';
 
 export type TripletRecord = readonly [firstSeen: number, lastSeen: number, passedAt: number];
 export type ClientRecord = readonly [passes: number, lastSeen: number];
@@ -65,7 +74,7 @@ export interface PolicyState {
   readonly roster: Database<number, string>;
   readonly rosterInfo: Database<RosterInfo, string>;
   readonly userPolicy: Database<UserPolicyRecord, string>;
-  /** A synced subscriber of `list` (its key in the lists table)? Both lower case. */
+  /** A synced subscriber of `list` (its key in the lists table)? Both lower case. False for an address too long to be a key. */
   isSubscriber(list: string, address: string): boolean;
   close(): Promise<void>;
 }
@@ -84,7 +93,10 @@ export function openPolicyState(dir: string): PolicyState {
     roster,
     rosterInfo: root.openDB<RosterInfo, string>('roster-info', {}),
     userPolicy: root.openDB<UserPolicyRecord, string>('user-policy', {}),
-    isSubscriber: (list, address) => roster.get(rosterKey(list, address)) !== undefined,
+    isSubscriber: (list, address) => {
+      const key = rosterKey(list, address);
+      return fitsKey(key) && roster.get(key) !== undefined;
+    },
     close: () => root.close(),
   };
 }

@@ -8,21 +8,25 @@
 // in use stay).
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse, stringify } from 'yaml';
-import { startDaemon } from '../helpers/daemon.js';
+import { makeTestDir, startDaemon } from '../helpers/daemon.js';
+import { makeGates } from '../helpers/gate.js';
 import { newFiles, onlyMessage } from '../helpers/mailbox.js';
 import { lmtpRcptCode, RawClient } from '../helpers/raw-client.js';
 
-test('SIGTERM finishes the delivery in progress, answers it, and exits 0', { timeout: 30_000 }, async () => {
-  const d = await startDaemon({ rules: '' });
-  const outDir = join(d.dir, 'out');
-  mkdirSync(outDir);
-  chmodSync(outDir, 0o1777);
-  await d.stop();
-  const d2 = await startDaemon({ dir: d.dir, rules: `slow@s.test  pipe:"/bin/sh -c 'sleep 1; cat > ${outDir}/done'"\n` });
+const exitCode = (d: { child: ChildProcess }): Promise<number | null> =>
+  d.child.exitCode !== null ? Promise.resolve(d.child.exitCode) : new Promise((r) => d.child.once('exit', (code) => r(code)));
+
+test('SIGTERM finishes the delivery in progress, answers it, and exits 0', { timeout: 60_000 }, async () => {
+  // The delivery is held at a gate (test/helpers/gate.ts): SIGTERM is sent
+  // once it has certainly started, and it is let go once the daemon has
+  // certainly begun stopping — no `sleep 1` racing a 300 ms pause.
+  const dir = makeTestDir();
+  const slow = makeGates(dir)('slow');
+  const d2 = await startDaemon({ dir, rules: `slow@s.test  ${slow.destination}\n` });
   try {
     const c = await RawClient.open({ port: d2.lmtpPort });
     await c.reply();
@@ -31,14 +35,18 @@ test('SIGTERM finishes the delivery in progress, answers it, and exits 0', { tim
     await c.command('RCPT TO:<slow@s.test>');
     await c.command('DATA');
     c.write('Subject: term\r\n\r\nfinish me\r\n.\r\n');
-    await new Promise((r) => setTimeout(r, 300));
+    await slow.started();
+    const exited = exitCode(d2);
     d2.child.kill('SIGTERM');
-    const reply = await c.reply(10_000);
+    await d2.waitForLog(/stopping: /);
+    slow.open();
+    const reply = await c.reply(30_000);
     assert.match(reply.line, /^250 2\.0\.0 /, 'the delivery in progress is answered with its real outcome');
     c.close();
-    assert.equal(await new Promise((r) => d2.child.once('exit', (code) => r(code))), 0);
-    assert.match(readFileSync(join(outDir, 'done'), 'utf8'), /finish me/);
+    assert.equal(await exited, 0);
+    assert.match(slow.output(), /finish me/);
   } finally {
+    slow.open();
     await d2.stop();
     d2.cleanup();
   }
@@ -108,9 +116,6 @@ async function inData(port: number, rcpt: string): Promise<RawClient> {
   assert.equal((await c.command('DATA')).code, 354);
   return c;
 }
-
-const exitCode = (d: { child: ChildProcess }): Promise<number | null> =>
-  d.child.exitCode !== null ? Promise.resolve(d.child.exitCode) : new Promise((r) => d.child.once('exit', (code) => r(code)));
 
 test('SIGTERM while a large message is coming in: it is finished, delivered byte for byte and answered; an idle session gets 421 4.3.2 at once', { timeout: 60_000 }, async () => {
   const d = await startDaemon();

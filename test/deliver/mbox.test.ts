@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import { link, mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { deliverMbox, type MessageCopy } from '../../src/deliver/index.js';
 import { fromLine } from '../../src/deliver/mbox.js';
 import { mountTmpfs } from '../helpers/components.js';
 import { TEST_RECIPIENT } from '../helpers/mailbox.js';
+import { waitFor } from '../helpers/wait.js';
 
 const HEADER = 'Return-Path: <a@example.org>\nDelivered-To: b@example.net\n';
 const ARRIVAL = new Date('2026-11-21T09:30:25Z');
@@ -162,6 +163,17 @@ test('a fresh dotlock held by someone else gives 4.2.0 after the attempts and is
   assert.deepEqual(await readdir(dir), ['mbox', 'mbox.lock']);
 });
 
+/** How many of this process's descriptors are open on `path`. */
+function descriptorsOf(path: string): number {
+  return readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`) === path;
+    } catch {
+      return false; // closed since the listing
+    }
+  }).length;
+}
+
 test('a mailbox replaced while we waited for the lock is not written (4.2.0)', async (t) => {
   const dir = await tempDir(t);
   const mbox = join(dir, 'mbox');
@@ -169,8 +181,11 @@ test('a mailbox replaced while we waited for the lock is not written (4.2.0)', a
   const original = await open(mbox, 'r'); // keeps the replaced file readable
   t.after(() => original.close());
   await writeFile(join(dir, 'mbox.lock'), '');
-  const delivery = deliverMbox(message('x\n'), { path: mbox, lockAttempts: 200, lockDelayMs: 10 });
-  await new Promise((r) => setTimeout(r, 50));
+  // Replaced once the delivery has certainly opened the mailbox (a second
+  // descriptor of it in this process, beside `original`), not after a pause
+  // that a loaded machine may outlast; and with 30 s of lock attempts to spare.
+  const delivery = deliverMbox(message('x\n'), { path: mbox, lockAttempts: 3000, lockDelayMs: 10 });
+  await waitFor('the delivery to open the mailbox', () => (descriptorsOf(realpathSync(mbox)) >= 2 ? true : undefined));
   await writeFile(join(dir, 'mbox.new'), 'replacement\n');
   await rename(join(dir, 'mbox.new'), mbox);
   await rm(join(dir, 'mbox.lock'));

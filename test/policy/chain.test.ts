@@ -1,11 +1,13 @@
 // The plugin chain (src/policy/chain.ts): order, DUNNO passing on, failing
-// plugins failing open, the per-plugin answer cache and its TTL (with a clock
-// the test moves), and maintenance.
+// plugins answered with their failure action (fail open or closed), the
+// per-plugin answer cache and its TTL (with a clock the test moves), and
+// maintenance.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createLogger } from '../../src/log.js';
 import { PolicyChain, type ChainLink } from '../../src/policy/chain.js';
 import { policyRequest, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../../src/policy/index.js';
+import { FAIL_CLOSED } from '../../src/policy/types.js';
 import { manualClock, rcptRequest, startTestService } from './policy-peer.js';
 
 interface FakePlugin extends PolicyPlugin {
@@ -59,17 +61,32 @@ for (const c of ORDER_CASES) {
   });
 }
 
-test('a plugin that throws (or rejects) is logged and treated as DUNNO; the next plugin still decides', async () => {
-  const throws = fake('broken', () => {
-    throw new Error('bug in plugin');
-  });
-  const rejects = fake('broken-async', () => Promise.reject(new Error('async bug')));
-  const next = fake('next', () => 'REJECT 5.7.1 decided');
-  const { chain, lines } = makeChain([throws, rejects, next]);
-  assert.deepEqual(await chain.decide(REQ), { action: 'REJECT 5.7.1 decided', plugin: 'next' });
-  assert.ok(lines.some((l) => /error: policy plugin broken check failed, treated as DUNNO: Error: bug in plugin/.test(l)), lines.join(''));
-  assert.ok(lines.some((l) => /policy plugin broken-async check failed/.test(l)));
-});
+const FAILURES: { name: string; check: () => PolicyAction | undefined | Promise<PolicyAction | undefined>; logged: RegExp }[] = [
+  { name: 'throws', check: () => { throw new Error('bug in plugin'); }, logged: /Error: bug in plugin/ },
+  { name: 'rejects', check: () => Promise.reject(new Error('async bug')), logged: /Error: async bug/ },
+  { name: 'returns an action with a line break', check: () => 'REJECT 5.7.1 two\nlines', logged: /cannot be sent/ },
+  { name: 'returns no string', check: () => 42 as unknown as PolicyAction, logged: /cannot be sent: 42/ },
+];
+
+const ON_ERROR: { name: string; declared?: PolicyAction; configured?: PolicyAction; want: PolicyAction; wantPlugin: string }[] = [
+  { name: 'declared DUNNO (fail open): the next plugin decides', declared: 'DUNNO', want: 'REJECT 5.7.1 decided', wantPlugin: 'next' },
+  { name: 'declared fail closed: its action ends the chain', declared: FAIL_CLOSED, want: FAIL_CLOSED, wantPlugin: 'broken' },
+  { name: 'declared nothing: fails closed', want: FAIL_CLOSED, wantPlugin: 'broken' },
+  { name: 'the link\'s (config\'s) on_error wins over the declaration', declared: FAIL_CLOSED, configured: 'DUNNO', want: 'REJECT 5.7.1 decided', wantPlugin: 'next' },
+  { name: 'any action can be configured', declared: 'DUNNO', configured: '451 4.3.0 try later', want: '451 4.3.0 try later', wantPlugin: 'broken' },
+];
+
+for (const f of FAILURES) {
+  for (const c of ON_ERROR) {
+    test(`a plugin that ${f.name}, ${c.name}; logged with the answer`, async () => {
+      const broken = fake('broken', f.check, c.declared !== undefined ? { onError: c.declared } : {});
+      const { chain, lines } = makeChain([{ plugin: broken, cacheTtlMs: 0, onError: c.configured }, fake('next', () => 'REJECT 5.7.1 decided')]);
+      assert.deepEqual(await chain.decide(REQ), { action: c.want, plugin: c.wantPlugin });
+      const wantLine = new RegExp(`error: policy plugin broken check failed, answered ${JSON.stringify(c.configured ?? c.declared ?? FAIL_CLOSED).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `);
+      assert.ok(lines.some((l) => wantLine.test(l) && f.logged.test(l)), `${wantLine} in ${lines.join('')}`);
+    });
+  }
+}
 
 /** A plugin whose check answers at once (no promise), as the lists plugin does. */
 function syncFake(name: string, answer: () => PolicyAction | undefined): FakePlugin {
@@ -94,26 +111,25 @@ test('plugins that answer at once get an answer at once; an asynchronous one on 
   assert.deepEqual(await later, { action: 'OK', plugin: 'b' });
 });
 
-test('a plugin that throws at once is logged and treated as DUNNO, at once; the next plugin still decides', () => {
+test('a plugin that throws at once gets its failure action at once; the next plugin still decides after a fail-open one', () => {
   const throws = syncFake('broken', () => {
     throw new Error('sync bug');
   });
-  const { chain, lines } = makeChain([throws, syncFake('bad', () => 'REJECT 5.7.1 a\r\nb'), syncFake('next', () => 'REJECT 5.7.1 decided')]);
+  const closed = syncFake('closed', () => {
+    throw new Error('sync bug');
+  });
+  const bad = syncFake('bad', () => 'REJECT 5.7.1 a\r\nb');
+  const { chain, lines } = makeChain([{ plugin: throws, cacheTtlMs: 0, onError: 'DUNNO' }, { plugin: bad, cacheTtlMs: 0, onError: 'DUNNO' }, syncFake('next', () => 'REJECT 5.7.1 decided')]);
   assert.deepEqual(chain.decideNow(REQ), { action: 'REJECT 5.7.1 decided', plugin: 'next' });
-  assert.ok(lines.some((l) => /error: policy plugin broken check failed, treated as DUNNO: Error: sync bug/.test(l)), lines.join(''));
+  assert.ok(lines.some((l) => /error: policy plugin broken check failed, answered "DUNNO": Error: sync bug/.test(l)), lines.join(''));
   assert.ok(lines.some((l) => /policy plugin bad check failed.*cannot be sent/.test(l)), lines.join(''));
-});
-
-test('an action with a line break would break the reply: logged and treated as DUNNO', async () => {
-  const { chain, lines } = makeChain([fake('bad', () => 'REJECT 5.7.1 two\nlines')]);
-  assert.deepEqual(await chain.decide(REQ), { action: 'DUNNO', plugin: undefined });
-  assert.ok(lines.some((l) => /policy plugin bad check failed.*cannot be sent/.test(l)));
+  assert.deepEqual(makeChain([closed, syncFake('next', () => 'OK')]).chain.decideNow(REQ), { action: FAIL_CLOSED, plugin: 'closed' });
 });
 
 test('a plugin that throws on every request is not logged on every request', async () => {
   const clock = manualClock();
   const { chain, lines } = makeChain([fake('broken', () => Promise.reject(new Error('again')))], { now: clock.now });
-  for (let i = 0; i < 50; i++) await chain.decide(REQ);
+  for (let i = 0; i < 50; i++) assert.equal((await chain.decide(REQ)).action, FAIL_CLOSED, 'every one answered, logged or not');
   assert.equal(lines.length, 1);
   clock.advance(10_000);
   await chain.decide(REQ);
@@ -148,9 +164,9 @@ test('no cache key, a TTL of 0 or a throw: nothing is cached', async () => {
   const uncached = fake('uncached', () => undefined, { cacheKey: () => undefined });
   const zero = fake('zero', () => undefined, { cacheKey: () => 'k' });
   const { chain } = makeChain([{ plugin: uncached, cacheTtlMs: 60_000 }, { plugin: zero, cacheTtlMs: 0 }, { plugin: flaky, cacheTtlMs: 60_000 }]);
-  assert.equal((await chain.decide(REQ)).action, 'DUNNO');
+  assert.equal((await chain.decide(REQ)).action, FAIL_CLOSED);
   fail = false;
-  assert.equal((await chain.decide(REQ)).action, 'OK', 'the throw was not cached');
+  assert.equal((await chain.decide(REQ)).action, 'OK', 'the failure was not cached');
   assert.equal((await chain.decide(REQ)).action, 'OK');
   assert.deepEqual([uncached.calls, zero.calls, flaky.calls], [3, 3, 2]);
 });
@@ -180,12 +196,12 @@ test('maintenance runs every plugin with the time, logs a failing one and goes o
 test('over a socket, a throwing plugin still leaves the client with a reply', async (t) => {
   const broken = fake('dnsbl', () => {
     throw new Error('resolver exploded');
-  });
+  }, { onError: 'DUNNO' });
   const svc = await startTestService(t, { config: { chain: ['dnsbl', 'lists'] }, plugins: { dnsbl: broken } });
   const c = await svc.client();
   assert.equal(await c.request(rcptRequest()), 'REJECT 5.7.1 Only subscribers may post to this list');
   assert.equal(await c.request(rcptRequest({ sender: 'alice@example.test' })), 'DUNNO');
-  assert.ok(svc.logLines.some((l) => /policy plugin dnsbl check failed, treated as DUNNO/.test(l)));
+  assert.ok(svc.logLines.some((l) => /policy plugin dnsbl check failed, answered "DUNNO"/.test(l)));
   c.destroy();
 });
 

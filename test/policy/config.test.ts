@@ -19,6 +19,7 @@ test('no section at all is the embedded default', () => {
     cache_size: 10_000,
     maintenance_interval: 300_000,
     lists: { reject_text: 'Only subscribers may post to this list', cache_ttl: 0 },
+    userpolicy: {}, // on_error left out everywhere: each plugin's own declaration applies
     greylist: {
       delay: 300_000, retry_window: 86_400_000, expire: 35 * 86_400_000, auto_whitelist: 5,
       text: 'Greylisted, please try again later', header: false, ipv4_prefix: 24, ipv6_prefix: 64,

@@ -173,6 +173,8 @@ export interface TestServiceOptions {
   readonly config?: PolicyConfigInput;
   readonly plugins?: Record<string, PolicyPlugin>;
   readonly now?: () => number;
+  /** What the service reads the tables through (e.g. a reader that fails on demand); default the compiled tables themselves. */
+  readonly wrapTables?: (tables: Tables) => Tables;
 }
 
 /** With a TestContext the service is closed when that test ends; without, the caller calls close(). */
@@ -190,7 +192,7 @@ export async function startTestService(t: TestContext | undefined, o: TestServic
   let service: PolicyService;
   try {
     service = await startPolicyService({
-      config, tables, stateDir: dir, log, baseDir: dir,
+      config, tables: o.wrapTables ? o.wrapTables(tables) : tables, stateDir: dir, log, baseDir: dir,
       ...(o.plugins !== undefined ? { plugins: o.plugins } : {}),
       ...(o.now !== undefined ? { now: o.now } : {}),
     });

@@ -16,6 +16,11 @@ const PAGES: { name: string; body: unknown; want: unknown }[] = [
     body: { total_size: 3, entries: [{ email: 'ok@x.test' }, { email: 'no at sign' }, { role: 'member' }] },
     want: { ok: true, emails: ['ok@x.test'], skipped: ['"no at sign"', '{"role":"member"}'], total: 3 },
   },
+  {
+    name: 'an address over 254 bytes is skipped',
+    body: { total_size: 2, entries: [{ email: 'ok@x.test' }, { email: `${'l'.repeat(4076)}@x.test` }] },
+    want: { ok: true, emails: ['ok@x.test'], skipped: [`"${'l'.repeat(99)}`], total: 2 },
+  },
   { name: 'not an object', body: [1, 2], want: { ok: false, error: 'expected a JSON object' } },
   { name: 'no total_size', body: { entries: [] }, want: { ok: false, error: 'no total_size' } },
   { name: 'entries not an array', body: { total_size: 1, entries: { email: 'a@x' } }, want: { ok: false, error: '"entries" is not an array' } },
@@ -30,6 +35,11 @@ const FILES: { name: string; text: string; want: unknown }[] = [
   { name: 'comments, blank lines, white space and CRLF', text: '# list\r\n\r\n  A@X.test \r\n   # indented comment\n', want: { emails: ['a@x.test'], skipped: [] } },
   { name: 'a line that is no address', text: 'a@x.test\nsomething else\n', want: { emails: ['a@x.test'], skipped: ['something else'] } },
   { name: 'an empty file', text: '', want: { emails: [], skipped: [] } },
+  {
+    name: 'an address over 254 bytes (RFC 5321\'s path limit; one too long for a key would fail the whole sync) is skipped',
+    text: `${'a'.repeat(241)}@example.test\n${'b'.repeat(242)}@example.test\n${'é'.repeat(121)}@example.test\n${'c'.repeat(5000)}@example.test\n`,
+    want: { emails: [`${'a'.repeat(241)}@example.test`], skipped: [`${'b'.repeat(100)}`, `${'é'.repeat(100)}`, `${'c'.repeat(100)}`] },
+  },
 ];
 
 for (const c of FILES) {

@@ -106,14 +106,19 @@ test('a request trickled in byte by byte still has only request_timeout to finis
 });
 
 test('a connection idle for idle_timeout is closed; one that keeps asking is not', async (t) => {
-  const svc = await startTestService(t, { config: { limits: { idle_timeout: '300ms' } } });
+  // The busy client asks back to back until the idle one is closed: its gaps
+  // are one round trip (milliseconds, even on a loaded machine), 1 s is the
+  // timeout; a sleep between requests would race the timer under load.
+  const svc = await startTestService(t, { config: { limits: { idle_timeout: '1s' } } });
   const idle = await svc.client();
   const busy = await svc.client();
-  for (let i = 0; i < 6; i++) {
+  let asked = 0;
+  while (!idle.isClosed) {
     assert.equal(await busy.request(rcptRequest()), REJECT);
-    await sleep(100);
+    asked++;
   }
-  assert.equal((await idle.closed(3000)).length, 0);
+  assert.equal((await idle.closed()).length, 0);
+  assert.ok(asked > 1, `the busy client asked ${asked} times while the other idled`);
   assert.equal(busy.isClosed, false);
   busy.destroy();
 });
@@ -144,24 +149,29 @@ test('a TCP address in use makes start fail naming the address', async (t) => {
 });
 
 test('close() lets a request in flight get its reply, then closes the connection', async (t) => {
+  // Hooks, not sleeps: close() is called once the plugin holds the request,
+  // and the answer is released once close() has shut the idle connection.
   let release: () => void = () => undefined;
+  let asked: () => void = () => undefined;
+  const inFlight = new Promise<void>((resolve) => { asked = resolve; });
   const slow: PolicyPlugin = {
     name: 'dnsbl',
     check: () => new Promise((resolve) => {
       release = () => resolve('DEFER_IF_PERMIT 4.7.1 slow answer');
+      asked();
     }),
   };
   const svc = await startTestService(t, { config: { chain: ['dnsbl'] }, plugins: { dnsbl: slow } });
   const idle = await svc.client();
   const c = await svc.client();
   c.write(formatRequest(rcptRequest()));
-  await sleep(50);
+  await inFlight;
   const closing = svc.service.close();
-  await sleep(50);
+  await idle.closed();
+  assert.equal(c.isClosed, false, 'the connection with a request in flight is kept');
   release();
   assert.equal(await c.reply(), 'DEFER_IF_PERMIT 4.7.1 slow answer');
   assert.equal((await c.closed()).length, 0);
-  assert.equal((await idle.closed()).length, 0);
   await closing;
 });
 

@@ -1,22 +1,28 @@
-// Fairness between users: user A's mail goes through a slow filter (a pipe
-// that sleeps), user B's to a Maildir. With A's 200 messages queued first, all
-// of B's 20 are delivered before A's backlog is half done — by order of
-// completion in the log, not by wall-clock time.
+// Fairness between users: user A's mail goes through a filter that is stuck
+// (a pipe held at a gate the test opens at the end, test/helpers/gate.ts),
+// user B's to a Maildir. With A's 200 messages queued first, all of B's 20
+// are delivered while A's deliveries are stuck — by what happened, not by
+// wall-clock time. (A filter that slept 0.1 s raced the sending: on a loaded
+// machine A's backlog could be half done before B's mail was even queued.)
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { createTransport } from 'nodemailer';
 import { requireRoot } from '../helpers/components.js';
-import { startDaemon } from '../helpers/daemon.js';
+import { makeTestDir, startDaemon } from '../helpers/daemon.js';
+import { makeGates } from '../helpers/gate.js';
 import { ensureSystemUser } from '../helpers/users.js';
 
-test('a user with a slow destination cannot hold up another user\'s mail', { timeout: 120_000 }, async (t) => {
+test('a user with a stuck destination cannot hold up another user\'s mail', { timeout: 120_000 }, async (t) => {
   if (!requireRoot(t, 'two system users')) return;
   const a = ensureSystemUser('mpt-alice');
   const b = ensureSystemUser('mpt-bob');
+  const dir = makeTestDir();
+  const stuck = makeGates(dir)('stuck');
   const d = await startDaemon({
-    rules: `a@fair.test  pipe:"/bin/sh -c 'sleep 0.1; cat >/dev/null'"\nb@fair.test  maildir:\${MAIL}/b/Maildir/\n`,
+    dir,
+    rules: `a@fair.test  ${stuck.destination}\nb@fair.test  maildir:\${MAIL}/b/Maildir/\n`,
     uid: `a@fair.test  ${a.name}\nb@fair.test  ${b.name}\n`,
     config: { delivery: { user_concurrency: 2 }, log: { level: 'info' } },
   });
@@ -35,13 +41,11 @@ test('a user with a slow destination cannot hold up another user\'s mail', { tim
       if (Date.now() > deadline) throw new Error(`B got ${done('b@fair.test')} of 20; A ${done('a@fair.test')} of 200`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    // Order of completion: where B's last delivery stands among A's.
-    const sent = d.logs.filter((l) => /status=sent/.test(l));
-    const lastB = sent.map((l) => l.includes('to=<b@fair.test>')).lastIndexOf(true);
-    const aBefore = sent.slice(0, lastB).filter((l) => l.includes('to=<a@fair.test>')).length;
-    assert.ok(aBefore < 100, `all of B's 20 were delivered after ${aBefore} of A's 200`);
+    assert.equal(done('a@fair.test'), 0, 'A\'s deliveries are all still stuck');
+    assert.equal((await stuck.started(2)).length, 2, 'A has its user_concurrency (2) deliveries stuck at the gate, no more');
     assert.ok(d.logs.every((l) => !/to=<b@fair.test>.*status=(deferred|bounced)/.test(l)));
   } finally {
+    stuck.open();
     await d.stop();
     d.cleanup();
   }

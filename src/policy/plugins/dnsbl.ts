@@ -30,11 +30,15 @@
 // contributes nothing and is logged at debug. A DNS failure never makes a
 // REJECT: a request is rejected only if it would still reach the threshold
 // had every failed lookup given its most favourable answer. Answers
-// (including NXDOMAIN) are cached for cache_ttl; failures are not.
+// (including NXDOMAIN) are cached for cache_ttl; failures are not. Should
+// the plugin throw all the same (a bug), the chain answers its onError:
+// `on_error`, default fail open (DUNNO) — a DNSBL is a filter on top of the
+// mail server's own checks, and its outage must not stop all mail.
 import { z } from 'zod';
 import { duration } from '../../config/units.js';
 import type { Logger } from '../../log.js';
-import type { PolicyPlugin, PolicyRequest } from '../types.js';
+import { accessActionSchema } from '../config.js';
+import { FAIL_OPEN, type PolicyPlugin, type PolicyRequest } from '../types.js';
 import {
   createDnsLookup,
   createDnsResolver,
@@ -117,6 +121,8 @@ export const dnsblOptionsSchema = z.object({
   header_name: z.string().regex(/^[A-Za-z0-9-]+$/).default('X-policy-weight'),
   helo: heloSchema.prefault({}),
   sender: senderSchema.prefault({}),
+  /** What the chain answers when the plugin fails (a bug, not DNS trouble: that is handled above); default DUNNO. */
+  on_error: accessActionSchema.optional(),
 }).strict();
 
 export type DnsblOptions = z.output<typeof dnsblOptionsSchema>;
@@ -303,6 +309,7 @@ export function createDnsblPlugin(options: DnsblOptions, deps: DnsblDeps): Polic
   return {
     name: 'dnsbl',
     cacheTtlMs: options.cache_ttl,
+    onError: options.on_error ?? FAIL_OPEN,
     cacheKey(req: PolicyRequest): string | undefined {
       if (options.cache_ttl <= 0 || !atRcpt(req)) return undefined;
       const f = readFacts(req);

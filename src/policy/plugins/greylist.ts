@@ -16,13 +16,20 @@
 // one of them write a slightly later first-seen time or lose one count toward
 // the auto-whitelist, i.e. delay a pass by one retry; never let mail through early.
 //
+// Keys: a triplet or client network too long for an LMDB key (a sender of
+// thousands of characters) is stored under its digest (keys.ts storageKey),
+// so it is greylisted like any other, without an exception.
+//
 // Exports: createGreylistPlugin, decideTriplet (pure), clientNetwork (pure),
 // GreylistSettings. A deferral is answered only once the triplet is committed.
-// LMDB failures propagate to the chain (logged, fail open).
+// LMDB failures propagate to the chain, which logs them and answers this
+// plugin's onError: fail open (DUNNO). Greylisting only delays strangers;
+// deferring every sender while the database is broken would stop all new mail.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Database } from 'lmdb';
+import { storageKey } from '../keys.js';
 import type { PolicyState, TripletRecord } from '../state.js';
-import type { PolicyAction, PolicyPlugin, PolicyRequest } from '../types.js';
+import { FAIL_OPEN, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export interface GreylistSettings {
   readonly delayMs: number;
@@ -43,8 +50,6 @@ export interface GreylistSettings {
  * is plenty against an expiry measured in days.
  */
 const REFRESH_MS = 3_600_000;
-/** LMDB keys are at most 1978 bytes; an absurd address is not greylisted rather than failing the request. */
-const MAX_KEY_CHARS = 900;
 
 export type TripletVerdict =
   | { readonly kind: 'defer'; readonly write: TripletRecord | undefined }
@@ -146,9 +151,8 @@ export function createGreylistPlugin(o: { readonly state: PolicyState; readonly 
   const check = async (req: PolicyRequest): Promise<PolicyAction | undefined> => {
     if (req.get('protocol_state') !== 'RCPT') return undefined;
     const now = o.now();
-    const net = clientNetwork(req.get('client_address'), s.ipv4Prefix, s.ipv6Prefix);
-    const key = `${net}\0${req.get('sender').toLowerCase()}\0${req.get('recipient').toLowerCase()}`;
-    if (key.length > MAX_KEY_CHARS) return undefined;
+    const net = storageKey(clientNetwork(req.get('client_address'), s.ipv4Prefix, s.ipv6Prefix));
+    const key = storageKey(`${net}\0${req.get('sender').toLowerCase()}\0${req.get('recipient').toLowerCase()}`);
     if (await whitelisted(net, now)) return undefined;
     const verdict = decideTriplet(state.greylist.get(key), now, s);
     if (verdict.write !== undefined) await state.greylist.put(key, verdict.write);
@@ -163,7 +167,7 @@ export function createGreylistPlugin(o: { readonly state: PolicyState; readonly 
     await sweep(state.clients, (r) => now - r[1] > s.expireMs);
   };
 
-  return { name: 'greylist', check, maintain };
+  return { name: 'greylist', onError: FAIL_OPEN, check, maintain };
 }
 
 const SWEEP_CHUNK = 1000;

@@ -12,11 +12,20 @@
 // not the posting address. Every other state, and a recipient that is no
 // list, gets no opinion.
 //
-// Exports: createListsPlugin. Never throws for a lookup miss; an LMDB failure
-// propagates to the chain, which logs it and fails open.
+// Addresses of any length are answered: a lookup key too long for LMDB
+// (keys.ts) cannot be in the table or the roster, so it is not looked up
+// (a sender of 4076+ characters used to make the roster lookup throw, and
+// the chain let the non-subscriber through).
+//
+// Exports: createListsPlugin. Never throws for a lookup miss or a long
+// address; an LMDB failure propagates to the chain, which logs it and
+// answers this plugin's onError: fail closed (FAIL_CLOSED, DEFER_IF_PERMIT
+// 4.3.0), because letting a non-subscriber through is the one thing a closed
+// list must not do, and a temporary refusal costs a subscriber only a retry.
 import type { TableReader } from '../../db/index.js';
 import { lookupKeys, parseRecipient } from '../../mail/address.js';
-import type { PolicyAction, PolicyPlugin, PolicyRequest } from '../types.js';
+import { boundedKey, fitsKey } from '../keys.js';
+import { FAIL_CLOSED, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export interface ListsPluginOptions {
   readonly tables: TableReader;
@@ -41,6 +50,8 @@ interface ClosedList {
 }
 
 const MEMO_MAX = 10_000;
+/** Longer recipients are remembered by digest: 10 000 of them must not cost 10 000 × 30 kB. */
+const MEMO_KEY_CHARS = 512;
 
 export function createListsPlugin(o: ListsPluginOptions): PolicyPlugin {
   const reject: PolicyAction = `REJECT 5.7.1 ${o.rejectText}`;
@@ -48,19 +59,20 @@ export function createListsPlugin(o: ListsPluginOptions): PolicyPlugin {
   const memo = new Map<string, ClosedList | null>(); // recipient → closed list, or null: not a closed list
   const closedListOf = (recipient: string): ClosedList | null => {
     const gen = o.generation?.();
+    const memoKey = boundedKey(recipient, MEMO_KEY_CHARS);
     if (gen !== undefined) {
       if (gen !== memoGeneration) {
         memo.clear();
         memoGeneration = gen;
       }
-      const known = memo.get(recipient);
+      const known = memo.get(memoKey);
       if (known !== undefined) return known;
     }
-    const hit = o.tables.lookup('lists', lookupKeys(parseRecipient(recipient, o.recipientDelimiter)));
+    const hit = o.tables.lookup('lists', lookupKeys(parseRecipient(recipient, o.recipientDelimiter)).filter(fitsKey));
     const found = hit === undefined || hit.value.mode !== 'closed' ? null : { key: hit.key, subscribers: new Set(hit.value.subscribers) };
     if (gen !== undefined) {
       if (memo.size >= MEMO_MAX) memo.clear();
-      memo.set(recipient, found);
+      memo.set(memoKey, found);
     }
     return found;
   };
@@ -77,6 +89,7 @@ export function createListsPlugin(o: ListsPluginOptions): PolicyPlugin {
   return {
     name: 'lists',
     cacheTtlMs: o.cacheTtlMs,
+    onError: FAIL_CLOSED,
     // Everything the answer depends on; other states are answered without a lookup, so not worth caching.
     cacheKey: (req) => (req.get('protocol_state') === 'RCPT' ? `${req.get('recipient')}\n${req.get('sender')}` : undefined),
     check: decide,

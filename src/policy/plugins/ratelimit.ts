@@ -16,8 +16,18 @@
 // is harmless). Each rule keeps at most maxKeys counters; past that the oldest
 // key is dropped. maintain() drops counters whose windows have passed.
 //
-// Exports: createRatelimitPlugin, RateRule. Pure in-memory logic; never throws.
-import type { PolicyAction, PolicyPlugin, PolicyRequest } from '../types.js';
+// A key longer than KEY_CHARS (a sender of thousands of characters) is
+// counted under its digest (keys.ts boundedKey): maxKeys counters must not
+// cost maxKeys × 30 kB of memory.
+//
+// Exports: createRatelimitPlugin, RateRule. Pure in-memory logic; never
+// throws. Should it (a bug), the chain answers its onError: fail open
+// (DUNNO). A rate limit throttles senders who are let in anyway; it is no
+// access decision, and a bug in it must not stop every authenticated
+// client's mail. A failure is logged, so the lapse is seen, and with no
+// state outside memory there is no broken database that could keep it failing.
+import { boundedKey } from '../keys.js';
+import { FAIL_OPEN, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export interface RateRule {
   readonly name: string;
@@ -37,6 +47,8 @@ interface Counter {
 }
 
 const STATE_OF = { recipients: 'RCPT', messages: 'END-OF-MESSAGE' } as const;
+/** Keys up to this long are kept as they are (an address is at most 254 bytes); longer ones as a digest. */
+const KEY_CHARS = 320;
 
 export function createRatelimitPlugin(o: { readonly rules: readonly RateRule[]; readonly maxKeys: number; readonly now: () => number }): PolicyPlugin {
   const counters = o.rules.map(() => new Map<string, Counter>());
@@ -59,7 +71,7 @@ export function createRatelimitPlugin(o: { readonly rules: readonly RateRule[]; 
       if (STATE_OF[rule.count] !== state) continue;
       const raw = req.get(rule.key);
       if (raw === '') continue;
-      const key = rule.key === 'sender' || rule.key === 'recipient' ? raw.toLowerCase() : raw;
+      const key = boundedKey(rule.key === 'sender' || rule.key === 'recipient' ? raw.toLowerCase() : raw, KEY_CHARS);
       const map = counters[i] as Map<string, Counter>;
       const window = Math.floor(now / rule.windowMs);
       let c = map.get(key);
@@ -97,6 +109,7 @@ export function createRatelimitPlugin(o: { readonly rules: readonly RateRule[]; 
 
   return {
     name: 'ratelimit',
+    onError: FAIL_OPEN,
     check: (req) => Promise.resolve(check(req)),
     maintain,
   };

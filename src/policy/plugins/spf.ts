@@ -17,13 +17,16 @@
 // Failure contract: never throws for DNS or record trouble. A DNS timeout,
 // SERVFAIL or refusal is a temperror (each query bounded by timeout, the whole
 // evaluation by evaluation_timeout); a broken record is a permerror; both map
-// through the action table like any other result.
+// through the action table like any other result. Should the plugin throw
+// all the same (a bug), the chain answers its onError: `on_error`, default
+// fail open (DUNNO), as for temperror: SPF is one signal among others.
 import { hostname as osHostname } from 'node:os';
 import { spf as evaluateSpf } from 'mailauth/lib/spf/index.js';
 import { z } from 'zod';
 import { duration } from '../../config/units.js';
 import type { Logger } from '../../log.js';
-import type { PolicyPlugin, PolicyRequest } from '../types.js';
+import { accessActionSchema } from '../config.js';
+import { FAIL_OPEN, type PolicyPlugin, type PolicyRequest } from '../types.js';
 import { createDnsResolver, DnsDeadlineError, dnsServerSchema, normalizeIp, parseHeloLiteral, withDeadline, type DnsResolver } from './dns-lookup.js';
 
 
@@ -53,6 +56,8 @@ export const spfOptionsSchema = z.object({
   servers: z.array(dnsServerSchema).default([]),
   /** The receiving host named in the result's comment and Received-SPF header; default the machine's name. */
   hostname: z.string().min(1).optional(),
+  /** What the chain answers when the plugin fails (a bug: DNS trouble is temperror above); default DUNNO. */
+  on_error: accessActionSchema.optional(),
 }).strict();
 
 export type SpfOptions = z.output<typeof spfOptionsSchema>;
@@ -93,6 +98,7 @@ export function createSpfPlugin(options: SpfOptions, deps: SpfDeps): PolicyPlugi
   return {
     name: 'spf',
     cacheTtlMs: options.cache_ttl,
+    onError: options.on_error ?? FAIL_OPEN,
     cacheKey(req: PolicyRequest): string | undefined {
       if (options.cache_ttl <= 0 || !atRcpt(req)) return undefined;
       // The whole sender, not just its domain: macros (%{l}, %{s}) can depend on the local part.

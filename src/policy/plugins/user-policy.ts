@@ -24,12 +24,19 @@
 //
 // Exports: createUserPolicyStore, createUserPolicyPlugin, exemptFromGreylist,
 // judgeUserPolicy (pure), exactKeys (pure), UserPolicyStore, UserPolicyEntry.
-// Never throws for a miss; LMDB failures propagate to the chain (logged, fail open).
+// Never throws for a miss or for an address of any length: a key too long
+// for LMDB (keys.ts) has no owner in the uid table and no stored policy, so
+// it is not looked up. LMDB failures propagate to the chain, which logs them
+// and answers this plugin's onError: fail closed (FAIL_CLOSED), since the
+// owner asked for these refusals and a temporary one only delays a sender
+// the policy would let in. The greylist check run here for recipients who
+// turned it on is part of this plugin: its failure fails closed too.
 import { matchPattern } from '../../classify/plan.js';
 import type { TableHit, TableReader } from '../../db/index.js';
 import { lookupKeys, parseRecipient, type RecipientAddress } from '../../mail/address.js';
+import { fitsKey } from '../keys.js';
 import type { PolicyState, UserPolicyRecord } from '../state.js';
-import type { PolicyAction, PolicyPlugin, PolicyRequest } from '../types.js';
+import { FAIL_CLOSED, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export const DENY_ACTION: PolicyAction = "REJECT 5.7.1 Sender refused by the recipient's policy";
 export const ONLY_ALLOWED_ACTION: PolicyAction = 'REJECT 5.7.1 The recipient accepts mail only from senders they allow';
@@ -88,11 +95,12 @@ export interface UserPolicyStore {
 export function createUserPolicyStore(state: PolicyState, tables: TableReader, recipientDelimiter: string): UserPolicyStore {
   const db = state.userPolicy;
   const parse = (address: string): RecipientAddress => parseRecipient(address.toLowerCase(), recipientDelimiter);
-  const ownerEntry = (address: string): TableHit<'uid'> | undefined => tables.lookup('uid', exactKeys(parse(address)));
+  const ownerEntry = (address: string): TableHit<'uid'> | undefined => tables.lookup('uid', exactKeys(parse(address)).filter(fitsKey));
   const inForce = (address: string, p: UserPolicyRecord | undefined): p is UserPolicyRecord =>
     p !== undefined && (ownerEntry(address)?.value ?? '') === p.owner;
   const get = (address: string): UserPolicyRecord | undefined => {
     const key = address.toLowerCase();
+    if (!fitsKey(key)) return undefined;
     const p = db.get(key);
     return inForce(key, p) ? p : undefined;
   };
@@ -107,9 +115,11 @@ export function createUserPolicyStore(state: PolicyState, tables: TableReader, r
     },
     get,
     put: async (address, policy) => {
+      // The control protocol refuses such addresses first; this is the store's own guard.
+      if (!fitsKey(address.toLowerCase())) throw new Error(`address too long for a policy (${address.length} characters)`);
       await db.put(address.toLowerCase(), policy);
     },
-    remove: (address) => db.remove(address.toLowerCase()),
+    remove: (address) => (fitsKey(address.toLowerCase()) ? db.remove(address.toLowerCase()) : Promise.resolve(false)),
     listByUid(uid) {
       const out: UserPolicyEntry[] = [];
       for (const { key, value } of db.getRange()) if (value.uid === uid && inForce(key, value)) out.push({ address: key, policy: value });
@@ -149,6 +159,7 @@ export function createUserPolicyPlugin(o: UserPolicyPluginOptions): PolicyPlugin
     name: 'userpolicy',
     // Not cached: a change must apply to the next request, and a miss costs one or two gets.
     cacheTtlMs: 0,
+    onError: FAIL_CLOSED,
     check,
     ...(maintain !== undefined ? { maintain } : {}),
     ...(close !== undefined ? { close } : {}),

@@ -51,7 +51,7 @@ export const LIMITS = {
 
 export const byteLength = (s: string): number => Buffer.byteLength(s, 'utf8');
 
-/** "…": `what` is at most `limit` bytes; reports and returns false when it is longer. */
+/** True when `text` is at most `limit` UTF-8 bytes; otherwise reports "WHAT is N bytes long…" and returns false. */
 export function checkLength(what: string, text: string, limit: number, at: { line: number; column?: number }, report: Report): boolean {
   const bytes = byteLength(text);
   if (bytes <= limit) return true;

@@ -61,9 +61,10 @@ interface TablePaths {
  * Compiles the table sources when nothing is compiled yet or a source is newer
  * than its compiled table, as a newcomer who edits db/rules and restarts (or
  * sends SIGHUP) expects. A bad source leaves the old tables in place (and is
- * fatal only when there is nothing compiled at all).
+ * fatal only when there is nothing compiled at all). `allowRoot` is
+ * delivery.allow_root: the compiler accepts uid/gid root for those keys.
  */
-async function refreshTables(paths: TablePaths, info: TablesInfo, log: Logger): Promise<void> {
+async function refreshTables(paths: TablePaths, info: TablesInfo, log: Logger, allowRoot: readonly string[]): Promise<void> {
   let stale = info.generation === 0;
   for (const t of TABLE_NAMES) {
     const src = await stat(join(paths.sources, t)).catch(() => undefined);
@@ -74,7 +75,7 @@ async function refreshTables(paths: TablePaths, info: TablesInfo, log: Logger): 
     log.debug(`tables are up to date with ${paths.sources}`, { generation: info.generation });
     return;
   }
-  const report = await compileTables({ sourceDir: paths.sources, dbDir: paths.db });
+  const report = await compileTables({ sourceDir: paths.sources, dbDir: paths.db, allowRoot });
   if (report.ok) {
     log.info(`compiled tables from ${paths.sources} into ${paths.db}`, { generation: report.generation });
     return;
@@ -147,7 +148,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
   let defaultDestination = parseDefaultDestination(config.delivery.default);
   await prepareDirectories(config, log);
   const tablePaths: TablePaths = { sources: config.paths.sources, db: config.paths.db };
-  await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log);
+  await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log, config.delivery.allow_root);
   const tables = openTables(config.paths.db);
 
   const pool = new WorkerPool({
@@ -252,7 +253,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
       log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
     }
     try {
-      await refreshTables(tablePaths, tables.info(), log);
+      await refreshTables(tablePaths, tables.info(), log, config.delivery.allow_root);
     } catch (err) {
       log.error(`table refresh failed, keeping the tables in use: ${(err as Error).message}`);
     }

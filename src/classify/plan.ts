@@ -5,10 +5,18 @@
 // conditions all hold adds its destination; `stop` ends evaluation; a reject
 // destination refuses the recipient outright; no matching rule → the default
 // destination. The smallest `maxsize` among the address's rules is the
-// address's size limit (552 5.2.3), checked before anything else.
+// address's size limit (552 5.2.3), checked before anything else. Globs and
+// regexes run on src/mail/pattern.ts's linear-time matchers; a stored pattern
+// that matcher refuses (tables compiled by an older version: the compiler
+// refuses them now) defers the recipient, 4.3.0 naming the rule, rather than
+// guessing whether the condition holds.
 import type { RecipientAddress } from '../mail/address.js';
+import { checkPattern, matchPattern } from '../mail/pattern.js';
 import { isEnhancedCode, status, type Status } from '../mail/status.js';
-import type { Comparison, Condition, Destination, Pattern, Rule } from './rules.js';
+import type { Comparison, Condition, Destination, Rule } from './rules.js';
+
+// Patterns are matched in src/mail/pattern.ts, in linear time; kept here for the planner's callers.
+export { matchPattern };
 
 export interface MessageFacts {
   readonly sender: string;
@@ -52,27 +60,6 @@ export interface PlanInput {
   readonly defaults: PlanDefaults;
 }
 
-const regexCache = new Map<string, RegExp>();
-
-function compile(p: Pattern): RegExp {
-  const key = p.kind === 'glob' ? `g:${p.glob}` : `r:${p.flags}:${p.source}`;
-  let re = regexCache.get(key);
-  if (re === undefined) {
-    re = p.kind === 'glob'
-      ? new RegExp(`^${p.glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'is')
-      : new RegExp(p.source, p.flags);
-    if (regexCache.size > 10_000) regexCache.clear();
-    regexCache.set(key, re);
-  }
-  return re;
-}
-
-export function matchPattern(p: Pattern, value: string): boolean {
-  const re = compile(p);
-  re.lastIndex = 0; // a g/y flag from a table must not make matching stateful
-  return re.test(value);
-}
-
 function compare(a: number, op: Comparison, b: number): boolean {
   switch (op) {
     case '<': return a < b;
@@ -95,6 +82,16 @@ export function holds(c: Condition, r: RecipientAddress, f: MessageFacts): boole
     case 'spam': return (f.spam?.isSpam ?? false) === c.is;
     case 'score': return f.spam !== undefined && compare(f.spam.score, c.op, c.value);
   }
+}
+
+/** What is wrong with a rule's first pattern that cannot be matched, if any (cached, so cheap per message). */
+function unusablePattern(rule: Rule): string | undefined {
+  for (const c of rule.conditions) {
+    if (c.kind !== 'header' && c.kind !== 'sender' && c.kind !== 'extension') continue;
+    const problem = checkPattern(c.pattern);
+    if (problem !== undefined) return `pattern ${c.pattern.kind === 'glob' ? c.pattern.glob : `/${c.pattern.source}/${c.pattern.flags}`} cannot be used: ${problem.message}`;
+  }
+  return undefined;
 }
 
 /**
@@ -150,6 +147,8 @@ export function planDelivery(input: PlanInput): Plan {
   const userOf = (rule?: Rule): string => rule?.uid ?? input.uid ?? defaults.user;
   const groupOf = (rule?: Rule): string | undefined => rule?.gid ?? input.gid ?? (input.uid === undefined && rule?.uid === undefined ? defaults.group : undefined);
   for (const rule of rules) {
+    const unusable = unusablePattern(rule);
+    if (unusable !== undefined) return { kind: 'refuse', status: status('4.3.0', `rule ${rule.origin}: ${unusable}; recompile the tables (mailproc db compile)`) };
     if (!rule.conditions.every((c) => holds(c, r, facts))) continue;
     const d = rule.destination;
     if (d.kind === 'reject') {

@@ -4,10 +4,10 @@
 // stored with LMDB's structured encoding and sent over IPC, so no classes,
 // no functions, no RegExp objects (a regex is kept as source + flags).
 
-/** A pattern over a string: a shell glob (case-insensitive) or a regex. */
-export type Pattern =
-  | { readonly kind: 'glob'; readonly glob: string }
-  | { readonly kind: 'regex'; readonly source: string; readonly flags: string };
+import type { Pattern } from '../mail/pattern.js';
+
+/** A pattern over a string: a glob (case-insensitive) or a regex; matched by src/mail/pattern.ts alone. */
+export type { Pattern };
 
 export type Comparison = '<' | '<=' | '>' | '>=' | '=';
 

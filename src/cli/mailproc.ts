@@ -343,7 +343,7 @@ async function main(argv: string[]): Promise<number> {
       return 64;
     }
     const report = await compileTables({
-      sourceDir: config.paths.sources, dbDir: config.paths.db,
+      sourceDir: config.paths.sources, dbDir: config.paths.db, allowRoot: config.delivery.allow_root,
       ...(rest.length > 0 ? { tables: rest as TableName[] } : {}),
     });
     if (!report.ok) {

@@ -12,7 +12,10 @@
 // Exports: parseUserRequest, applyPolicyChange, isEmptyPolicy, normaliseAddress,
 // normalisePattern, describePolicy, UserRequest, PolicyChange,
 // PolicySettings, PolicyView, and the limits. Pure; a bad request is
-// answered with a string naming the field, never thrown.
+// answered with a string naming the field, never thrown. Sender patterns are
+// checked by src/mail/pattern.ts, the module that matches them in linear
+// time, so what it cannot run is refused here, naming the field.
+import { checkPattern } from '../mail/pattern.js';
 import type { UserPolicyRecord } from '../policy/index.js';
 
 export const MAX_PATTERNS = 100;
@@ -65,6 +68,9 @@ export function normalisePattern(value: unknown): { readonly pattern: string } |
   if (text.length > MAX_PATTERN_CHARS) return `longer than ${MAX_PATTERN_CHARS} characters`;
   if (/[<>]/.test(text)) return `${JSON.stringify(value)}: write the address without angle brackets ("<>" alone is the null sender)`;
   if (BAD_CHARS.test(text)) return `${JSON.stringify(value)}: no spaces or control characters`;
+  // The module that will match it decides what it can run (in linear time); today every glob passes.
+  const problem = checkPattern({ kind: 'glob', glob: text });
+  if (problem !== undefined) return `${JSON.stringify(value)}: ${problem.message} (at character ${problem.offset + 1})`;
   return { pattern: text };
 }
 

@@ -1,7 +1,7 @@
 // The db folder's public surface: the table source parser, the LMDB compiler
 // and reader, and recipient resolution. Everything else in src/db is internal.
 
-export { formatSourceError, parseTableSource, type ParsedTable, type SourceError } from './source.js';
+export { formatSourceError, MAX_KEY_BYTES, parseTableSource, type ParsedTable, type ParseOptions, type SourceError } from './source.js';
 export {
   compileTables,
   openTables,

@@ -1,12 +1,81 @@
 // The lexical layer of table sources (db/README.md): physical lines into
 // entries (a line plus its continuation lines) and entries into words, plus
-// the value checks every table shares (account names, sizes). Pure and
-// internal to src/db; problems go to the caller's `report` and never throw.
+// the value checks every table shares (account names, sizes, lengths). Pure
+// and internal to src/db; problems go to the caller's `report` and never throw.
 
-/** A word of a source line with its quotes removed, and the line it stands on. */
+/** A word of a source line with its quotes removed, and where it stands. */
 export interface Token {
   readonly text: string;
   readonly line: number;
+  /** 1-based column where the written word starts (at a quote, if it starts with one). */
+  readonly column: number;
+  /** The word as written, quotes and escapes included: columnOf maps back through it. */
+  readonly raw: string;
+  /** For a part of a word (an option's value, see subToken): where `text` starts in the whole word's text. */
+  readonly offset?: number;
+}
+
+/** The part of a word from `from` on (e.g. the value after "uid="), keeping its columns. */
+export function subToken(t: Token, from: number): Token {
+  return { ...t, text: t.text.slice(from), offset: (t.offset ?? 0) + from };
+}
+
+/**
+ * How long a value may be, in UTF-8 bytes. Keys: what LMDB can store (lmdb-js
+ * keeps keys to 1978 bytes, its DEFAULT_MAX_KEY_SIZE; a compile with a longer
+ * one would fail half-way). Values: what the system or the protocol takes, so
+ * a mistake (a pasted file, a missing quote) is caught here rather than at
+ * delivery.
+ */
+export const LIMITS = {
+  keyBytes: 1978,
+  /** A user or group name: LOGIN_NAME_MAX (256) less its NUL. */
+  accountBytes: 255,
+  /** A maildir or mbox path, before variables are filled in: PATH_MAX (4096) less its NUL. */
+  pathBytes: 4095,
+  /** A Maildir++ folder becomes the directory ".NAME": NAME_MAX (255) less the dot. */
+  folderBytes: 254,
+  /** A pipe command line, all words. */
+  commandBytes: 4096,
+  /** A forward, list or subscriber address: RFC 5321's 256-byte path less the angle brackets. */
+  addressBytes: 254,
+  /** A reject text: the reply line "550 5.7.1 TEXT" must stay under SMTP's 512 bytes. */
+  replyTextBytes: 400,
+  /** A header name in a condition. */
+  headerNameBytes: 255,
+  /** A glob or a regex (source and flags). */
+  patternBytes: 4096,
+  /** A list's manager= value. */
+  managerBytes: 4096,
+} as const;
+
+export const byteLength = (s: string): number => Buffer.byteLength(s, 'utf8');
+
+/** True when `text` is at most `limit` UTF-8 bytes; otherwise reports "WHAT is N bytes long…" and returns false. */
+export function checkLength(what: string, text: string, limit: number, at: { line: number; column?: number }, report: Report): boolean {
+  const bytes = byteLength(text);
+  if (bytes <= limit) return true;
+  report(at.line, `${what} is ${bytes} bytes long, more than the ${limit} allowed`, at.column);
+  return false;
+}
+
+/** The column of `t.text[index]` in its line, looking through quotes and escapes. */
+export function columnOf(t: Token, index: number): number {
+  const want = index + (t.offset ?? 0);
+  let textAt = 0;
+  let inQuotes = false;
+  for (let i = 0; i < t.raw.length; i++) {
+    const c = t.raw.charAt(i);
+    if (c === '"') {
+      inQuotes = !inQuotes;
+      continue;
+    }
+    const at = i;
+    if (inQuotes && c === '\\' && (t.raw.charAt(i + 1) === '"' || t.raw.charAt(i + 1) === '\\')) i++; // \" and \\ are one character
+    if (textAt === want) return t.column + at;
+    textAt++;
+  }
+  return t.column + t.raw.length;
 }
 
 /** Where an entry starts: its first line, and "file:line" for `origin` fields. */
@@ -15,7 +84,8 @@ export interface Where {
   readonly origin: string;
 }
 
-export type Report = (line: number, message: string) => void;
+/** One problem: its line, what is wrong, and the column when one character is to blame. */
+export type Report = (line: number, message: string, column?: number) => void;
 
 /** A key line and its continuation lines, as words. */
 export interface Entry {
@@ -38,7 +108,10 @@ export function splitEntries(text: string, report: Report): Entry[] {
     const body = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     const trimmed = body.trim();
     if (trimmed === '' || trimmed.startsWith('#')) return;
-    const tokens = tokenize(body, line, report);
+    // A NUL ends a C string: in a key or a path it would name something else than what was written.
+    const nul = body.indexOf('\0');
+    const tokens = nul >= 0 ? undefined : tokenize(body, line, report);
+    if (nul >= 0) report(line, 'NUL character (byte 0): a table source is text', nul + 1);
     if (/^\s/.test(body)) {
       if (current === undefined) {
         report(line, 'continuation line (it starts with white space) but no entry before it');
@@ -66,6 +139,7 @@ function tokenize(body: string, line: number, report: Report): Token[] | undefin
   while (i < body.length) {
     while (i < body.length && isSpace(body.charAt(i))) i++;
     if (i >= body.length) break;
+    const start = i;
     let text = '';
     while (i < body.length && !isSpace(body.charAt(i))) {
       const c = body.charAt(i);
@@ -74,6 +148,7 @@ function tokenize(body: string, line: number, report: Report): Token[] | undefin
         i++;
         continue;
       }
+      const quote = i;
       i++;
       let closed = false;
       while (i < body.length) {
@@ -92,11 +167,11 @@ function tokenize(body: string, line: number, report: Report): Token[] | undefin
         }
       }
       if (!closed) {
-        report(line, 'unterminated double quote');
+        report(line, 'unterminated double quote', quote + 1);
         return undefined;
       }
     }
-    tokens.push({ text, line });
+    tokens.push({ text, line, column: start + 1, raw: body.slice(start, i) });
   }
   return tokens;
 }
@@ -108,11 +183,41 @@ function isSpace(c: string): boolean {
 // A user or group: a POSIX-style name (Samba's trailing "$" allowed) or a number.
 const ACCOUNT_RE = /^(?:\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/;
 const MAX_ID = 4294967294; // (uid_t)-1 means "no change" to chown(2), so it is not an id
+/** After a root account, "!" says the entry means root (db/README.md, "Root"). */
+const ROOT_MARK = '!';
 
-export function checkAccount(what: 'uid' | 'gid', text: string, line: number, report: Report): boolean {
-  const ok = ACCOUNT_RE.test(text) && !(/^\d+$/.test(text) && Number(text) > MAX_ID);
-  if (!ok) report(line, `bad ${what} "${text}" (want a ${what === 'uid' ? 'user' : 'group'} name or a number up to ${MAX_ID})`);
-  return ok;
+/** What the compiler needs to judge a uid or gid value: the entry's key and the keys allowed root. */
+export interface AccountContext {
+  readonly key: string;
+  /** delivery.allow_root, lower case. */
+  readonly allowRoot: ReadonlySet<string>;
+}
+
+/**
+ * A uid or gid value: a name or a number, returned without a root marker.
+ * root (or 0) is refused unless it is marked "root!" or the key is in
+ * delivery.allow_root, so a slip cannot make a delivery run as the superuser
+ * (the pool refuses such a delivery too, but only when mail arrives).
+ */
+export function parseAccount(what: 'uid' | 'gid', t: Token, ctx: AccountContext, report: Report): string | undefined {
+  const marked = t.text.endsWith(ROOT_MARK);
+  const name = marked ? t.text.slice(0, -ROOT_MARK.length) : t.text;
+  if (!checkLength(`${what} name`, name, LIMITS.accountBytes, { line: t.line, column: columnOf(t, 0) }, report)) return undefined;
+  if (!ACCOUNT_RE.test(name) || (/^\d+$/.test(name) && Number(name) > MAX_ID)) {
+    report(t.line, `bad ${what} "${t.text}" (want a ${what === 'uid' ? 'user' : 'group'} name or a number up to ${MAX_ID})`);
+    return undefined;
+  }
+  const root = name === 'root' || (/^\d+$/.test(name) && Number(name) === 0);
+  if (marked && !root) {
+    report(t.line, `${what} "${t.text}": "${ROOT_MARK}" marks root (or 0) only`, columnOf(t, t.text.length - 1));
+    return undefined;
+  }
+  if (root && !marked && !ctx.allowRoot.has(ctx.key)) {
+    const whose = what === 'uid' ? 'the superuser' : "root's group";
+    report(t.line, `${what} "${name}" is ${whose}: deliveries as root need "${ctx.key}" in delivery.allow_root; write "${name}${ROOT_MARK}" if this entry means it (db/README.md, "Root")`, columnOf(t, 0));
+    return undefined;
+  }
+  return name;
 }
 
 const SIZE_RE = /^(\d+)([kmg]?)$/i;

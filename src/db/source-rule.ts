@@ -1,11 +1,17 @@
 // One line of the rules table after its key: DESTINATION, then conditions and
 // options in any order (grammar and examples in db/README.md). Pure and
-// internal to src/db: every problem goes to `report` with its line, and the
-// rule is returned only when there was none, so a half-understood rule can
-// never be compiled.
+// internal to src/db: every problem goes to `report` with its line (and
+// column, where one character is to blame), and the rule is returned only
+// when there was none, so a half-understood rule can never be compiled.
+// Globs and regexes are checked by the one pattern module that will match
+// them (src/mail/pattern.ts): what it refuses is refused here, at its column.
 
 import type { Comparison, Condition, Destination, Pattern, Rule } from '../classify/rules.js';
-import { checkAccount, parseSize, type Report, type Token, type Where } from './source-lex.js';
+import { checkPattern } from '../mail/pattern.js';
+import {
+  byteLength, checkLength, columnOf, LIMITS, parseAccount, parseSize, subToken,
+  type AccountContext, type Report, type Token, type Where,
+} from './source-lex.js';
 
 /** The names the planner expands in paths, argv words and folders (src/classify/plan.ts). */
 const VARIABLES = ['user', 'local', 'extension', 'domain', 'address', 'home'];
@@ -16,17 +22,16 @@ const MATCH_RE = /^(!?)(sender|extension|header:([A-Za-z0-9][A-Za-z0-9_.-]*))([=
 const COMPARE_RE = /^(!?)(size|score)(<=|>=|<|>|=)(.*)$/s;
 const OPTION_RE = /^(uid|gid|maxsize|folder|concurrency)=(.*)$/s;
 const REGEX_RE = /^\/(.+)\/([a-z]*)$/s;
+/** A rule's words other than patterns and paths (e.g. a score): anything longer is a mistake. */
+const MAX_WORD_BYTES = 4096;
 const SCORE_RE = /^-?\d+(?:\.\d+)?$/;
 const REJECT_CODE_RE = /^[45]\.\d{1,3}\.\d{1,3}$/;
 const FORWARD_RE = /^[^@\s]+@[^@\s]+$/;
-// g and y only make sense for searching on (lastIndex); a condition is a yes/no match.
-const REGEX_FLAGS = 'imsu';
-
-export function parseRule(tokens: readonly Token[], where: Where, report: Report): Rule | undefined {
+export function parseRule(tokens: readonly Token[], where: Where, accounts: AccountContext, report: Report): Rule | undefined {
   let ok = true;
-  const fail: Report = (line, message) => {
+  const fail: Report = (line, message, column) => {
     ok = false;
-    report(line, message);
+    report(line, message, column);
   };
   const [first, ...rest] = tokens;
   if (first === undefined) {
@@ -38,6 +43,10 @@ export function parseRule(tokens: readonly Token[], where: Where, report: Report
   const options = new Map<string, Token>();
   let stop = false;
   for (const t of rest) {
+    if (byteLength(t.text) > MAX_WORD_BYTES && !MATCH_RE.test(t.text)) {
+      fail(t.line, `word of ${byteLength(t.text)} bytes, more than the ${MAX_WORD_BYTES} a rule's word may have`, t.column);
+      continue;
+    }
     if (t.text === 'stop') {
       if (stop) fail(t.line, 'option stop given twice');
       stop = true;
@@ -45,9 +54,9 @@ export function parseRule(tokens: readonly Token[], where: Where, report: Report
     }
     const option = OPTION_RE.exec(t.text);
     if (option) {
-      const [, name = '', text = ''] = option;
+      const [, name = ''] = option;
       if (options.has(name)) fail(t.line, `option ${name} given twice`);
-      options.set(name, { text, line: t.line });
+      options.set(name, subToken(t, name.length + 1));
       continue;
     }
     const condition = parseCondition(t, fail);
@@ -63,8 +72,8 @@ export function parseRule(tokens: readonly Token[], where: Where, report: Report
   if (concurrency && !(Number.isInteger(slots) && (slots as number) >= 1 && (slots as number) <= 1000)) {
     fail(concurrency.line, `concurrency must be a whole number from 1 to 1000, not "${concurrency.text}"`);
   }
-  if (uid) checkAccount('uid', uid.text, uid.line, fail);
-  if (gid) checkAccount('gid', gid.text, gid.line, fail);
+  const uidName = uid ? parseAccount('uid', uid, accounts, fail) : undefined;
+  const gidName = gid ? parseAccount('gid', gid, accounts, fail) : undefined;
   const maxBytes = maxsize ? parseSize(maxsize.text, maxsize.line, fail) : undefined;
   if (maxsize && maxBytes === 0) fail(maxsize.line, 'maxsize must be more than 0');
   const withFolder = folder && destination ? addFolder(destination, folder, fail) : destination;
@@ -72,8 +81,8 @@ export function parseRule(tokens: readonly Token[], where: Where, report: Report
   return {
     destination: withFolder,
     conditions,
-    ...(uid ? { uid: uid.text } : {}),
-    ...(gid ? { gid: gid.text } : {}),
+    ...(uidName !== undefined ? { uid: uidName } : {}),
+    ...(gidName !== undefined ? { gid: gidName } : {}),
     ...(maxBytes !== undefined ? { maxsize: maxBytes } : {}),
     ...(slots !== undefined ? { concurrency: slots } : {}),
     stop,
@@ -90,6 +99,7 @@ function addFolder(destination: Destination, folder: Token, fail: Report): Desti
     fail(folder.line, `bad folder "${folder.text}" (want a name without "/")`);
     return undefined;
   }
+  if (!checkLength('folder name', folder.text, LIMITS.folderBytes, { line: folder.line, column: columnOf(folder, 0) }, fail)) return undefined;
   return checkVariables(folder.text, folder.line, fail) ? { ...destination, folder: folder.text } : undefined;
 }
 
@@ -101,23 +111,24 @@ function parseDestination(t: Token, fail: Report): Destination | undefined {
     if (arg === '') fail(t.line, `${kind} needs ${what}: ${usage}`);
     return arg !== '';
   };
+  const fits = (what: string, limit: number): boolean => checkLength(what, arg, limit, { line: t.line, column: columnOf(t, colon + 1) }, fail);
   switch (kind) {
     case 'maildir':
-      return need('a path', `${kind}:PATH`) && checkVariables(arg, t.line, fail) ? { kind, path: arg } : undefined;
+      return need('a path', `${kind}:PATH`) && fits('maildir path', LIMITS.pathBytes) && checkVariables(arg, t.line, fail) ? { kind, path: arg } : undefined;
     case 'mbox':
-      if (!need('a path', `${kind}:PATH`) || !checkVariables(arg, t.line, fail)) return undefined;
+      if (!need('a path', `${kind}:PATH`) || !fits('mbox path', LIMITS.pathBytes) || !checkVariables(arg, t.line, fail)) return undefined;
       if (arg.endsWith('/')) {
         fail(t.line, `mbox path "${arg}" ends in "/": an mbox is a file`);
         return undefined;
       }
       return { kind, path: arg };
     case 'pipe': {
-      if (!need('a command', 'pipe:"/path/to/program ARG…"')) return undefined;
+      if (!need('a command', 'pipe:"/path/to/program ARG…"') || !fits('pipe command', LIMITS.commandBytes)) return undefined;
       const argv = splitArgv(arg, t.line, fail);
       return argv && argv.every((w) => checkVariables(w, t.line, fail)) ? { kind, argv } : undefined;
     }
     case 'forward':
-      if (!need('an address', 'forward:USER@DOMAIN')) return undefined;
+      if (!need('an address', 'forward:USER@DOMAIN') || !fits('forward address', LIMITS.addressBytes)) return undefined;
       if (arg.includes('${')) {
         // The planner passes forward addresses through unexpanded.
         fail(t.line, `forward address "${arg}" cannot use variables`);
@@ -129,7 +140,7 @@ function parseDestination(t: Token, fail: Report): Destination | undefined {
       }
       return { kind, address: arg };
     case 'list':
-      return need('a list address', 'list:LIST@DOMAIN') ? { kind, name: arg.toLowerCase() } : undefined;
+      return need('a list address', 'list:LIST@DOMAIN') && fits('list address', LIMITS.addressBytes) ? { kind, name: arg.toLowerCase() } : undefined;
     case 'discard':
       if (colon >= 0) {
         fail(t.line, 'discard takes no argument');
@@ -144,7 +155,9 @@ function parseDestination(t: Token, fail: Report): Destination | undefined {
         fail(t.line, `reject code "${code}" must be an enhanced status code 4.x.x or 5.x.x (quote it with the text: reject:"5.7.1 text")`);
         return undefined;
       }
-      return { kind, code, text: space < 0 ? '' : arg.slice(space).trim() };
+      const text = space < 0 ? '' : arg.slice(space).trim();
+      if (!checkLength('reject text', text, LIMITS.replyTextBytes, { line: t.line, column: columnOf(t, colon + 1) }, fail)) return undefined;
+      return { kind, code, text };
     }
     default:
       fail(t.line, `unknown destination kind "${kind}" (a rule starts with its destination: ${DESTINATION_KINDS})`);
@@ -157,7 +170,8 @@ function parseCondition(t: Token, fail: Report): Condition | undefined {
   const match = MATCH_RE.exec(t.text);
   if (match) {
     const [, bang, subject = '', name, op, text = ''] = match;
-    const pattern = parsePattern(op === '~' ? 'regex' : 'glob', text, t, fail);
+    if (name !== undefined && !checkLength('header name', name, LIMITS.headerNameBytes, { line: t.line, column: columnOf(t, t.text.indexOf(':') + 1) }, fail)) return undefined;
+    const pattern = parsePattern(op === '~' ? 'regex' : 'glob', subToken(t, t.text.length - text.length), t, fail);
     if (pattern === undefined) return undefined;
     const negate = bang === '!';
     if (name !== undefined) return { kind: 'header', name, pattern, negate };
@@ -191,26 +205,29 @@ function parseCondition(t: Token, fail: Report): Condition | undefined {
   return undefined;
 }
 
-function parsePattern(kind: Pattern['kind'], text: string, t: Token, fail: Report): Pattern | undefined {
-  if (kind === 'glob') return { kind, glob: text };
-  const m = REGEX_RE.exec(text);
-  if (!m) {
-    fail(t.line, `bad regex "${text}" in "${t.text}" (want /REGEX/FLAGS)`);
+/** `p` is the pattern part of the condition word `t` (after = or ~). */
+function parsePattern(kind: Pattern['kind'], p: Token, t: Token, fail: Report): Pattern | undefined {
+  if (!checkLength('pattern', p.text, LIMITS.patternBytes, { line: t.line, column: columnOf(p, 0) }, fail)) return undefined;
+  let pattern: Pattern;
+  if (kind === 'glob') {
+    pattern = { kind, glob: p.text };
+  } else {
+    const m = REGEX_RE.exec(p.text);
+    if (!m) {
+      fail(t.line, `bad regex "${p.text}" in "${t.text}" (want /REGEX/FLAGS)`, columnOf(p, 0));
+      return undefined;
+    }
+    const [, source = '', flags = ''] = m;
+    pattern = { kind, source, flags };
+  }
+  const problem = checkPattern(pattern);
+  if (problem !== undefined) {
+    // The problem's offset counts from the first character after the opening slash.
+    const at = kind === 'regex' ? 1 + problem.offset : problem.offset;
+    fail(t.line, `bad ${kind} in "${t.text}": ${problem.message}`, columnOf(p, at));
     return undefined;
   }
-  const [, source = '', flags = ''] = m;
-  const badFlag = [...flags].find((f) => !REGEX_FLAGS.includes(f));
-  if (badFlag !== undefined) {
-    fail(t.line, `regex flag "${badFlag}" not allowed in "${t.text}" (use ${[...REGEX_FLAGS].join(', ')})`);
-    return undefined;
-  }
-  try {
-    new RegExp(source, flags);
-  } catch (e) {
-    fail(t.line, `bad regex in "${t.text}": ${(e as Error).message}`);
-    return undefined;
-  }
-  return { kind, source, flags };
+  return pattern;
 }
 
 /** Words at white space; single quotes group a word that holds spaces. No shell is involved. */

@@ -1,21 +1,40 @@
 // Table sources: the one parser for the text files an administrator edits
 // (rules, uid, gid, lists; the format is in db/README.md). Pure, no I/O:
-// text in, typed entries and EVERY error out, each naming file and line.
-// Never throws on bad input; a caller must not compile a table whose parse
-// returned errors (compileTables in tables.ts does not).
+// text in, typed entries and EVERY error out, each naming file and line, and
+// the column where one character is to blame (a regex feature the linear-time
+// matcher lacks, a NUL). Never throws on bad input; a caller must not compile
+// a table whose parse returned errors (compileTables in tables.ts does not).
+// Refused besides bad syntax: keys LMDB cannot store (over 1978 bytes) or that
+// hold control characters, values longer than their use allows (LIMITS in
+// source-lex.ts), and uid/gid root or 0 unless the key is in
+// delivery.allow_root or the value is written "root!" (db/README.md, "Root").
 //
-// Exports: parseTableSource, formatSourceError, SourceError, ParsedTable.
+// Exports: parseTableSource, formatSourceError, SourceError, ParsedTable,
+// ParseOptions, MAX_KEY_BYTES.
 
 import type { ListEntry, ListMode, Rule, TableName, TableValues } from '../classify/rules.js';
-import { checkAccount, splitEntries, type Report, type Token, type Where } from './source-lex.js';
+import {
+  byteLength, checkLength, columnOf, LIMITS, parseAccount, splitEntries, subToken,
+  type AccountContext, type Report, type Token, type Where,
+} from './source-lex.js';
 import { parseRule } from './source-rule.js';
 
 export interface SourceError {
   readonly file: string;
   /** 1-based; 0 when the problem is the whole file (e.g. it cannot be read). */
   readonly line: number;
+  /** 1-based, in characters; only when one character is to blame. */
+  readonly column?: number;
   readonly message: string;
 }
+
+export interface ParseOptions {
+  /** delivery.allow_root: keys whose entries may name root (or 0) without the "root!" marker. */
+  readonly allowRoot?: readonly string[];
+}
+
+/** lmdb-js's key limit in bytes; a longer key cannot be stored (nor looked up). */
+export const MAX_KEY_BYTES = LIMITS.keyBytes;
 
 export interface ParsedTable<T extends TableName> {
   /** Lower-cased key → value. Rules keep every line of a key, in file order. */
@@ -23,14 +42,16 @@ export interface ParsedTable<T extends TableName> {
   readonly errors: SourceError[];
 }
 
-/** "db/rules:12: unknown destination kind "maildri"…", the form editors and compilers use. */
+/** "db/rules:12: unknown destination kind "maildri"…" or "db/rules:12:30: …", the forms editors and compilers use. */
 export function formatSourceError(e: SourceError): string {
-  return e.line > 0 ? `${e.file}:${e.line}: ${e.message}` : `${e.file}: ${e.message}`;
+  if (e.line <= 0) return `${e.file}: ${e.message}`;
+  return e.column !== undefined ? `${e.file}:${e.line}:${e.column}: ${e.message}` : `${e.file}:${e.line}: ${e.message}`;
 }
 
-export function parseTableSource<T extends TableName>(table: T, text: string, file: string): ParsedTable<T> {
+export function parseTableSource<T extends TableName>(table: T, text: string, file: string, options: ParseOptions = {}): ParsedTable<T> {
   const errors: SourceError[] = [];
-  const report: Report = (line, message) => errors.push({ file, line, message });
+  const report: Report = (line, message, column) => errors.push({ file, line, ...(column !== undefined ? { column } : {}), message });
+  const allowRoot = new Set((options.allowRoot ?? []).map((k) => k.toLowerCase()));
   const rules = new Map<string, Rule[]>();
   const values = new Map<string, string | ListEntry>();
   const firstLine = new Map<string, number>();
@@ -40,8 +61,9 @@ export function parseTableSource<T extends TableName>(table: T, text: string, fi
     const key = parseKey(keyToken, report);
     if (key === undefined) continue;
     const where: Where = { line: entry.line, origin: `${file}:${entry.line}` };
+    const accounts: AccountContext = { key, allowRoot };
     if (table === 'rules') {
-      const rule = parseRule(rest, where, report);
+      const rule = parseRule(rest, where, accounts, report);
       if (rule) rules.set(key, [...(rules.get(key) ?? []), rule]);
       continue;
     }
@@ -52,31 +74,48 @@ export function parseTableSource<T extends TableName>(table: T, text: string, fi
       continue;
     }
     firstLine.set(key, entry.line);
-    const value = table === 'lists' ? parseList(rest, where, report) : parseAccount(table, rest, where, report);
+    const value = table === 'lists' ? parseList(rest, where, report) : parseAccountValue(table, rest, where, accounts, report);
     if (value !== undefined) values.set(key, value);
   }
   // The casts are safe: which map was filled follows from `table`, which fixes T.
   const entries = (table === 'rules' ? rules : values) as Map<string, TableValues[T]>;
   // The lexer reports while grouping lines, before entries are parsed; give them back in file order.
-  return { entries, errors: errors.sort((a, b) => a.line - b.line) };
+  return { entries, errors: errors.sort((a, b) => a.line - b.line || (a.column ?? 0) - (b.column ?? 0)) };
 }
+
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
+const CONTROL_RE = /[\x00-\x1f\x7f]/;
 
 /** user@domain, user+ext@domain, user, user+ext or @domain; lower-cased like the lookup keys. */
 function parseKey(t: Token, report: Report): string | undefined {
   const key = t.text.toLowerCase();
   const at = key.indexOf('@');
   const ok = key !== '' && key !== '@' && at === key.lastIndexOf('@') && !key.endsWith('@');
-  if (!ok) report(t.line, `bad key "${t.text}" (want user@domain, user+ext@domain, user or @domain)`);
-  return ok ? key : undefined;
+  if (!ok) {
+    report(t.line, `bad key "${t.text}" (want user@domain, user+ext@domain, user or @domain)`);
+    return undefined;
+  }
+  const control = CONTROL_RE.exec(t.text);
+  if (control) {
+    const code = control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
+    report(t.line, `control character U+${code} in key "${t.text.slice(0, 60)}": no address holds one`, columnOf(t, control.index));
+    return undefined;
+  }
+  // Lower-casing can change the length in bytes (İ is 2 bytes, i̇ 3): measure what is stored.
+  if (byteLength(key) > LIMITS.keyBytes) {
+    report(t.line, `key is ${byteLength(key)} bytes long, more than the ${LIMITS.keyBytes} LMDB can store`, columnOf(t, 0));
+    return undefined;
+  }
+  return key;
 }
 
-function parseAccount(table: 'uid' | 'gid', tokens: readonly Token[], where: Where, report: Report): string | undefined {
+function parseAccountValue(table: 'uid' | 'gid', tokens: readonly Token[], where: Where, accounts: AccountContext, report: Report): string | undefined {
   const [name, extra] = tokens;
   if (name === undefined || extra !== undefined) {
     report(extra?.line ?? where.line, `want exactly one ${table === 'uid' ? 'user' : 'group'} name or number after the key`);
     return undefined;
   }
-  return checkAccount(table, name.text, name.line, report) ? name.text : undefined;
+  return parseAccount(table, name, accounts, report);
 }
 
 const LIST_MODES: readonly ListMode[] = ['open', 'closed', 'moderated'];
@@ -85,9 +124,9 @@ const SUBSCRIBER_RE = /^[^@\s,]+@[^@\s,]+$/;
 
 function parseList(tokens: readonly Token[], where: Where, report: Report): ListEntry | undefined {
   let ok = true;
-  const fail: Report = (line, message) => {
+  const fail: Report = (line, message, column) => {
     ok = false;
-    report(line, message);
+    report(line, message, column);
   };
   const [modeToken, ...rest] = tokens;
   const mode = LIST_MODES.find((m) => m === modeToken?.text);
@@ -105,11 +144,12 @@ function parseList(tokens: readonly Token[], where: Where, report: Report): List
     const value = t.text.slice(eq + 1);
     if (eq >= 0 && name === 'manager') {
       if (manager !== undefined) fail(t.line, 'manager= given twice');
+      if (!checkLength('manager', value, LIMITS.managerBytes, { line: t.line, column: columnOf(t, eq + 1) }, fail)) continue;
       if (!MANAGER_RE.test(value)) fail(t.line, `bad manager "${value}" (want lmtp:unix:/PATH, lmtp:inet:HOST:PORT, pipe:COMMAND or "")`);
       manager = value;
     } else if (eq >= 0 && name === 'subscribers') {
       // A list ending in a comma goes on in the next word, so it can run over continuation lines.
-      let word: Token | undefined = value === '' ? undefined : { text: value, line: t.line };
+      let word: Token | undefined = value === '' ? undefined : subToken(t, eq + 1);
       while (word !== undefined) {
         const items = word.text.split(',');
         const more = word.text.endsWith(',') && i + 1 < rest.length;
@@ -127,6 +167,7 @@ function parseList(tokens: readonly Token[], where: Where, report: Report): List
 function addSubscriber(subscribers: Set<string>, item: string, line: number, fail: Report): void {
   const address = item.toLowerCase();
   if (address === '') fail(line, 'empty subscriber (two commas in a row, or a trailing comma at the end of the entry)');
+  else if (byteLength(address) > LIMITS.addressBytes) fail(line, `subscriber "${item.slice(0, 60)}…" is ${byteLength(address)} bytes long, more than the ${LIMITS.addressBytes} an address may have`);
   else if (!SUBSCRIBER_RE.test(address)) fail(line, `bad subscriber "${item}" (want user@domain)`);
   else if (subscribers.has(address)) fail(line, `subscriber "${address}" listed twice`);
   else subscribers.add(address);

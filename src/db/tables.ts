@@ -8,7 +8,8 @@
 // source returns its errors and leaves the environment untouched. Only an
 // LMDB failure (disk full, permissions) throws.
 //
-// openTables is the hot-path reader. lmdb-js keeps one read transaction per
+// openTables is the hot-path reader; a key longer than LMDB can store (a
+// 5000-character recipient) is a miss, not an exception. lmdb-js keeps one read transaction per
 // environment and resets it on the next timer turn of the event loop (and
 // after its own commits), so a long-lived daemon sees a commit made by
 // another process (`mailproc db compile`) from the next turn on, with no
@@ -19,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { TABLE_NAMES, type TableName, type TableValues } from '../classify/rules.js';
-import { parseTableSource, type SourceError } from './source.js';
+import { MAX_KEY_BYTES, parseTableSource, type ParseOptions, type SourceError } from './source.js';
 
 export interface TableHit<T extends TableName> {
   /** The lookup key that hit, e.g. "@example.test" for a catch-all. */
@@ -61,6 +62,8 @@ export interface CompileOptions {
   readonly dbDir: string;
   /** Tables to replace; the others are left as they are. Default: all four. */
   readonly tables?: readonly TableName[];
+  /** delivery.allow_root: keys whose entries may name root without the "root!" marker. */
+  readonly allowRoot?: readonly string[];
 }
 
 export type CompileReport =
@@ -96,7 +99,7 @@ interface ParsedSource {
  * entries there). A missing rules source is an error: it almost always means
  * a wrong source directory, and compiling it would make every address unknown.
  */
-async function readSource(table: TableName, sourceDir: string): Promise<ParsedSource> {
+async function readSource(table: TableName, sourceDir: string, options: ParseOptions): Promise<ParsedSource> {
   const file = join(sourceDir, table);
   let text = '';
   try {
@@ -108,11 +111,12 @@ async function readSource(table: TableName, sourceDir: string): Promise<ParsedSo
       return { table, file, entries: new Map(), errors: [{ file, line: 0, message }] };
     }
   }
-  return { table, file, ...parseTableSource(table, text, file) };
+  return { table, file, ...parseTableSource(table, text, file, options) };
 }
 
 export async function compileTables(opts: CompileOptions): Promise<CompileReport> {
-  const sources = await Promise.all((opts.tables ?? TABLE_NAMES).map((t) => readSource(t, opts.sourceDir)));
+  const options: ParseOptions = { allowRoot: opts.allowRoot ?? [] };
+  const sources = await Promise.all((opts.tables ?? TABLE_NAMES).map((t) => readSource(t, opts.sourceDir, options)));
   const errors = sources.flatMap((s) => s.errors);
   if (errors.length > 0) return { ok: false, errors };
 
@@ -152,6 +156,8 @@ export function openTables(dbDir: string): Tables {
     lookup<T extends TableName>(table: T, keys: readonly string[]): TableHit<T> | undefined {
       const db = env.tables[table];
       for (const key of keys) {
+        // No such key can be stored (the compiler refuses it), and lmdb-js throws on one.
+        if (key.length > MAX_KEY_BYTES / 3 && Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) continue;
         // Values were written by compileTables from typed records, so they are trusted here.
         const value = db.get(key) as TableValues[T] | undefined;
         if (value !== undefined) return { key, value };

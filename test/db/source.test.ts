@@ -121,9 +121,9 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
   { name: 'unterminated variable', table: 'rules', text: 'a mbox:/m/${user', want: ['db/rules:1: unterminated "${" in "/m/${user"'] },
   { name: 'folder on mbox', table: 'rules', text: 'a mbox:/m folder=x', want: ['db/rules:1: folder= applies only to a maildir destination'] },
   { name: 'folder with a slash', table: 'rules', text: 'a maildir:/m folder=a/b', want: ['db/rules:1: bad folder "a/b" (want a name without "/")'] },
-  { name: 'bad regex', table: 'rules', text: 'a discard header:X~/a(/', want: ['db/rules:1: bad regex in "header:X~/a(/": Invalid regular expression: /a(/: Unterminated group'] },
-  { name: 'regex g flag', table: 'rules', text: 'a discard sender~/x/g', want: ['db/rules:1: regex flag "g" not allowed in "sender~/x/g" (use i, m, s, u)'] },
-  { name: 'regex without slashes', table: 'rules', text: 'a discard sender~x', want: ['db/rules:1: bad regex "x" in "sender~x" (want /REGEX/FLAGS)'] },
+  { name: 'bad regex', table: 'rules', text: 'a discard header:X~/a(/', want: ['db/rules:1:22: bad regex in "header:X~/a(/": missing closing ")"'] },
+  { name: 'regex g flag', table: 'rules', text: 'a discard sender~/x/g', want: ['db/rules:1:21: bad regex in "sender~/x/g": regex flag "g" not allowed (use i, m, s, u)'] },
+  { name: 'regex without slashes', table: 'rules', text: 'a discard sender~x', want: ['db/rules:1:18: bad regex "x" in "sender~x" (want /REGEX/FLAGS)'] },
   { name: 'malformed header condition', table: 'rules', text: 'a discard header:=x', want: ['db/rules:1: unknown condition or option "header:=x" (want header:NAME=GLOB or header:NAME~/REGEX/FLAGS)'] },
   { name: 'bad size', table: 'rules', text: 'a discard size>10X', want: ['db/rules:1: bad size "10X" (want bytes or a number with k, M or G, e.g. 512k, 10M)'] },
   { name: 'bad maxsize', table: 'rules', text: 'a discard maxsize=lots', want: ['db/rules:1: bad size "lots" (want bytes or a number with k, M or G, e.g. 512k, 10M)'] },
@@ -136,7 +136,7 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
   { name: 'bad uid option', table: 'rules', text: 'a discard uid=-x', want: ['db/rules:1: bad uid "-x" (want a user name or a number up to 4294967294)'] },
   { name: 'unknown option', table: 'rules', text: 'a discard foo=bar', want: ['db/rules:1: unknown condition or option "foo=bar"'] },
   { name: 'bad key', table: 'rules', text: 'a@ discard\n@ discard\na@b@c discard', want: ['db/rules:1: bad key "a@" (want user@domain, user+ext@domain, user or @domain)', 'db/rules:2: bad key "@" (want user@domain, user+ext@domain, user or @domain)', 'db/rules:3: bad key "a@b@c" (want user@domain, user+ext@domain, user or @domain)'] },
-  { name: 'unterminated double quote', table: 'rules', text: 'a reject:"5.7.1 oops', want: ['db/rules:1: unterminated double quote'] },
+  { name: 'unterminated double quote', table: 'rules', text: 'a reject:"5.7.1 oops', want: ['db/rules:1:10: unterminated double quote'] },
   { name: 'continuation with nothing before it', table: 'rules', text: '# header\n  discard', want: ['db/rules:2: continuation line (it starts with white space) but no entry before it'] },
   { name: 'uid with no value', table: 'uid', text: 'a@x', want: ['db/rules:1: want exactly one user name or number after the key'] },
   { name: 'gid with two values', table: 'gid', text: 'a@x mail\n  staff', want: ['db/rules:2: want exactly one group name or number after the key'] },
@@ -239,4 +239,117 @@ test('rules of one key are kept in file order, across other keys', () => {
 
 test('an error about the whole file formats without a line number', () => {
   assert.equal(formatSourceError({ file: 'db/rules', line: 0, message: 'missing' }), 'db/rules: missing');
+});
+
+// ---- patterns: what the linear-time matcher refuses, at file:line:column ----
+
+const badPatterns: { name: string; text: string; want: string }[] = [
+  {
+    name: 'a backreference',
+    text: 'a discard header:Subject~/(a)\\1/',
+    want: 'db/rules:1:30: bad regex in "header:Subject~/(a)\\1/": backreference \\1 is not supported (patterns run on a linear-time engine, which cannot match what a group captured)',
+  },
+  {
+    name: 'a lookahead inside quotes (the column counts the quote)',
+    text: 'a discard header:Subject~"/big (?=x)/i"',
+    want: 'db/rules:1:32: bad regex in "header:Subject~/big (?=x)/i": lookahead (?=…) is not supported (patterns run on a linear-time engine, which has no lookaround)',
+  },
+  {
+    name: 'a lookbehind after escaped quotes',
+    text: 'a discard "header:X~/\\"a\\"(?<!b)/"',
+    want: 'db/rules:1:27: bad regex in "header:X~/"a"(?<!b)/": lookbehind (?<!…) is not supported (patterns run on a linear-time engine, which has no lookaround)',
+  },
+  {
+    name: 'a flag on a continuation line',
+    text: 'a discard\n\t  !sender~/x/y',
+    want: 'db/rules:2:15: bad regex in "!sender~/x/y": regex flag "y" not allowed (use i, m, s, u)',
+  },
+  {
+    name: 'an escape RE2 would read differently, in an extension condition',
+    text: 'a discard extension~/^a\\z/',
+    want: 'db/rules:1:24: bad regex in "extension~/^a\\z/": \\z is not an escape (write z alone for the letter)',
+  },
+  {
+    name: 'a repeat count over 1000',
+    text: 'a discard header:X~/a{2000}/',
+    want: 'db/rules:1:22: bad regex in "header:X~/a{2000}/": invalid repeat count: {2000}',
+  },
+];
+
+for (const c of badPatterns) {
+  test(`a regex the linear-time matcher cannot run is refused at file:line:column: ${c.name}`, () => {
+    const got = parseTableSource('rules', c.text, FILE);
+    assert.deepEqual(got.errors.map(formatSourceError), [c.want]);
+  });
+}
+
+test('the pathological patterns from issue 8 compile: they are linear on this engine', () => {
+  const got = parseTableSource('rules', 'a discard header:Subject~/(a+)+$/ sender=*a*a*a*a*a*a*a*a*b', FILE);
+  assert.deepEqual(got.errors, []);
+});
+
+// ---- root, keys and lengths ----
+
+const refusedEntries: { name: string; table: TableName; text: string; allowRoot?: string[]; want: string[] }[] = [
+  { name: 'uid root', table: 'uid', text: 'a@x  root', want: ['db/rules:1:6: uid "root" is the superuser: deliveries as root need "a@x" in delivery.allow_root; write "root!" if this entry means it (db/README.md, "Root")'] },
+  { name: 'uid 0, however written', table: 'uid', text: 'a@x 0\nb@x 000', want: ['db/rules:1:5: uid "0" is the superuser: deliveries as root need "a@x" in delivery.allow_root; write "0!" if this entry means it (db/README.md, "Root")', 'db/rules:2:5: uid "000" is the superuser: deliveries as root need "b@x" in delivery.allow_root; write "000!" if this entry means it (db/README.md, "Root")'] },
+  { name: 'gid root', table: 'gid', text: '@x root', want: ['db/rules:1:4: gid "root" is root\'s group: deliveries as root need "@x" in delivery.allow_root; write "root!" if this entry means it (db/README.md, "Root")'] },
+  { name: 'a rule\'s uid= override to root', table: 'rules', text: 'a@x pipe:/bin/cat uid=root', want: ['db/rules:1:23: uid "root" is the superuser: deliveries as root need "a@x" in delivery.allow_root; write "root!" if this entry means it (db/README.md, "Root")'] },
+  { name: 'a rule\'s gid= override to 0, quoted', table: 'rules', text: 'a@x discard "gid=0"', want: ['db/rules:1:18: gid "0" is root\'s group: deliveries as root need "a@x" in delivery.allow_root; write "0!" if this entry means it (db/README.md, "Root")'] },
+  { name: 'root for a key other than the one allowed', table: 'uid', text: '@x root', allowRoot: ['postmaster@x'], want: ['db/rules:1:4: uid "root" is the superuser: deliveries as root need "@x" in delivery.allow_root; write "root!" if this entry means it (db/README.md, "Root")'] },
+  { name: 'the root marker on another user', table: 'uid', text: 'a@x alice!', want: ['db/rules:1:10: uid "alice!": "!" marks root (or 0) only'] },
+  { name: 'a NUL in a key', table: 'rules', text: 'a\0b@x discard', want: ['db/rules:1:2: NUL character (byte 0): a table source is text'] },
+  { name: 'a NUL in a value on a continuation line', table: 'rules', text: 'a@x maildir:/m\n  folder=a\0', want: ['db/rules:2:11: NUL character (byte 0): a table source is text'] },
+  { name: 'a control character in a key', table: 'uid', text: 'a\x01b@x alice', want: ['db/rules:1:2: control character U+0001 in key "a\x01b@x": no address holds one'] },
+  { name: 'a key longer than LMDB can store', table: 'uid', text: `${'k'.repeat(1977)}@x alice`, want: ['db/rules:1:1: key is 1979 bytes long, more than the 1978 LMDB can store'] },
+  { name: 'a key over the limit in bytes, not characters', table: 'uid', text: `${'é'.repeat(989)}@x alice`, want: ['db/rules:1:1: key is 1980 bytes long, more than the 1978 LMDB can store'] },
+  { name: 'a uid name longer than a system name', table: 'uid', text: `a@x ${'u'.repeat(256)}`, want: ['db/rules:1:5: uid name is 256 bytes long, more than the 255 allowed'] },
+  { name: 'a maildir path longer than PATH_MAX', table: 'rules', text: `a@x maildir:/${'p'.repeat(4095)}`, want: ['db/rules:1:13: maildir path is 4096 bytes long, more than the 4095 allowed'] },
+  { name: 'an mbox path longer than PATH_MAX', table: 'rules', text: `a@x mbox:/${'p'.repeat(4095)}`, want: ['db/rules:1:10: mbox path is 4096 bytes long, more than the 4095 allowed'] },
+  { name: 'a folder longer than a file name', table: 'rules', text: `a@x maildir:/m folder=${'f'.repeat(255)}`, want: ['db/rules:1:23: folder name is 255 bytes long, more than the 254 allowed'] },
+  { name: 'a pipe command over 4096 bytes', table: 'rules', text: `a@x pipe:"/bin/x ${'a'.repeat(4090)}"`, want: ['db/rules:1:11: pipe command is 4097 bytes long, more than the 4096 allowed'] },
+  { name: 'a forward address over 254 bytes', table: 'rules', text: `a@x forward:${'f'.repeat(250)}@x.test`, want: ['db/rules:1:13: forward address is 257 bytes long, more than the 254 allowed'] },
+  { name: 'a list address over 254 bytes', table: 'rules', text: `a@x list:${'l'.repeat(250)}@x.test`, want: ['db/rules:1:10: list address is 257 bytes long, more than the 254 allowed'] },
+  { name: 'a reject text that would not fit an SMTP reply line', table: 'rules', text: `a@x reject:"5.7.1 ${'r'.repeat(401)}"`, want: ['db/rules:1:13: reject text is 401 bytes long, more than the 400 allowed'] },
+  { name: 'a header name over 255 bytes', table: 'rules', text: `a@x discard header:${'H'.repeat(256)}=*`, want: ['db/rules:1:20: header name is 256 bytes long, more than the 255 allowed'] },
+  { name: 'a glob over 4096 bytes', table: 'rules', text: `a@x discard sender=${'*'.repeat(4097)}`, want: ['db/rules:1:20: pattern is 4097 bytes long, more than the 4096 allowed'] },
+  { name: 'any other word over 4096 bytes', table: 'rules', text: `a@x discard score>${'9'.repeat(4096)}`, want: ['db/rules:1:13: word of 4102 bytes, more than the 4096 a rule\'s word may have'] },
+  { name: 'a list manager over 4096 bytes', table: 'lists', text: `l@x open manager=lmtp:unix:/${'m'.repeat(4086)}`, want: ['db/rules:1:18: manager is 4097 bytes long, more than the 4096 allowed'] },
+  { name: 'a subscriber over 254 bytes', table: 'lists', text: `l@x open subscribers=a@x,${'s'.repeat(251)}@x.t`, want: [`db/rules:1: subscriber "${'s'.repeat(60)}…" is 255 bytes long, more than the 254 an address may have`] },
+];
+
+for (const c of refusedEntries) {
+  test(`a ${c.table} entry is refused with file:line:column: ${c.name}`, () => {
+    const got = parseTableSource(c.table, c.text, FILE, c.allowRoot !== undefined ? { allowRoot: c.allowRoot } : {});
+    assert.deepEqual(got.errors.map(formatSourceError), c.want);
+    assert.equal(got.entries.size, 0);
+  });
+}
+
+const acceptedEntries: { name: string; table: TableName; text: string; allowRoot?: string[]; want: [string, unknown][] }[] = [
+  { name: 'root! in the uid table, stored without the marker', table: 'uid', text: 'postmaster@x root!', want: [['postmaster@x', 'root']] },
+  { name: '0! in the gid table', table: 'gid', text: 'postmaster@x 0!', want: [['postmaster@x', '0']] },
+  { name: 'root for a key listed in delivery.allow_root (any case)', table: 'uid', text: 'Postmaster@X root', allowRoot: ['postmaster@X'], want: [['postmaster@x', 'root']] },
+  { name: 'a key of exactly 1978 bytes', table: 'uid', text: `${'k'.repeat(1976)}@x alice`, want: [[`${'k'.repeat(1976)}@x`, 'alice']] },
+  { name: 'a uid that merely starts with 0', table: 'uid', text: 'a@x 01000', want: [['a@x', '01000']] },
+];
+
+for (const c of acceptedEntries) {
+  test(`a ${c.table} entry is accepted: ${c.name}`, () => {
+    const got = parseTableSource(c.table, c.text, FILE, c.allowRoot !== undefined ? { allowRoot: c.allowRoot } : {});
+    assert.deepEqual(got.errors, []);
+    assert.deepEqual([...got.entries], c.want);
+  });
+}
+
+test('a rule\'s uid=root! and gid=0! are kept without the marker', () => {
+  const got = parseTableSource('rules', 'a@x pipe:/bin/cat uid=root! gid=0!', FILE);
+  assert.deepEqual(got.errors, []);
+  assert.deepEqual(got.entries.get('a@x')?.map((r) => [r.uid, r.gid]), [['root', '0']]);
+});
+
+test('a rule may name root for a key in delivery.allow_root', () => {
+  const got = parseTableSource('rules', 'a@x pipe:/bin/cat uid=root gid=root', FILE, { allowRoot: ['a@x'] });
+  assert.deepEqual(got.errors, []);
+  assert.deepEqual(got.entries.get('a@x')?.map((r) => [r.uid, r.gid]), [['root', 'root']]);
 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { compileTables, formatSourceError, type Tables } from '../../src/db/index.js';
+import { compileTables, formatSourceError, MAX_KEY_BYTES, type Tables } from '../../src/db/index.js';
 import { compileInChild, compileInChildSync, makeTempTables, type TempTables } from './temp-tables.js';
 
 const GOOD = {
@@ -50,7 +50,7 @@ test('a bad source writes nothing: every error names file:line and the old table
   const tables = tt.open();
   tt.write({
     rules: 'alice@example.test mbox:/new\n',
-    uid: 'alice@example.test root\n',
+    uid: 'alice@example.test root!\n',
     lists: 'dev@example.test closed\n  subscribers=bob\nops@example.test secret\n',
   });
   const report = await compileTables(tt);
@@ -129,4 +129,38 @@ test('lookups in one synchronous run read one snapshot; the next turn reads the 
   assert.deepEqual([before, tables.lookup('uid', ['alice@example.test'])?.value], ['/old', 'alice']);
   await sleep(5);
   assert.deepEqual([mboxPath(tables, 'alice@example.test'), tables.lookup('uid', ['alice@example.test'])?.value], ['/new', 'bob']);
+});
+
+test('a key of the most bytes LMDB stores compiles and is found; a longer lookup key is a miss, not an exception', async (t) => {
+  const tt = makeTempTables(t);
+  const longest = `${'é'.repeat((MAX_KEY_BYTES - 2) / 2)}@x`;
+  assert.equal(Buffer.byteLength(longest), MAX_KEY_BYTES);
+  tt.write({ rules: '', uid: `${longest} alice\n` });
+  const report = await compileTables(tt);
+  assert.ok(report.ok, JSON.stringify(report));
+  const tables = tt.open();
+  assert.equal(tables.lookup('uid', [longest])?.value, 'alice');
+  // A recipient of thousands of characters (smtp-server takes long lines): each key is a miss.
+  const huge = `${'a'.repeat(5000)}@x`;
+  assert.equal(tables.lookup('uid', [huge, `${'é'.repeat(990)}@x`, '@x']), undefined);
+  // One byte more than LMDB takes is refused by the compiler, so no table can hold it.
+  tt.write({ uid: `${longest}x alice\n` });
+  const refused = await compileTables(tt);
+  assert.deepEqual(!refused.ok && refused.errors.map((e) => e.message), [`key is ${MAX_KEY_BYTES + 1} bytes long, more than the ${MAX_KEY_BYTES} LMDB can store`]);
+});
+
+test('uid root compiles only for a key in allowRoot (delivery.allow_root) or written root!; a refusal writes nothing', async (t) => {
+  const tt = makeTempTables(t);
+  await compileGood(tt);
+  tt.write({ uid: 'alice@example.test alice\npostmaster@example.test root\n' });
+  const refused = await compileTables(tt);
+  assert.deepEqual(!refused.ok && refused.errors.map(formatSourceError), [
+    `${join(tt.sourceDir, 'uid')}:2:25: uid "root" is the superuser: deliveries as root need "postmaster@example.test" in delivery.allow_root; write "root!" if this entry means it (db/README.md, "Root")`,
+  ]);
+  const tables = tt.open();
+  assert.equal(tables.lookup('uid', ['postmaster@example.test']), undefined);
+  const allowed = await compileTables({ ...tt, allowRoot: ['Postmaster@Example.Test'] });
+  assert.ok(allowed.ok, JSON.stringify(allowed));
+  await sleep(5);
+  assert.equal(tables.lookup('uid', ['postmaster@example.test'])?.value, 'root');
 });

@@ -29,7 +29,7 @@ interface Setup {
 }
 
 const RULES = '@users.test  maildir:${MAIL}/${user}/Maildir/\n@catchall.test  maildir:${MAIL}/catchall/Maildir/\n';
-const UIDS = 'alice@users.test  mpt-alice\nbob@users.test  mpt-bob\n@catchall.test  mpt-alice\nrooty@users.test  root\n';
+const UIDS = 'alice@users.test  mpt-alice\nbob@users.test  mpt-bob\n@catchall.test  mpt-alice\nrooty@users.test  root!\n';
 
 async function setup(t: TestContext): Promise<Setup | undefined> {
   if (!requireRoot(t, 'useradd, sockets owned by other users, running mailproc as them')) return undefined;

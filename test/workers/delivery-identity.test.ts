@@ -42,7 +42,7 @@ function workerPids(parent: number): number[] {
 test('run as root, deliveries run as nobody in a worker process and files are owned by nobody', async (t) => {
   if (!requireRoot(t, 'switching to the delivery user')) return;
   const nobody = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).trim());
-  const d = await startDaemon({ uid: 'rooty@example.test  root\n', rules: 'alice@example.test  maildir:${MAIL}/${user}/Maildir/\nrooty@example.test  maildir:${MAIL}/rooty/Maildir/\n' });
+  const d = await startDaemon({ uid: 'rooty@example.test  root!\n', rules: 'alice@example.test  maildir:${MAIL}/${user}/Maildir/\nrooty@example.test  maildir:${MAIL}/rooty/Maildir/\n' });
   try {
     assert.match(await deliver(d.lmtpPort, 'alice@example.test'), /^250 2\.0\.0 /);
     const [file] = newFiles(join(d.mail, 'alice', 'Maildir'));

@@ -44,7 +44,7 @@ test('each user\'s mail is written by a worker running as that user, and owned b
   const users = ['mpt-alice', 'mpt-bob', 'mpt-carol'].map(ensureSystemUser);
   const d = await startDaemon({
     rules: '@users.test  maildir:${MAIL}/${user}/Maildir/\nrooty@users.test  maildir:${MAIL}/rooty/Maildir/\n',
-    uid: `${users.map((u) => `${u.name.slice(4)}@users.test  ${u.name}`).join('\n')}\nrooty@users.test  root\n`,
+    uid: `${users.map((u) => `${u.name.slice(4)}@users.test  ${u.name}`).join('\n')}\nrooty@users.test  root!\n`,
   });
   try {
     const replies = await lmtp(d, users.map((u) => `${u.name.slice(4)}@users.test`));
@@ -87,7 +87,7 @@ test('an address listed in delivery.allow_root may deliver as root; no other may
   if (!requireRoot(t, 'delivering as root')) return;
   const d = await startDaemon({
     rules: 'ops@users.test  maildir:${MAIL}/ops/Maildir/\nother@users.test  maildir:${MAIL}/other/Maildir/\n',
-    uid: 'ops@users.test  root\nother@users.test  root\n',
+    uid: 'ops@users.test  root\nother@users.test  root!\n',
     config: { delivery: { allow_root: ['ops@users.test'] } },
   });
   try {

@@ -13,7 +13,8 @@
 //                                          greylist of its own (see exemptFromGreylist for false)
 // At END-OF-MESSAGE, when Postfix names the one recipient, only the size is
 // checked (the real size: a client that announced none is caught there).
-// Patterns are globs like the tables' sender= conditions (`*`, `?`, no case);
+// Patterns are globs like the tables' sender= conditions (`*`, `?`, no case),
+// matched in linear time by src/mail/pattern.ts (compiled once, cached);
 // the null sender is matched as "<>". No policy → no opinion, at one or two
 // LMDB gets per request, which is why the plugin is in the default chain.
 //
@@ -31,9 +32,9 @@
 // owner asked for these refusals and a temporary one only delays a sender
 // the policy would let in. The greylist check run here for recipients who
 // turned it on is part of this plugin: its failure fails closed too.
-import { matchPattern } from '../../classify/plan.js';
 import type { TableHit, TableReader } from '../../db/index.js';
 import { lookupKeys, parseRecipient, type RecipientAddress } from '../../mail/address.js';
+import { matchPattern } from '../../mail/pattern.js';
 import { fitsKey } from '../keys.js';
 import type { PolicyState, UserPolicyRecord } from '../state.js';
 import { FAIL_CLOSED, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';

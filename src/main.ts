@@ -1,6 +1,10 @@
-// Start-up and shutdown of the daemon: config → tables → worker pool → spool
-// and queue → listeners → signals. Every failure to start is reported with
-// what to fix (config key, table file:line, socket in use) and exits non-zero.
+// Start-up and shutdown of the daemon: config → instance lock → tables →
+// worker pool → spool and queue → listeners → signals. Every failure to start
+// is reported with what to fix (config key, table file:line, socket in use,
+// the pid of the mailprocd that already holds the state directory) and exits
+// non-zero. The instance lock (src/state/instance-lock.ts) comes before
+// anything that writes: a second daemon on the same paths.state compiles no
+// table and removes or binds no socket of the first.
 // SIGTERM/SIGINT: stop accepting, let transactions and in-flight deliveries
 // finish within limits.shutdown_grace (idle sessions get 421 4.3.2 at once,
 // see Listener.close; spooled mail stays in the spool), stop workers, exit 0.
@@ -23,6 +27,7 @@ import { createDnsblPlugin } from './policy/plugins/dnsbl.js';
 import { createSpfPlugin } from './policy/plugins/spf.js';
 import { QueueManager } from './queue/manager.js';
 import { Spool } from './queue/spool.js';
+import { describeBusy, lockInstance, type InstanceLock } from './state/instance-lock.js';
 import { Listener, type IntakeHandlers } from './smtp/server.js';
 import { deliverToRecipient, type ResolvedRecipient } from './workers/dispatch.js';
 import { clearIdentityCache, resolveIdentity } from './workers/identity.js';
@@ -141,9 +146,23 @@ function toResolved(tables: Tables, rcpt: RecipientAddress): ResolvedRecipient |
 }
 
 export async function startDaemon(opts: { configFile?: string; log?: Logger }): Promise<Daemon> {
-  let config = loadConfig(opts.configFile);
+  const config = loadConfig(opts.configFile);
   const log = opts.log ?? createLogger(config.log);
-  let defaultDestination = parseDefaultDestination(config.delivery.default);
+  const defaultDestination = parseDefaultDestination(config.delivery.default);
+  // First of all: a second instance must not compile tables or unlink the first one's sockets.
+  const instance = await lockInstance(config.paths.state);
+  if (instance.kind === 'busy') throw new Error(describeBusy(instance));
+  try {
+    return await startLocked(config, log, opts.configFile, defaultDestination, instance);
+  } catch (err) {
+    await instance.release();
+    throw err;
+  }
+}
+
+async function startLocked(first: Config, log: Logger, configFile: string | undefined, firstDefault: Destination, instance: InstanceLock): Promise<Daemon> {
+  let config = first;
+  let defaultDestination = firstDefault;
   await prepareDirectories(config, log);
   const tablePaths: TablePaths = { sources: config.paths.sources, db: config.paths.db };
   await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log);
@@ -238,7 +257,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
 
   const reloadNow = async (): Promise<void> => {
     try {
-      const next = loadConfig(opts.configFile);
+      const next = loadConfig(configFile);
       defaultDestination = parseDefaultDestination(next.delivery.default);
       config = next;
       clearIdentityCache();
@@ -278,6 +297,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
         await queue.stop();
         await pool.stop();
         await tables.close();
+        await instance.release();
         log.info('stopped');
       })();
       return stopping;

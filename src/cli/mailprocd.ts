@@ -3,6 +3,11 @@
 // embedded default); `mailprocd --check-config [--config FILE]` validates and
 // prints the resolved configuration, exit 0 when good, 1 with every problem
 // named by key when not.
+//
+// Exit codes of the daemon: 1 when it cannot start — one line naming what to
+// fix, e.g. "state directory /var/lib/mailprocd is in use by mailprocd pid
+// 1234" when another instance holds the state directory
+// (src/state/instance-lock.ts); 64 for bad options.
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { createLogger } from '../log.js';

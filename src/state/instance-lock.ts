@@ -17,8 +17,8 @@
 // kernel however the holder ends (kill -9 included), so a stale file never
 // blocks a start; the pid in the file only names the holder in the message.
 // os-lock cannot ask the kernel who holds a lock (it has no F_GETLK), so the
-// pid is read from the file, and — when the holder has locked but not yet
-// written it — from /proc/locks (Linux), matched by device and inode.
+// pid is read from /proc/locks (Linux; matched by device and inode), else from
+// the file.
 //
 // fcntl caveats, and why they do not bite: a process loses its lock when it
 // closes ANY descriptor of the file, so nothing else opens it, and a second
@@ -57,6 +57,17 @@ export async function lockInstance(stateDir: string): Promise<InstanceLock | Ins
   const dir = resolve(stateDir);
   const path = join(dir, LOCK_FILE);
   if (heldHere.has(path)) return { kind: 'busy', stateDir: dir, path, pid: process.pid };
+  // Claimed before the first await: a concurrent call in this process is refused above.
+  heldHere.add(path);
+  try {
+    return await takeLock(dir, path);
+  } catch (err) {
+    heldHere.delete(path);
+    throw err;
+  }
+}
+
+async function takeLock(dir: string, path: string): Promise<InstanceLock | InstanceBusy> {
   await mkdir(dir, { recursive: true, mode: 0o755 });
   let fh: FileHandle;
   try {
@@ -71,15 +82,15 @@ export async function lockInstance(stateDir: string): Promise<InstanceLock | Ins
     const inode = await fh.stat().catch(() => undefined);
     await fh.close();
     if (!BUSY_CODES.has(code)) throw new Error(`cannot lock ${path}: ${(err as Error).message}`);
-    const pid = (await pidFromFile(path)) ?? (inode ? await pidFromProcLocks(inode.dev, inode.ino) : undefined);
+    heldHere.delete(path);
+    // The kernel's answer first: the file may still name the previous holder for a moment.
+    const pid = (inode ? await pidFromProcLocks(inode.dev, inode.ino) : undefined) ?? (await pidFromFile(path));
     return { kind: 'busy', stateDir: dir, path, pid };
   }
-  heldHere.add(path);
   try {
     await fh.truncate(0);
     await fh.write(`${process.pid}\n`, 0);
   } catch (err) {
-    heldHere.delete(path);
     await fh.close();
     throw new Error(`cannot write ${path}: ${(err as Error).message}`);
   }

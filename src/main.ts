@@ -1,9 +1,20 @@
-// Start-up and shutdown of the daemon: config → tables → worker pool → spool
-// and queue → listeners → signals. Every failure to start is reported with
-// what to fix (config key, table file:line, socket in use) and exits non-zero.
-// SIGTERM/SIGINT: stop accepting, let transactions and in-flight deliveries
-// finish within limits.shutdown_grace (idle sessions get 421 4.3.2 at once,
-// see Listener.close; spooled mail stays in the spool), stop workers, exit 0.
+// Start-up and shutdown of the daemon: config → instance lock → tables →
+// worker pool → spool and queue → listeners → signals. Every failure to start
+// is reported with what to fix (config key, table file:line, socket in use,
+// the pid of the mailprocd that already holds the state directory) and exits
+// non-zero. The instance lock (src/state/instance-lock.ts) comes before
+// anything that writes: a second daemon on the same paths.state compiles no
+// table and removes or binds no socket of the first.
+// SIGTERM/SIGINT (stop()): at once, the queue starts nothing more (a queued
+// recipient still waiting for a worker slot is not started either) and the
+// listeners stop accepting (idle sessions get 421 4.3.2 at once, see
+// Listener.close). Transactions and deliveries in progress have
+// limits.shutdown_grace; then what is left gets 421 4.3.2 and the busy workers
+// are ended (WorkerPool.terminate: SIGTERM, which kills their pipe commands'
+// process groups, SIGKILL after KILL_AFTER_MS), their recipients answered
+// 4.3.0 and kept in the spool. The daemon is stopped within grace +
+// STOP_SLACK_MS whatever a delivery waits on (the CLI exits there at the
+// latest), releases the lock, exit 0. Never a 250 for mail not stored.
 // SIGHUP: re-read the configuration (listeners keep their sockets), forget
 // cached user lookups, compile table sources edited since the last compile
 // (as at start: a bad source is logged with file:line and the tables in use
@@ -24,11 +35,19 @@ import { createSpfPlugin } from './policy/plugins/spf.js';
 import { QueueManager } from './queue/manager.js';
 import { Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
+import { describeBusy, lockInstance, type InstanceLock } from './state/instance-lock.js';
 import { Listener, type IntakeHandlers } from './smtp/server.js';
 import { deliverToRecipient, type ResolvedRecipient } from './workers/dispatch.js';
 import { clearIdentityCache, resolveIdentity } from './workers/identity.js';
 import { WorkerPool } from './workers/pool.js';
 import { TABLE_NAMES } from './classify/rules.js';
+
+/** After the shutdown grace, how long a busy worker has to end its pipe commands and exit before SIGKILL. */
+const KILL_AFTER_MS = 2_000;
+/** After that, how long the queue may take to record the killed deliveries' outcomes before the daemon stops waiting. */
+const RECORD_MS = 1_000;
+/** stop() ends within limits.shutdown_grace plus this (the CLI exits there whatever is left). */
+export const STOP_SLACK_MS = 4_500;
 
 export interface Daemon {
   readonly config: () => Config;
@@ -143,9 +162,23 @@ function toResolved(tables: Tables, rcpt: RecipientAddress): ResolvedRecipient |
 }
 
 export async function startDaemon(opts: { configFile?: string; log?: Logger }): Promise<Daemon> {
-  let config = loadConfig(opts.configFile);
+  const config = loadConfig(opts.configFile);
   const log = opts.log ?? createLogger(config.log);
-  let defaultDestination = parseDefaultDestination(config.delivery.default);
+  const defaultDestination = parseDefaultDestination(config.delivery.default);
+  // First of all: a second instance must not compile tables or unlink the first one's sockets.
+  const instance = await lockInstance(config.paths.state);
+  if (instance.kind === 'busy') throw new Error(describeBusy(instance));
+  try {
+    return await startLocked(config, log, opts.configFile, defaultDestination, instance);
+  } catch (err) {
+    await instance.release();
+    throw err;
+  }
+}
+
+async function startLocked(first: Config, log: Logger, configFile: string | undefined, firstDefault: Destination, instance: InstanceLock): Promise<Daemon> {
+  let config = first;
+  let defaultDestination = firstDefault;
   await prepareDirectories(config, log);
   const tablePaths: TablePaths = { sources: config.paths.sources, db: config.paths.db };
   await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log, config.delivery.allow_root);
@@ -168,10 +201,11 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
     }),
   });
   const resolve = (rcpt: RecipientAddress): ResolvedRecipient | undefined => toResolved(tables, rcpt);
-  const deliver: IntakeHandlers['deliver'] = (env, message, r) =>
+  const deliverWith = (mayStart?: () => boolean): IntakeHandlers['deliver'] => (env, message, r) =>
     deliverToRecipient(
       {
         pool,
+        ...(mayStart ? { mayStart } : {}),
         baseDir: process.cwd(),
         allowRoot: (rcpt) => {
           const allowed = config.delivery.allow_root;
@@ -184,11 +218,13 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
       r.rcpt,
       r.resolved,
     );
+  const deliver = deliverWith();
 
   const spool = new Spool(config.paths.spool, config.delivery.fsync);
   await spool.init();
   const relays = new Relays(() => ({ name: config.hostname }));
-  const queue = new QueueManager({ spool, config: () => config, log, resolve, deliver, relays });
+  // The queue's deliveries that still wait for a worker slot when SIGTERM arrives are not started.
+  const queue: QueueManager = new QueueManager({ spool, config: () => config, log, resolve, deliver: deliverWith(() => queue.mayStart()), relays });
 
   const handlers: IntakeHandlers = {
     config: () => config,
@@ -241,7 +277,7 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
 
   const reloadNow = async (): Promise<void> => {
     try {
-      const next = loadConfig(opts.configFile);
+      const next = loadConfig(configFile);
       defaultDestination = parseDefaultDestination(next.delivery.default);
       config = next;
       clearIdentityCache();
@@ -273,15 +309,31 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
       return reloading;
     },
     stop(): Promise<void> {
+      const startedStop = Date.now();
       stopping ??= (async () => {
-        log.info('stopping: no new connections; finishing sessions and deliveries');
+        const grace = config.limits.shutdown_grace;
+        // The moment SIGTERM arrives: no queue run starts, nothing new is accepted.
+        queue.halt();
+        log.info(`stopping: no new connections or queue runs; transactions and deliveries in progress have ${grace / 1000} s (limits.shutdown_grace)`);
+        // At the grace, listeners answer what is left 421 4.3.2 (Listener.close) and
+        // the workers still busy are ended; their recipients stay queued.
+        let terminated: Promise<void> | undefined;
+        const overdue = setTimeout(() => {
+          const busy = pool.list().reduce((n, w) => n + w.inFlight, 0);
+          if (busy > 0) log.warn(`shutdown grace over: ending the workers of ${busy} ${busy === 1 ? 'delivery' : 'deliveries'} still in progress; their recipients stay queued (an LMTP client gets 421 4.3.2)`);
+          terminated = pool.terminate(KILL_AFTER_MS);
+        }, grace);
         await userSockets.close();
         await Promise.all([...listeners.map((l) => l.close()), policy.close()]);
         await new Promise<void>((resolve) => control.close(() => resolve()));
-        await queue.stop();
+        // Outcomes of killed workers arrive as their exits are seen; past that, stop waiting.
+        await queue.stop(Math.max(0, startedStop + grace + KILL_AFTER_MS + RECORD_MS - Date.now()));
         await pool.stop();
+        clearTimeout(overdue);
+        await terminated;
         relays.close();
         await tables.close();
+        await instance.release();
         log.info('stopped');
       })();
       return stopping;

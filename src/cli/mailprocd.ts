@@ -3,10 +3,17 @@
 // embedded default); `mailprocd --check-config [--config FILE]` validates and
 // prints the resolved configuration, exit 0 when good, 1 with every problem
 // named by key when not.
+//
+// Exit codes of the daemon: 0 after SIGTERM/SIGINT once stopped (main.ts
+// stop(): within limits.shutdown_grace plus a few seconds; if anything still
+// hangs at grace + STOP_SLACK_MS the process exits 1 with a line saying so);
+// 1 when it cannot start — one line naming what to fix, e.g. "state directory
+// /var/lib/mailprocd is in use by mailprocd pid 1234" when another instance
+// holds the state directory (src/state/instance-lock.ts); 64 for bad options.
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { createLogger } from '../log.js';
-import { parseDefaultDestination, startDaemon } from '../main.js';
+import { parseDefaultDestination, startDaemon, STOP_SLACK_MS, type Daemon } from '../main.js';
 
 const USAGE = `usage: mailprocd [--config FILE] [--check-config]
   --config FILE    YAML configuration (default: the embedded default, state under ./var)
@@ -42,12 +49,12 @@ async function main(): Promise<number> {
   }
   // Handlers go in before start-up: listeners open early, and a signal that
   // arrives before the rest is ready must not kill the daemon outright.
-  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  let daemon: Daemon | undefined;
   let stopRequested: string | undefined;
   const shutdown = (sig: string): void => {
     process.stderr.write(`mailprocd: ${sig} received\n`);
     if (daemon === undefined) stopRequested = sig;
-    else void daemon.stop().then(() => process.exit(0));
+    else stopAndExit(daemon);
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
@@ -59,8 +66,19 @@ async function main(): Promise<number> {
     createLogger({ format: 'text', level: 'info' }).error(msg);
     return 1;
   }
-  if (stopRequested !== undefined) void daemon.stop().then(() => process.exit(0));
+  if (stopRequested !== undefined) stopAndExit(daemon);
   return -1; // keep running
+}
+
+/** Stops and exits 0; a stop that outlives the grace by STOP_SLACK_MS (a bug, or a hung close) exits 1 anyway. */
+function stopAndExit(d: Daemon): void {
+  const limit = d.config().limits.shutdown_grace + STOP_SLACK_MS;
+  const backstop = setTimeout(() => {
+    createLogger({ format: 'text', level: 'info' }).error(`not stopped ${limit / 1000} s after the signal; exiting now (spooled mail stays queued)`);
+    process.exit(1);
+  }, limit);
+  backstop.unref();
+  void d.stop().then(() => process.exit(0));
 }
 
 void main().then((code) => {

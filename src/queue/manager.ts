@@ -11,6 +11,12 @@
 // LMTP deliveries that outlive the reply window are adopted: the message is
 // spooled for the recipients still in flight, the client gets 250, and each
 // in-flight outcome is recorded here as it arrives.
+//
+// Shutdown: halt() (at SIGTERM) starts no attempt from then on, and mayStart()
+// tells the pool not to start a queue delivery that still waits for a worker
+// slot; stop(waitMs) waits for the running attempts and adopted deliveries to
+// record their outcomes, at most waitMs. What did not finish stays in the
+// spool for the next start.
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import { parseRecipient } from '../mail/address.js';
@@ -111,6 +117,7 @@ export class QueueManager {
       .catch((err: unknown) => this.d.log.error(`adopted delivery failed: ${(err as Error).stack ?? String(err)}`, undefined, id))
       .finally(() => {
         this.adopted.delete(id);
+        this.wakeIdleWaiters();
         if (this.timers.has(id) || this.stopped) return;
         // finish() scheduled a retry when something is left; make sure nothing is orphaned.
         void this.d.spool.list().then((ids) => {
@@ -119,13 +126,40 @@ export class QueueManager {
       });
   }
 
-  /** Stops scheduling; resolves when running attempts have finished. Entries stay in the spool. */
-  async stop(): Promise<void> {
+  /**
+   * SIGTERM: from now on no attempt starts, and a recipient of a running
+   * attempt that still waits for a worker slot is not started either
+   * (mayStart() turns false: the pool answers it 4.3.0 and it stays queued).
+   * Entries stay in the spool.
+   */
+  halt(): void {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
     this.waiting.length = 0;
-    if (this.running.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** False once halted: asked by the pool when a queue delivery reaches a worker slot. */
+  readonly mayStart = (): boolean => !this.stopped;
+
+  /**
+   * Halts, then resolves when the running attempts and adopted LMTP deliveries
+   * have recorded their outcomes, or after waitMs (what is left stays in the
+   * spool; an outcome not recorded means a retry after the restart — a possible
+   * duplicate, never a loss). The caller bounds the deliveries themselves
+   * (WorkerPool.terminate at the end of the shutdown grace).
+   */
+  async stop(waitMs = Infinity): Promise<void> {
+    this.halt();
+    if (this.running.size === 0 && this.adopted.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const settled = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    const late = Number.isFinite(waitMs) ? new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), waitMs); }) : new Promise<never>(() => undefined);
+    const r = await Promise.race([settled, late]);
+    clearTimeout(timer);
+    if (r === 'late') {
+      this.d.log.warn(`shutdown: not waiting any longer for ${[...this.running, ...this.adopted].join(' ')}; they stay in the spool`);
+    }
   }
 
   /** What the spool holds, for `mailproc queue list`. */
@@ -158,6 +192,10 @@ export class QueueManager {
     return true;
   }
 
+  private wakeIdleWaiters(): void {
+    if (this.running.size === 0 && this.adopted.size === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
   private push(id: string): void {
     if (this.running.has(id) || this.waiting.includes(id)) return;
     this.waiting.push(id);
@@ -174,7 +212,7 @@ export class QueueManager {
         if (!this.stopped) this.schedule(id, this.d.config().queue.retry_min);
       }).finally(() => {
         this.running.delete(id);
-        if (this.running.size === 0) for (const w of this.idleWaiters.splice(0)) w();
+        this.wakeIdleWaiters();
         this.pump();
       });
     }

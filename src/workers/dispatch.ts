@@ -32,6 +32,8 @@ export interface DispatchContext {
   readonly baseDir: string;
   /** delivery.allow_root: may this recipient's copies be written as uid/gid 0? */
   readonly allowRoot: (rcpt: RecipientAddress) => boolean;
+  /** Passed to the pool: false when the job reaches a slot means "do not start" (the queue after SIGTERM). */
+  readonly mayStart?: () => boolean;
 }
 
 export interface RecipientOutcome {
@@ -108,7 +110,7 @@ export async function deliverToRecipient(
     const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home) as WorkerDestination, ctx.baseDir));
     const recipient = { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain };
     const concurrency = steps.find((x) => x.concurrency !== undefined)?.concurrency;
-    const r = await ctx.pool.deliver(identity, { ...(concurrency !== undefined ? { concurrency } : {}), allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
+    const r = await ctx.pool.deliver(identity, { ...(concurrency !== undefined ? { concurrency } : {}), allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations, ...(ctx.mayStart ? { mayStart: ctx.mayStart } : {}) });
     timings.push(r.timing);
     return r.results.map((x) => x.status);
   }));

@@ -5,7 +5,10 @@
 // deliveries at once, at most `maxDeliveries` overall, round robin. The pool
 // is master-side; it never touches a user's files. A delivery whose worker
 // dies before answering gets 4.3.0 for each destination so the message is
-// retried, never lost or reported delivered.
+// retried, never lost or reported delivered. Shutdown: stop() lets workers
+// finish and exit; terminate() (the end of limits.shutdown_grace) ends them —
+// SIGTERM, on which a worker kills its pipe commands' process groups and exits,
+// then SIGKILL after a short time — and their deliveries get 4.3.0.
 //
 // Safety: workers are spawned as the master's user (root, in a multi-user
 // setup) only so that they can read the daemon's code wherever it is
@@ -36,6 +39,12 @@ export interface DeliverJob {
   readonly header: Buffer;
   readonly body: Buffer;
   readonly destinations: readonly WorkerDestination[];
+  /**
+   * Asked when the job reaches a worker slot: false answers it 4.3.0 unstarted
+   * (the queue's deliveries once SIGTERM has arrived; an LMTP client still
+   * waiting for its reply during the shutdown grace has no such check).
+   */
+  readonly mayStart?: () => boolean;
 }
 
 interface Pending {
@@ -67,6 +76,8 @@ interface Worker {
   delivered: number;
   /** Spawn until its "ready" message: the worker start latency. */
   readyMs?: number;
+  /** Set when the pool ends it (terminate): the 4.3.0 text its deliveries in flight get. */
+  endedBy?: string;
   idleTimer?: NodeJS.Timeout;
 }
 
@@ -96,12 +107,19 @@ export interface PoolOptions {
 
 const failAll = (n: number, text: string): DeliveryResult[] =>
   Array.from({ length: n }, () => ({ status: status('4.3.0', text) }));
+/** After terminate()'s SIGTERM, how long a worker has to kill its commands and exit before SIGKILL. */
+const KILL_AFTER_MS = 2000;
+const hasExited = (w: Worker): boolean => w.child.exitCode !== null || w.child.signalCode !== null;
+const exitOf = (w: Worker): Promise<void> =>
+  hasExited(w) ? Promise.resolve() : new Promise((resolve) => w.child.once('exit', () => resolve()));
 const NO_TIME: DeliveryTiming = { slotMs: 0, transferMs: 0, workMs: 0 };
 const answer = (results: DeliveryResult[], timing = NO_TIME): PoolResult => ({ results, timing });
 
 export class WorkerPool {
-  /** identity key → its live workers */
+  /** identity key → its workers that take new work */
   private readonly workers = new Map<string, Worker[]>();
+  /** Every worker process not yet exited, retired ones (finishing their deliveries) included. */
+  private readonly live = new Set<Worker>();
   private readonly scheduler: FairScheduler;
   /** identity key → slots set by a table (concurrency=N), instead of delivery.user_concurrency */
   private readonly slotOverrides = new Map<string, number>();
@@ -134,7 +152,7 @@ export class WorkerPool {
     return new Promise<PoolResult>((resolve) => {
       this.scheduler.submit(key, async () => {
         const slotMs = performance.now() - submitted;
-        if (this.stopping) return resolve(answer(failAll(n, 'mail system is shutting down')));
+        if (this.stopping || job.mayStart?.() === false) return resolve(answer(failAll(n, 'mail system is shutting down')));
         const r = await this.send(key, identity, job);
         resolve({ results: r.results, timing: { ...r.timing, slotMs } });
       });
@@ -169,23 +187,51 @@ export class WorkerPool {
     });
   }
 
+  /** Every worker process, including one retired and still finishing its deliveries. */
   list(): WorkerInfo[] {
-    return [...this.workers.values()].flat().map((w) => ({
+    return [...this.live].map((w) => ({
       user: w.identity.user, uid: w.identity.uid, gid: w.identity.gid, pid: w.child.pid,
       startedAt: w.started, messages: w.delivered, inFlight: w.pending.size,
       ...(w.readyMs !== undefined ? { readyMs: Math.round(w.readyMs) } : {}),
     }));
   }
 
-  /** Asks every worker to finish and exit; resolves once all have. */
+  /**
+   * Refuses new deliveries, asks every worker to finish what it has and exit;
+   * resolves once all have exited. Bounded only by terminate(): main calls it
+   * at the end of limits.shutdown_grace.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
-    const exits = [...this.workers.values()].flat().map((w) => new Promise<void>((resolve) => {
-      if (w.child.exitCode !== null || w.child.signalCode !== null) return resolve();
-      w.child.once('exit', () => resolve());
-      this.retire(w);
+    for (const w of [...this.workers.values()].flat()) this.retire(w);
+    await Promise.all([...this.live].map((w) => exitOf(w)));
+  }
+
+  /**
+   * The shutdown grace is over: refuses new deliveries and ends every worker
+   * now. SIGTERM first — the worker SIGKILLs its pipe commands' process groups
+   * (each runs in its own, out of reach of a signal to the worker) and exits —
+   * then SIGKILL after killAfterMs for one that does not (its commands may be
+   * left running then; that is logged). Each delivery in flight is answered
+   * 4.3.0 by the exit handler, so its recipients stay queued (or the LMTP
+   * client, which got 421 4.3.2 at the grace, retries). Resolves when all have
+   * exited.
+   */
+  async terminate(killAfterMs = KILL_AFTER_MS): Promise<void> {
+    this.stopping = true;
+    await Promise.all([...this.live].map(async (w) => {
+      if (hasExited(w)) return;
+      this.forget(w);
+      w.endedBy = 'delivery cut off: the mail system is shutting down';
+      w.child.kill('SIGTERM');
+      const timer = setTimeout(() => {
+        if (hasExited(w)) return;
+        this.opts.log.warn(`worker for ${w.identity.user} pid ${w.child.pid ?? '?'} did not exit on SIGTERM; killing it (commands it ran may be left running)`);
+        w.child.kill('SIGKILL');
+      }, killAfterMs);
+      await exitOf(w);
+      clearTimeout(timer);
     }));
-    await Promise.all(exits);
   }
 
   /** The identity's least busy worker, or a new one while there are fewer than userWorkers. */
@@ -223,9 +269,11 @@ export class WorkerPool {
     });
     const w: Worker = { key, identity, child, started: Date.now(), spawnedAt: performance.now(), pending: new Map(), lastUsed: Date.now(), delivered: 0 };
     this.workers.set(key, [...live, w]);
+    this.live.add(w);
     child.on('message', (raw: unknown) => this.onMessage(w, raw));
     child.on('error', (err) => this.opts.log.error(`worker for ${identity.user}: ${err.message}`));
     child.on('exit', (code, signal) => {
+      this.live.delete(w);
       this.forget(w);
       if (w.idleTimer) clearTimeout(w.idleTimer);
       const lost = [...w.pending.values()];
@@ -233,7 +281,7 @@ export class WorkerPool {
       if (lost.length > 0 || (code !== 0 && !this.stopping)) {
         this.opts.log.warn(`worker for ${identity.user} pid ${child.pid ?? '?'} exited`, { code: code ?? undefined, signal: signal ?? undefined, lost: lost.length });
       }
-      for (const p of lost) p.resolve(answer(failAll(p.count, `worker for ${identity.user} died (${signal ?? `exit ${code}`})`)));
+      for (const p of lost) p.resolve(answer(failAll(p.count, w.endedBy ?? `worker for ${identity.user} died (${signal ?? `exit ${code}`})`)));
     });
     this.opts.log.debug(`started worker for ${identity.user}`, { pid: child.pid, uid: identity.uid, gid: identity.gid });
     return w;

@@ -68,6 +68,12 @@ process.chdir('/');
 if (process.send === undefined) fail('started without an IPC channel');
 // The master is gone: nobody is left to answer for a delivery; stop.
 process.on('disconnect', () => process.exit(0));
+// The pool's terminate() at the end of the shutdown grace: exit at once, through
+// process.exit so that pipe.ts's exit hook SIGKILLs the commands' process groups
+// (a death by the default SIGTERM action would skip it and orphan them).
+process.on('SIGTERM', () => process.exit(75)); // EX_TEMPFAIL: the deliveries in flight are retried
+// Ctrl-C reaches the whole process group; the master's shutdown decides when a worker ends.
+process.on('SIGINT', () => undefined);
 let inFlight = 0;
 let closing = false;
 // A worker waits idle far longer than it works: once idle, collect garbage so

@@ -15,7 +15,9 @@
 // failed write or fsync the file is truncated back to its size before the
 // write (and fsynced) while the lock is still held, so readers never see half a
 // message. A symlink, FIFO, device, directory or hard-linked mailbox is refused
-// with nothing written (5.2.0); a lock still held after the attempts is 4.2.0.
+// with nothing written (5.2.0); a mailbox owned by another uid than the
+// worker's (the recipient's) is refused with 4.2.0 naming its owner, as
+// Postfix's safe_open does; a lock still held after the attempts is 4.2.0.
 // Kernel lock: fcntl through os-lock after the dotlock, see NOTES.md. Throws
 // only for bad options.
 import { constants } from 'node:fs';
@@ -135,9 +137,12 @@ async function openMailbox(path: string): Promise<OpenedMailbox | Status> {
   try {
     const st = await fh.stat();
     const why = !st.isFile() ? 'not a regular file' : st.nlink !== 1 ? `it has ${st.nlink} hard links` : undefined;
-    if (why === undefined) return { fh, changedDirs };
+    const self = process.geteuid?.();
+    if (why === undefined && (self === undefined || st.uid === self)) return { fh, changedDirs };
     await ignoreErrors(fh.close());
-    return refused(path, why);
+    if (why !== undefined) return refused(path, why);
+    // Postfix's safe_open: "not owned by recipient". Temporary: the owner or the admin fixes it.
+    return status('4.2.0', `refusing to deliver to mailbox ${path}: it is owned by uid ${st.uid}, not by the recipient (uid ${self})`);
   } catch (err) {
     await ignoreErrors(fh.close());
     return statusFromError(err, `cannot stat mailbox ${path}`);

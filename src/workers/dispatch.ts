@@ -15,6 +15,7 @@ import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
 import { isSuccess, isTemporary, ok, status, type Status } from '../mail/status.js';
 import { traceHeader, type TraceInfo } from '../mail/trace.js';
 import { resolveIdentity, type Identity } from './identity.js';
+import { prepareUserDirectories } from './mail-root.js';
 import type { DeliveryTiming, WorkerPool } from './pool.js';
 
 export interface ResolvedRecipient {
@@ -31,6 +32,8 @@ export interface DispatchContext {
   readonly baseDir: string;
   /** delivery.allow_root: may this recipient's copies be written as uid/gid 0? */
   readonly allowRoot: (rcpt: RecipientAddress) => boolean;
+  /** paths.mail: per-user directories directly under it are made (or checked) by the master, see mail-root.ts. */
+  readonly mailRoot?: string;
 }
 
 export interface RecipientOutcome {
@@ -102,7 +105,13 @@ export async function deliverToRecipient(
     const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home), ctx.baseDir));
     const recipient = { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain };
     const concurrency = steps.find((x) => x.concurrency !== undefined)?.concurrency;
-    const r = await ctx.pool.deliver(identity, { ...(concurrency !== undefined ? { concurrency } : {}), allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
+    const allowRoot = ctx.allowRoot(rcpt);
+    if (ctx.mailRoot !== undefined) {
+      // The whole identity's copies wait for a fix: delivering the others now would duplicate them on the retry.
+      const refused = await prepareUserDirectories(ctx.mailRoot, identity, destinations, allowRoot);
+      if (refused !== undefined) return steps.map(() => refused);
+    }
+    const r = await ctx.pool.deliver(identity, { ...(concurrency !== undefined ? { concurrency } : {}), allowRoot, sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations });
     timings.push(r.timing);
     return r.results.map((x) => x.status);
   }));

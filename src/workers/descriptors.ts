@@ -29,7 +29,7 @@ export function parseFdinfoFlags(text: string): number | undefined {
 /**
  * Descriptors above 2 that lack O_CLOEXEC, ascending, read from `dir`
  * (default /proc/self/fdinfo). undefined when the directory cannot be read
- * (no /proc, or a process that is no longer dumpable after a uid change).
+ * (no /proc mounted).
  * The directory handle used to list it is close-on-exec, so it never
  * appears; a descriptor closed while we look is skipped.
  */

@@ -3,8 +3,7 @@
 // daemon is installed), it drops to the target uid/gid with no supplementary
 // groups BEFORE it registers for any message, and asserts that it is no longer
 // root — qmail-lspawn's rule: the privilege boundary is a process boundary.
-// Before that, still root (a process that changed uid can no longer read its
-// own /proc/self/fdinfo), it closes every descriptor above 2 that would
+// Before that, first thing, it closes every descriptor above 2 that would
 // survive an exec except its IPC channel — whatever the pool or whoever
 // started the daemon let through — so no user command it runs inherits one,
 // and it checks that the pool's `setpriv --no-new-privs` took effect.

@@ -1,5 +1,6 @@
 // Master-side delivery of one message to one recipient: loop check, plan
-// (pure, src/classify/plan.ts), identity lookup, then one request per
+// (pure, src/classify/plan.ts), identity lookup, the per-user directory
+// under the mail root made or checked (mail-root.ts), then one request per
 // identity to that identity's worker; the copies' results are folded into
 // one Status for the recipient:
 //   all delivered → 2.0.0; else the first temporary failure (the MTA or our

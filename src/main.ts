@@ -120,9 +120,13 @@ async function prepareDirectories(c: Config, log: Logger): Promise<void> {
   const existed = await stat(c.paths.mail).catch(() => undefined);
   if (!existed) {
     await mkdir(c.paths.mail, { recursive: true });
-    // Like /var/mail: every delivery user may create their own directory there, none may remove another's.
-    if (process.getuid?.() === 0) await chmod(c.paths.mail, 0o1777);
+    // Not world-writable: the master makes each user's directory under it
+    // (0700, theirs) before their first delivery, so no local user can plant
+    // another's (src/workers/mail-root.ts).
+    await chmod(c.paths.mail, 0o755);
     log.info(`created mail root ${c.paths.mail}`);
+  } else if ((existed.mode & 0o002) !== 0) {
+    log.warn(`mail root ${c.paths.mail} is world-writable (mode ${(existed.mode & 0o7777).toString(8)}): any local user can create another user's directory there before the first delivery (it is then refused, 4.2.0); mailprocd makes per-user directories itself, chmod 755 it`);
   }
   await warnIfUnreachable(c, log);
 }
@@ -207,6 +211,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         pool,
         ...(mayStart ? { mayStart } : {}),
         baseDir: process.cwd(),
+        mailRoot: config.paths.mail,
         allowRoot: (rcpt) => {
           const allowed = config.delivery.allow_root;
           return allowed.length > 0 && lookupKeys(rcpt).some((k) => allowed.some((a) => a.toLowerCase() === k));

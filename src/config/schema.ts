@@ -44,7 +44,7 @@ export const configSchema = z.object({
     db: z.string().optional(),
     spool: z.string().optional(),
     run: z.string().optional(),
-    /** Mail root; created mode 1777 (like /var/mail) if missing so per-user dirs can be made by their owners. */
+    /** Mail root; created mode 0755 if missing; the master makes each user's directory under it (src/workers/mail-root.ts). */
     mail: z.string().optional(),
   }).strict().default({ state: './var', sources: './db' }),
   lmtp: listener.extend({

@@ -12,7 +12,9 @@
 // Failure contract: every I/O error becomes a Status through the errno table
 // (src/mail/errno.ts); nothing is left in tmp/ and nothing partial in new/. A
 // maildir, folder, tmp/ or new/ that is a symlink is refused before anything is
-// written (ELOOP → 5.2.0). Missing directories are created 0700 on ENOENT, then
+// written (ELOOP → 5.2.0); one owned by another uid than the worker's (the
+// recipient's) is refused too, 4.2.0 naming the directory and its owner, as
+// Postfix's safe_open refuses a mailbox not owned by the recipient. Missing directories are created 0700 on ENOENT, then
 // the delivery is retried once, so the common path does no mkdir. Throws only
 // for bad options (programmer errors).
 import { constants } from 'node:fs';
@@ -20,7 +22,7 @@ import { link, lstat, open, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { errnoError, statusFromError } from '../mail/errno.js';
-import { ok } from '../mail/status.js';
+import { ok, status } from '../mail/status.js';
 import { ignoreErrors, isCode, makeDirectories, makeDirectory, syncDirectories } from './fs-helpers.js';
 import { writeFully, type Delivery, type MessageCopy } from './types.js';
 
@@ -69,21 +71,35 @@ function sanitiseHost(hostname: string): string {
   return hostname.replace(/\//g, '\\057').replace(/:/g, '\\072');
 }
 
-/** Throws ELOOP for a symlink and ENOTDIR for anything else that is not a directory. */
+/** A directory we would write through belongs to another user: refused, as Postfix's safe_open refuses a mailbox "not owned by recipient". */
+class ForeignOwnerError extends Error {
+  constructor(readonly path: string, readonly owner: number) {
+    super(`${path} is owned by uid ${owner}`);
+  }
+}
+
+/**
+ * Throws ELOOP for a symlink, ENOTDIR for anything else that is not a
+ * directory, and ForeignOwnerError for a directory that is not ours (the
+ * worker runs as the recipient, so "ours" is the recipient's).
+ */
 async function checkDirectory(path: string): Promise<void> {
   const st = await lstat(path);
   if (st.isSymbolicLink()) throw errnoError('ELOOP', path);
   if (!st.isDirectory()) throw errnoError('ENOTDIR', path);
+  const self = process.geteuid?.();
+  if (self !== undefined && st.uid !== self) throw new ForeignOwnerError(path, st.uid);
 }
 
 /**
- * Checks that no directory we write through is a symlink and opens new/ (the
- * handle is needed for its fsync anyway). The checks run concurrently, so the
- * common path costs about one round trip to the thread pool.
+ * Checks that no directory we write through is a symlink or someone else's,
+ * and opens new/ (the handle is needed for its fsync anyway). The checks run
+ * concurrently, so the common path costs about one round trip to the thread
+ * pool.
  */
 async function openMaildir(root: string, dir: string): Promise<FileHandle> {
   const newDir = join(dir, 'new');
-  const checks = [checkDirectory(dir), checkDirectory(join(dir, 'tmp'))];
+  const checks = [checkDirectory(dir), checkDirectory(join(dir, 'tmp')), checkDirectory(newDir)];
   if (dir !== root) checks.push(checkDirectory(root));
   const [opened, ...checked] = await Promise.allSettled([open(newDir, DIR_FLAGS), ...checks]);
   // A refusal (ELOOP) outranks ENOENT, so we never create through a symlink.
@@ -149,6 +165,11 @@ export async function deliverMaildir(copy: MessageCopy, options: MaildirOptions)
       newDir = await openMaildir(root, dir);
     }
   } catch (err) {
+    if (err instanceof ForeignOwnerError) {
+      // Temporary, like Postfix: the owner or the admin fixes it and the retry delivers.
+      const self = process.geteuid?.() ?? -1;
+      return { status: status('4.2.0', `refusing to deliver to maildir ${dir}: ${err.path === dir ? 'it' : err.path} is owned by uid ${err.owner}, not by the recipient (uid ${self})`), path: dir };
+    }
     // Name the directory that failed (new/, a symlinked tmp/, a parent), not just the maildir.
     const at = (err as NodeJS.ErrnoException | null)?.path ?? dir;
     return { status: statusFromError(err, `${verb} ${at}`), path: dir };

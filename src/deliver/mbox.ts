@@ -7,7 +7,9 @@
 // Steps: open O_APPEND|O_NOFOLLOW|O_NONBLOCK (creating 0600, and any missing
 // directory 0700: their entries are fsynced with the message), refuse anything
 // but a regular file with one link; take the dotlock path.lock (O_EXCL, retried,
-// stale ones removed); re-check that the path still names the file we opened;
+// stale ones removed; ours say "mailprocd pid=P boot=B pidns=N", so one left by
+// a delivery of ours that was killed — same boot and pid namespace, pid gone —
+// is removed at once); re-check that the path still names the file we opened;
 // append "From sender date", the header, the body with mboxo ">From " quoting,
 // a final LF if missing and one empty line; fsync. Only then 2.0.0.
 //
@@ -15,10 +17,12 @@
 // failed write or fsync the file is truncated back to its size before the
 // write (and fsynced) while the lock is still held, so readers never see half a
 // message. A symlink, FIFO, device, directory or hard-linked mailbox is refused
-// with nothing written (5.2.0); a lock still held after the attempts is 4.2.0.
+// with nothing written (5.2.0); a mailbox owned by another uid than the
+// worker's (the recipient's) is refused with 4.2.0 naming its owner, as
+// Postfix's safe_open does; a lock still held after the attempts is 4.2.0.
 // Kernel lock: fcntl through os-lock after the dotlock, see NOTES.md. Throws
 // only for bad options.
-import { constants } from 'node:fs';
+import { constants, readFileSync, readlinkSync } from 'node:fs';
 import { lstat, open, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute } from 'node:path';
 import { lock as lockFile } from 'os-lock';
@@ -41,7 +45,7 @@ export interface MboxOptions {
   readonly fsync?: boolean;
 }
 
-const { O_WRONLY, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
+const { O_RDONLY, O_WRONLY, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
 // O_NONBLOCK: opening a FIFO must not wait for a reader; it is refused below.
 const MBOX_FLAGS = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK;
 const LOCK_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
@@ -135,37 +139,144 @@ async function openMailbox(path: string): Promise<OpenedMailbox | Status> {
   try {
     const st = await fh.stat();
     const why = !st.isFile() ? 'not a regular file' : st.nlink !== 1 ? `it has ${st.nlink} hard links` : undefined;
-    if (why === undefined) return { fh, changedDirs };
+    const self = process.geteuid?.();
+    if (why === undefined && (self === undefined || st.uid === self)) return { fh, changedDirs };
     await ignoreErrors(fh.close());
-    return refused(path, why);
+    if (why !== undefined) return refused(path, why);
+    // Postfix's safe_open: "not owned by recipient". Temporary: the owner or the admin fixes it.
+    return status('4.2.0', `refusing to deliver to mailbox ${path}: it is owned by uid ${st.uid}, not by the recipient (uid ${self})`);
   } catch (err) {
     await ignoreErrors(fh.close());
     return statusFromError(err, `cannot stat mailbox ${path}`);
   }
 }
 
+/** What our dotlocks say: who holds it, on which boot, in which pid namespace. */
+interface LockOwner {
+  readonly pid: number;
+  readonly boot: string;
+  readonly pidns: string;
+}
+
+const LOCK_CONTENT_RE = /^mailprocd pid=(\d+) boot=([0-9a-f-]{36}) pidns=(\d+)\n$/;
+/** More than any lock of ours; a bigger file is not ours. */
+const LOCK_READ_LIMIT = 128;
+
+let self: LockOwner | null | undefined;
+
+/**
+ * This process as a lock owner, or null when the boot id or the pid
+ * namespace cannot be read (no /proc): then our locks are written empty and
+ * only the stale time breaks them, as another program's.
+ */
+function selfAsOwner(): LockOwner | null {
+  if (self === undefined) {
+    try {
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      const pidns = /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/pid'))?.[1];
+      self = pidns !== undefined && /^[0-9a-f-]{36}$/.test(boot) ? { pid: process.pid, boot, pidns } : null;
+    } catch {
+      self = null;
+    }
+  }
+  return self;
+}
+
+function lockContent(o: LockOwner): string {
+  return `mailprocd pid=${o.pid} boot=${o.boot} pidns=${o.pidns}\n`;
+}
+
+/** The owner a lock file of ours names, or undefined for anything else (another program's lock, a half-written one). */
+function parseLockContent(text: string): LockOwner | undefined {
+  const m = LOCK_CONTENT_RE.exec(text);
+  return m === null ? undefined : { pid: Number(m[1]), boot: m[2] as string, pidns: m[3] as string };
+}
+
+/** kill(pid, 0): ESRCH means gone; EPERM means it exists (as another user). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return !isCode(err, 'ESRCH');
+  }
+}
+
+/** Creates the lock file with our name in it; a failed write leaves an empty lock, which is still a lock. */
+async function createLock(lockPath: string): Promise<void> {
+  const fh = await open(lockPath, LOCK_FLAGS, 0o600);
+  const me = selfAsOwner();
+  if (me !== null) await ignoreErrors(fh.writeFile(lockContent(me)));
+  await ignoreErrors(fh.close());
+}
+
+interface ExistingLock {
+  readonly mtimeMs: number;
+  readonly ino: number;
+  readonly owner?: LockOwner;
+}
+
+/** Looks at the lock someone holds; undefined when it is gone already. */
+async function inspectLock(lockPath: string): Promise<ExistingLock | undefined> {
+  let fh: FileHandle;
+  try {
+    // O_NONBLOCK: a FIFO planted as the lock must not hang us.
+    fh = await open(lockPath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  } catch (err) {
+    if (isCode(err, 'ENOENT')) return undefined;
+    // Not readable (another user's 0600 lock, a symlink): only its age counts.
+    const st = await lstat(lockPath).catch((e: unknown) => {
+      if (isCode(e, 'ENOENT')) return undefined;
+      throw e;
+    });
+    return st === undefined ? undefined : { mtimeMs: st.mtimeMs, ino: st.ino };
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size > LOCK_READ_LIMIT) return { mtimeMs: st.mtimeMs, ino: st.ino };
+    const buf = Buffer.alloc(LOCK_READ_LIMIT);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const owner = parseLockContent(buf.subarray(0, bytesRead).toString('latin1'));
+    return { mtimeMs: st.mtimeMs, ino: st.ino, ...(owner !== undefined ? { owner } : {}) };
+  } finally {
+    await ignoreErrors(fh.close());
+  }
+}
+
+/**
+ * A lock is broken when one of our deliveries on this boot and in this pid
+ * namespace wrote it and its process is gone (a worker killed while it held
+ * the lock), or when it is older than the stale time (anybody's, as Postfix).
+ */
+function isBreakable(lock: ExistingLock, staleMs: number): boolean {
+  if (Date.now() - lock.mtimeMs > staleMs) return true;
+  const me = selfAsOwner();
+  const o = lock.owner;
+  return me !== null && o !== undefined && o.boot === me.boot && o.pidns === me.pidns && o.pid !== me.pid && !isAlive(o.pid);
+}
+
 /** Takes path.lock; undefined on success, else why not. */
 async function takeDotlock(lockPath: string, path: string, attempts: number, delayMs: number, staleMs: number): Promise<Status | undefined> {
   for (let attempt = 1; attempt <= attempts; attempt++) {
     try {
-      const fh = await open(lockPath, LOCK_FLAGS, 0o600);
-      await ignoreErrors(fh.close());
+      await createLock(lockPath);
       return undefined;
     } catch (err) {
       if (!isCode(err, 'EEXIST')) return statusFromError(err, `cannot create lock file ${lockPath}`);
     }
-    // A holder that died leaves its lock behind; Postfix removes it after stale_lock_time.
-    let mtimeMs: number | undefined;
+    let lock: ExistingLock | undefined;
     try {
-      mtimeMs = (await lstat(lockPath)).mtimeMs;
+      lock = await inspectLock(lockPath);
     } catch (err) {
-      if (!isCode(err, 'ENOENT')) return statusFromError(err, `cannot stat lock file ${lockPath}`);
+      return statusFromError(err, `cannot stat lock file ${lockPath}`);
     }
-    if (mtimeMs !== undefined && Date.now() - mtimeMs > staleMs) {
-      await ignoreErrors(unlink(lockPath));
+    if (lock !== undefined && isBreakable(lock, staleMs)) {
+      // Only the lock we looked at: one a concurrent deliverer put there meanwhile is not ours to remove.
+      const now = await lstat(lockPath).catch(() => undefined);
+      if (now?.ino === lock.ino) await ignoreErrors(unlink(lockPath));
       continue;
     }
-    if (mtimeMs !== undefined && attempt < attempts) await sleep(delayMs);
+    if (lock !== undefined && attempt < attempts) await sleep(delayMs);
   }
   return status('4.2.0', `mailbox ${path} is locked: ${lockPath} still exists after ${attempts} attempts`);
 }

@@ -1,5 +1,6 @@
 // Master-side delivery of one message to one recipient: loop check, plan
-// (pure, src/classify/plan.ts), identity lookup, then one request per
+// (pure, src/classify/plan.ts), identity lookup, the per-user directory
+// under the mail root made or checked (mail-root.ts), then one request per
 // identity to that identity's worker; the copies' results are folded into
 // one Status for the recipient:
 //   all delivered → 2.0.0; else the first temporary failure (the MTA or our
@@ -16,6 +17,7 @@ import { isSuccess, isTemporary, ok, status, type Status } from '../mail/status.
 import { traceHeader, type TraceInfo } from '../mail/trace.js';
 import { resolveIdentity, type Identity } from './identity.js';
 import type { WorkerDestination } from './ipc.js';
+import { prepareUserDirectories } from './mail-root.js';
 import type { DeliveryTiming, WorkerPool } from './pool.js';
 
 export interface ResolvedRecipient {
@@ -34,6 +36,8 @@ export interface DispatchContext {
   readonly allowRoot: (rcpt: RecipientAddress) => boolean;
   /** Passed to the pool: false when the job reaches a slot means "do not start" (the queue after SIGTERM). */
   readonly mayStart?: () => boolean;
+  /** paths.mail: per-user directories directly under it are made (or checked) by the master, see mail-root.ts. */
+  readonly mailRoot?: string;
 }
 
 export interface RecipientOutcome {
@@ -110,7 +114,13 @@ export async function deliverToRecipient(
     const destinations = steps.map((s) => absolute(expandDestination(s.destination, rcpt, identity.home) as WorkerDestination, ctx.baseDir));
     const recipient = { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain };
     const concurrency = steps.find((x) => x.concurrency !== undefined)?.concurrency;
-    const r = await ctx.pool.deliver(identity, { ...(concurrency !== undefined ? { concurrency } : {}), allowRoot: ctx.allowRoot(rcpt), sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations, ...(ctx.mayStart ? { mayStart: ctx.mayStart } : {}) });
+    const allowRoot = ctx.allowRoot(rcpt);
+    if (ctx.mailRoot !== undefined) {
+      // The whole identity's copies wait for a fix: delivering the others now would duplicate them on the retry.
+      const refused = await prepareUserDirectories(ctx.mailRoot, identity, destinations, allowRoot);
+      if (refused !== undefined) return steps.map(() => refused);
+    }
+    const r = await ctx.pool.deliver(identity, { ...(concurrency !== undefined ? { concurrency } : {}), allowRoot, sender: trace.sender, recipient, arrival: trace.arrival, header, body: message.body, destinations, ...(ctx.mayStart ? { mayStart: ctx.mayStart } : {}) });
     timings.push(r.timing);
     return r.results.map((x) => x.status);
   }));

@@ -15,13 +15,19 @@
 // installed; worker-main.ts drops to the target uid/gid before it accepts any
 // message. The pool refuses uid 0 / gid 0 unless the job says the address is
 // allowed to deliver as root (delivery.allow_root), and, when not root
-// itself, any uid but its own.
-import { spawn, type ChildProcess } from 'node:child_process';
+// itself, any uid but its own. No descriptor of the master reaches a worker
+// but its stdio and IPC channel: every other one that would survive the exec
+// (lmdb's databases, opened without O_CLOEXEC) is overlaid with /dev/null in
+// the child (descriptors.ts), and the worker is started through
+// `setpriv --no-new-privs` (util-linux) when it is installed.
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import type { CopyRecipient } from '../deliver/types.js';
 import type { Logger } from '../log.js';
 import { status } from '../mail/status.js';
+import { shieldDescriptors } from './descriptors.js';
 import type { Identity } from './identity.js';
 import { FairScheduler } from './scheduler.js';
 import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions, type WorkerDestination } from './ipc.js';
@@ -103,6 +109,31 @@ export interface PoolOptions {
   readonly maxDeliveries: number;
   readonly leafOptions: () => LeafOptions;
   readonly log: Logger;
+  /**
+   * Start workers through `setpriv --no-new-privs` (default true): nothing a
+   * worker runs can gain privileges, which also means a user's pipe cannot use
+   * set-gid helpers such as Postfix's postdrop (see NOTES.md).
+   */
+  readonly noNewPrivs?: boolean;
+}
+
+/** Where util-linux installs setpriv; looked up once, not through PATH. */
+const SETPRIV_PATHS = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv', '/sbin/setpriv'];
+let setprivPath: string | null | undefined;
+let warnedNoSetpriv = false;
+
+function findSetpriv(): string | undefined {
+  if (setprivPath === undefined) {
+    setprivPath = SETPRIV_PATHS.find((p) => {
+      try {
+        accessSync(p, constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    }) ?? null;
+  }
+  return setprivPath ?? undefined;
 }
 
 const failAll = (n: number, text: string): DeliveryResult[] =>
@@ -248,8 +279,13 @@ export class WorkerPool {
     // young generation buy it nothing but memory. With a collection when idle
     // a waiting worker stays near Node's baseline (measured by npm run bench:
     // ~45 MiB RSS, ~8 MiB of it private; the node binary's pages are shared).
-    const child = spawn(process.execPath, ['--lite-mode', '--max-semi-space-size=1', '--expose-gc', WORKER_MAIN], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    const nodeArgs = ['--lite-mode', '--max-semi-space-size=1', '--expose-gc', WORKER_MAIN];
+    const setpriv = this.opts.noNewPrivs === false ? undefined : findSetpriv();
+    if (setpriv === undefined && this.opts.noNewPrivs !== false && !warnedNoSetpriv) {
+      warnedNoSetpriv = true;
+      this.opts.log.warn('setpriv (util-linux) not found: workers and the commands they run start without no_new_privs');
+    }
+    const options: SpawnOptions = {
       serialization: 'advanced',
       cwd: '/',
       env: {
@@ -265,8 +301,26 @@ export class WorkerPool {
         MAILPROC_UID: String(identity.uid),
         MAILPROC_GID: String(root ? identity.gid : process.getgid?.() ?? identity.gid),
         ...(allowRoot ? { MAILPROC_ALLOW_ROOT: '1' } : {}),
+        // Tells the worker to check that it really runs with no_new_privs.
+        ...(setpriv !== undefined ? { MAILPROC_NO_NEW_PRIVS: '1' } : {}),
       },
-    });
+    };
+    // The master's descriptors that would survive the exec (lmdb opens its
+    // databases read-write without O_CLOEXEC) are overlaid with /dev/null in
+    // the child, so a worker never receives them; worker-main.ts then closes
+    // every inheritable descriptor it finds, these and any from our own parent.
+    const io = shieldDescriptors(['ignore', 'inherit', 'inherit', 'ipc']);
+    let child: ChildProcess;
+    try {
+      // setpriv sets no_new_privs and execs node in the same process (same
+      // pid): the worker and everything it starts can never gain privileges
+      // through a set-uid/set-gid program or file capabilities.
+      child = setpriv !== undefined
+        ? spawn(setpriv, ['--no-new-privs', process.execPath, ...nodeArgs], { ...options, stdio: io.stdio })
+        : spawn(process.execPath, nodeArgs, { ...options, stdio: io.stdio });
+    } finally {
+      io.release();
+    }
     const w: Worker = { key, identity, child, started: Date.now(), spawnedAt: performance.now(), pending: new Map(), lastUsed: Date.now(), delivered: 0 };
     this.workers.set(key, [...live, w]);
     this.live.add(w);

@@ -3,6 +3,10 @@
 // daemon is installed), it drops to the target uid/gid with no supplementary
 // groups BEFORE it registers for any message, and asserts that it is no longer
 // root — qmail-lspawn's rule: the privilege boundary is a process boundary.
+// Before that, first thing, it closes every descriptor above 2 that would
+// survive an exec except its IPC channel — whatever the pool or whoever
+// started the daemon let through — so no user command it runs inherits one,
+// and it checks that the pool's `setpriv --no-new-privs` took effect.
 // It never opens the spool: the master sends the bytes over IPC. Each request
 // is answered with one result per destination; a leaf that throws (a bug) is
 // answered 4.3.0 so the message is retried, not lost.
@@ -10,11 +14,37 @@ import { performance } from 'node:perf_hooks';
 import { executeDestination } from '../deliver/execute.js';
 import type { MessageCopy } from '../deliver/types.js';
 import { status } from '../mail/status.js';
+import { readFileSync } from 'node:fs';
+import { closeInheritableDescriptors } from './descriptors.js';
 import { checkMasterMessage, IPC_VERSION, requestIdOf, type DeliverRequest, type DeliveryResult, type WorkerMessage } from './ipc.js';
 
 function fail(why: string): never {
   process.stderr.write(`mailprocd worker[${process.pid}]: fatal: ${why}\n`);
   process.exit(78); // EX_CONFIG
+}
+
+/**
+ * Leaves the worker holding nothing above 2 that a command it runs would
+ * inherit (its own descriptors, libuv's and the IPC channel are all
+ * close-on-exec, the channel is kept in any case).
+ */
+function closeInheritedDescriptors(): void {
+  const channel = (process.channel as { fd?: unknown } | undefined)?.fd;
+  const closed = closeInheritableDescriptors(typeof channel === 'number' ? [channel] : []);
+  if (closed === undefined) fail('cannot read /proc/self/fdinfo to close inherited descriptors');
+}
+
+/** The pool starts us through setpriv --no-new-privs; make sure it held. */
+function checkNoNewPrivs(): void {
+  if (process.env.MAILPROC_NO_NEW_PRIVS !== '1') return;
+  delete process.env.MAILPROC_NO_NEW_PRIVS;
+  let status = '';
+  try {
+    status = readFileSync('/proc/self/status', 'utf8');
+  } catch (err) {
+    fail(`cannot read /proc/self/status: ${(err as Error).message}`);
+  }
+  if (!/^NoNewPrivs:\s*1$/m.test(status)) fail('started without no_new_privs although the pool asked for it');
 }
 
 function dropPrivileges(): void {
@@ -63,6 +93,8 @@ function send(m: WorkerMessage, done?: () => void): void {
   process.send?.(m, undefined, undefined, () => done?.());
 }
 
+closeInheritedDescriptors();
+checkNoNewPrivs();
 dropPrivileges();
 process.chdir('/');
 if (process.send === undefined) fail('started without an IPC channel');

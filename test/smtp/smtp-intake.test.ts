@@ -83,9 +83,8 @@ test('SMTP: a deferred message survives kill -9 of the daemon and is delivered o
     await d.kill();
     assert.equal(spoolFiles(d).filter((f) => !f.includes('.')).length, 1, 'the message is in the spool after kill -9');
 
+    // The daemon makes the per-user directory itself (0700, the delivery user's) on the next attempt.
     rmSync(join(mail, 'blocked'));
-    mkdirSync(join(mail, 'blocked'), { mode: 0o1777 });
-    chmodSync(join(mail, 'blocked'), 0o1777);
     d = await startDaemon({ rules: RULES, dir });
     const maildir = join(mail, 'blocked', 'held', 'Maildir');
     await waitFor('delivery after restart', () => (newFiles(maildir).length > 0 ? true : undefined));

@@ -193,6 +193,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     userWorkers: () => config.delivery.user_workers,
     userConcurrency: () => config.delivery.user_concurrency,
     maxDeliveries: config.delivery.max_deliveries,
+    noNewPrivs: () => config.delivery.no_new_privs,
     log,
     leafOptions: () => ({
       hostname: config.hostname,

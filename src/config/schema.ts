@@ -102,11 +102,17 @@ export const configSchema = z.object({
     pipe_timeout: duration.default(1_000_000),
     /** A pipe exit code outside sysexits: temporary (retried until queue.lifetime, like qmail) or permanent (Postfix). */
     pipe_unknown_exit: z.enum(['temporary', 'permanent']).default('temporary'),
+    /**
+     * Workers (and so every pipe command) run with no_new_privs: no set-uid or
+     * set-gid program gains privileges. Pipes that re-inject mail with
+     * Postfix's sendmail (set-gid postdrop) need false; see src/workers/NOTES.md.
+     */
+    no_new_privs: z.boolean().default(true),
   }).strict().default({
     default: 'maildir:./var/mail/${user}/Maildir/', recipient_delimiter: '+', fsync: true,
     mbox_lock_attempts: 20, mbox_lock_delay: 1000, mbox_stale_lock: 500_000, worker_idle: 60_000,
     user_workers: 1, user_concurrency: 8, max_deliveries: 64, allow_root: [],
-    pipe_timeout: 1_000_000, pipe_unknown_exit: 'temporary',
+    pipe_timeout: 1_000_000, pipe_unknown_exit: 'temporary', no_new_privs: true,
   }),
   queue: z.object({
     /** First retry after a temporary failure; doubles up to retry_max. */

@@ -114,7 +114,7 @@ export interface PoolOptions {
    * worker runs can gain privileges, which also means a user's pipe cannot use
    * set-gid helpers such as Postfix's postdrop (see NOTES.md).
    */
-  readonly noNewPrivs?: boolean;
+  readonly noNewPrivs?: () => boolean;
 }
 
 /** Where util-linux installs setpriv; looked up once, not through PATH. */
@@ -280,8 +280,9 @@ export class WorkerPool {
     // a waiting worker stays near Node's baseline (measured by npm run bench:
     // ~45 MiB RSS, ~8 MiB of it private; the node binary's pages are shared).
     const nodeArgs = ['--lite-mode', '--max-semi-space-size=1', '--expose-gc', WORKER_MAIN];
-    const setpriv = this.opts.noNewPrivs === false ? undefined : findSetpriv();
-    if (setpriv === undefined && this.opts.noNewPrivs !== false && !warnedNoSetpriv) {
+    const wanted = (this.opts.noNewPrivs?.() ?? true);
+    const setpriv = wanted ? findSetpriv() : undefined;
+    if (setpriv === undefined && wanted && !warnedNoSetpriv) {
       warnedNoSetpriv = true;
       this.opts.log.warn('setpriv (util-linux) not found: workers and the commands they run start without no_new_privs');
     }

@@ -82,3 +82,26 @@ test('a pipe command holds only stdin, stdout and stderr, with no_new_privs; its
     d.cleanup();
   }
 });
+
+test('delivery.no_new_privs: false lets pipes use set-gid helpers again (no_new_privs off), and still passes no descriptor', async (t) => {
+  if (!requireRoot(t, 'delivering as a system user')) return;
+  const user = ensureSystemUser('mpt-fds');
+  const d = await startDaemon({
+    rules: `fds@example.test  pipe:"/bin/sh -c 'grep NoNewPrivs /proc/self/status > \${MAIL}/../out/nnp; exec /bin/ls -l /proc/self/fd/ > \${MAIL}/../out/fds'"\n`,
+    uid: `fds@example.test  ${user.name}\n`,
+    config: { delivery: { no_new_privs: false } },
+  });
+  try {
+    const out = join(d.dir, 'out');
+    mkdirSync(out, { mode: 0o700 });
+    chownSync(out, user.uid, user.gid);
+    assert.match(await lmtp(d.lmtpPort, 'fds@example.test'), /^250 2\.0\.0 /);
+    assert.equal(readFileSync(join(out, 'nnp'), 'utf8').trim(), 'NoNewPrivs:\t0');
+    const fds = parseListing(readFileSync(join(out, 'fds'), 'utf8'));
+    for (const [fd, target] of fds) if (/^\/proc\/\d+\/fd$/.test(target)) fds.delete(fd);
+    assert.deepEqual([...fds.keys()].sort((a, b) => a - b), [0, 1, 2]);
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});

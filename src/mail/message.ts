@@ -2,16 +2,24 @@
 // (dot-unstuffed by the listener) with CRLF turned into LF — the on-disk form
 // of Maildir and mbox — plus the few header facts rules and loop detection
 // need. Bare CR and bare LF are kept as they are: bytes are preserved, only the
-// CRLF pair is normalised. Pure; never throws on malformed input (a message
-// without a header/body separator is all header; a header line without a
-// colon is ignored for matching but still delivered byte for byte).
+// CRLF pair is normalised. Header values are decoded text for matching
+// (header-text.ts: RFC 2047 encoded words, raw UTF-8, else latin1), read from
+// the bytes and never written back: the delivered body is the bytes as sent.
+// Pure; never throws on malformed input (a message without a header/body
+// separator is all header; a header line without a colon is ignored for
+// matching but still delivered byte for byte).
+import { decodeHeaderText, needsDecoding } from './header-text.js';
 
 export interface ParsedMessage {
   /** Message bytes with CRLF → LF. */
   readonly body: Buffer;
   /** Size in bytes as received (before normalisation), as SIZE counts it. */
   readonly receivedSize: number;
-  /** Header fields, name lower-cased → unfolded values in order. */
+  /**
+   * Header fields, name lower-cased → values in order, unfolded (one space per
+   * fold), trimmed and decoded (=?UTF-8?B?SW52b2ljZQ==?= → "Invoice"; raw
+   * UTF-8 as UTF-8, other 8-bit bytes as latin1). For matching only.
+   */
   readonly headers: ReadonlyMap<string, readonly string[]>;
 }
 
@@ -44,14 +52,19 @@ export function headerEnd(body: Buffer): number {
 
 export function parseHeaders(body: Buffer): Map<string, string[]> {
   const headers = new Map<string, string[]>();
+  // latin1: one character per byte, so that splitting lines and finding
+  // colons cannot be thrown off by the bytes; decoding comes per value, and
+  // only when the block has anything to decode (most messages have not).
   const block = body.subarray(0, headerEnd(body)).toString('latin1');
+  const decode = needsDecoding(block);
   let name = '';
   let value = '';
   const flush = (): void => {
     if (name === '') return;
     const key = name.toLowerCase();
     const list = headers.get(key);
-    const v = value.trim();
+    // Trimmed again after decoding: an encoded word may begin or end with a space.
+    const v = decode ? decodeHeaderText(value.trim()).trim() : value.trim();
     if (list) list.push(v);
     else headers.set(key, [v]);
     name = '';

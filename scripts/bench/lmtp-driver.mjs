@@ -1,6 +1,7 @@
-// Built-in LMTP load driver for scripts/bench.mjs, used when ../shared/peers/
-// (or Postfix's smtp-source) is not there, so that `npm run bench` still
-// prints our own figures. Plain Node, no dependencies.
+// Built-in LMTP load driver for the lmtp part of `npm run bench`
+// (scripts/bench/lmtp.mjs), used when ../shared/peers/ (or Postfix's
+// smtp-source) is not there, so that `npm run bench` still prints our own
+// figures. Plain Node, no dependencies.
 //
 // Lock-step like smtp-source (no PIPELINING): `sessions` workers each take the
 // next message number until `count` messages were attempted or `maxSeconds`
@@ -11,7 +12,7 @@
 // the LMTP reply after the final ".". Only unix sockets and loopback TCP.
 // `signal` (an AbortSignal) stops it after the messages in flight.
 //
-//   import { runLmtpLoad } from './bench-lmtp.mjs';
+//   import { runLmtpLoad } from './lmtp-driver.mjs';
 //   const r = await runLmtpLoad({ target: 'unix:/tmp/x/lmtp.sock', count: 5000 });
 //   // { msgs, ok, failed, secs, msgsPerSec, p50, p90, p99, max, errors: Map }
 import net from 'node:net';

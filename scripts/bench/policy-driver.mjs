@@ -1,5 +1,5 @@
-// Policy-delegation pieces for scripts/bench.mjs (`npm run bench`, the policy
-// part). Plain Node, no dependencies. Three things:
+// Policy-delegation pieces for the policy part of `npm run bench`
+// (scripts/bench/policy.mjs). Plain Node, no dependencies. Three things:
 //
 // 1. The lists table the bench compiles into mailprocd (listsSource) and the
 //    answers it must give (expectedSharedActions). The shared driver,
@@ -27,12 +27,12 @@
 //    starts at request k = first (a warm-up away from the measured requests).
 //    Latency per request = request written .. reply read.
 //
-//      import { runPolicyLoad } from './bench-policy.mjs';
+//      import { runPolicyLoad } from './policy-driver.mjs';
 //      const r = await runPolicyLoad({ target: 'unix:/tmp/x/policy.sock', count: 20000, conns: 16 });  // also first, maxSeconds, subscribers, signal
 //      // { reqs, ok, secs, reqPerSec, p50, p90, p99, max, actions: Map, wrong, wrongSample, errors: Map, distinctPairs }
 //
 // 3. A null policy server (the driver's ceiling, like smtp-sink for LMTP):
-//      node scripts/bench-policy.mjs --null-server 127.0.0.1:0 [--max-seconds 300]
+//      node scripts/bench/policy-driver.mjs --null-server 127.0.0.1:0 [--max-seconds 300]
 //    answers every request "action=DUNNO" at once, prints "listening PORT"
 //    and exits on SIGTERM, when stdin closes, or after --max-seconds.
 //
@@ -40,7 +40,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseTarget } from './bench-lmtp.mjs';
+import { parseTarget } from './lmtp-driver.mjs';
 
 export const LIST_ADDRESS = 'list@bench.test';
 const pad = (n, w) => String(n).padStart(w, '0');
@@ -55,7 +55,7 @@ const sharedSubscribes = (t, users, subscriberPool) => t < subscriberPool && Mat
  * list@bench.test closed, each with `subscribers` addresses.
  */
 export function listsSource({ users = 100, lists = 66, subscribers = 500, subscriberPool = 20000 } = {}) {
-  const out = ['# written by scripts/bench.mjs (scripts/bench-policy.mjs listsSource)'];
+  const out = ['# written by scripts/bench/policy.mjs (scripts/bench/policy-driver.mjs listsSource)'];
   const entry = (key, addrs) => {
     out.push(`${key}  closed  manager=""`);
     for (let i = 0; i < addrs.length; i++) out.push(`    ${i === 0 ? 'subscribers=' : ''}${addrs[i]}${i < addrs.length - 1 ? ',' : ''}`);
@@ -273,7 +273,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const i = a.indexOf('--null-server');
   const m = a.indexOf('--max-seconds');
   if (i < 0 || a[i + 1] === undefined) {
-    process.stderr.write('usage: node scripts/bench-policy.mjs --null-server 127.0.0.1:PORT|unix:/path [--max-seconds 300]\n');
+    process.stderr.write('usage: node scripts/bench/policy-driver.mjs --null-server 127.0.0.1:PORT|unix:/path [--max-seconds 300]\n');
     process.exit(2);
   }
   nullServer(a[i + 1], m >= 0 ? Number(a[m + 1]) : 300);

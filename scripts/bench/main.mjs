@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+// `npm run bench`: mailprocd measured part by part, each side by side with
+// the peer that does the same job, in the same run, on the same machine:
+//  - lmtp:   LMTP → Maildir delivery throughput and latency, beside Dovecot's
+//            LMTP server (scripts/bench/lmtp.mjs);
+//  - policy: the Postfix policy endpoint (check_policy_service) with the lists
+//            check, beside policyd-weight and postgrey (scripts/bench/policy.mjs).
+// By default every part, one after the other, in the order below; `--only P`
+// or `--skip P` runs one part alone or leaves one out.
+//
+//   node scripts/bench/main.mjs [--only P | --skip P] [--no-peers] [--builtin]
+//        [--log-info] [--keep] [--timeout 900] [each part's options; --help lists them]
+//
+// The peers directory is $MAILPROC_PEERS or ../shared/peers next to the repo
+// (see its README). Exit status: 0 when every run completed and nothing was
+// lost, whatever the ratios (this is a report, not a test); 1 when a run
+// failed, a message or answer was lost or the time limit (--timeout, whole
+// bench) was hit; 2 for bad usage or a missing build. Everything it starts is
+// stopped by PID (or by the process group it created), and the temp dir is
+// removed (--keep keeps it). Loopback and unix sockets only. What the parts
+// share — options, output, starting and stopping daemons and peers, /proc
+// figures — is scripts/bench/harness.mjs.
+import { runBench } from './harness.mjs';
+import lmtp from './lmtp.mjs';
+import policy from './policy.mjs';
+
+// A new part (spam: scripts/bench/spam.mjs, spamd per user beside
+// ../shared/peers/spam-peers.sh) is one more module with the same shape
+// (harness.mjs, "A part is …"), added here in the order it should run.
+await runBench([lmtp, policy]);

@@ -1,0 +1,47 @@
+// `mailproc queue list [--json] | show ID | flush | delete ID`: the durable
+// queue of the running daemon, over <run>/control.sock. list prints each
+// message with the recipients still to go and its last error; show prints
+// one message's record and its header block; flush schedules every message
+// now; delete removes one. Exit 0 done, 1 the daemon refused (e.g. no such
+// ID), 64 usage, 69 the daemon is not running.
+import type { Config } from '../../config/index.js';
+import { askAdminSocket } from './control-client.js';
+import { formatAge } from './format.js';
+import { USAGE } from './usage.js';
+
+interface QueueRow { id: string; sender: string; arrival: number; recipients: string[]; done: string[]; size: number; attempts: number; nextAttempt?: number; lastError?: string }
+
+function printQueue(rows: QueueRow[]): void {
+  if (rows.length === 0) {
+    process.stdout.write('Mail queue is empty\n');
+    return;
+  }
+  const lines: string[] = [];
+  for (const q of rows) {
+    lines.push(`${q.id.padEnd(20)} ${String(q.size).padStart(8)} ${new Date(q.arrival).toISOString()}  ${q.sender || 'MAILER-DAEMON'}`);
+    if (q.lastError) lines.push(`    (${q.lastError})`);
+    for (const rcpt of q.recipients) if (!q.done.includes(rcpt.toLowerCase())) lines.push(`    ${rcpt}`);
+    lines.push(`    attempts ${q.attempts}${q.nextAttempt ? `, next in ${formatAge(q.nextAttempt - Date.now())}` : ''}`, '');
+  }
+  process.stdout.write(`${lines.join('\n')}`);
+}
+
+/** args: the words after `queue` (verb, then the ID for show and delete; more words are ignored). */
+export async function runQueue(config: Config, args: readonly string[], json: boolean): Promise<number> {
+  const [verb, id] = args;
+  let request: Record<string, unknown>;
+  if (verb === 'list' || verb === 'flush') request = { cmd: `queue.${verb}` };
+  else if ((verb === 'show' || verb === 'delete') && id !== undefined) request = { cmd: `queue.${verb}`, id };
+  else {
+    process.stderr.write(USAGE);
+    return 64;
+  }
+  const r = await askAdminSocket(config, request);
+  if (typeof r === 'number') return r;
+  if (json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+  else if (request.cmd === 'queue.list') printQueue(r.queue as QueueRow[]);
+  else if (request.cmd === 'queue.show') process.stdout.write(`${JSON.stringify(r.message, null, 2)}\n\n${String(r.headers)}`);
+  else if (request.cmd === 'queue.flush') process.stdout.write(`${String(r.flushed)} message(s) scheduled for delivery now\n`);
+  else process.stdout.write(`${String(request.id)}: removed\n`);
+  return 0;
+}

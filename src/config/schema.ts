@@ -21,16 +21,22 @@ const listenAddress = z.string().refine((s) => /^unix:.+$/.test(s) || /^(\[[0-9a
 const octalMode = z.union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode like "0660"'), z.number().int()])
   .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8)));
 
+/**
+ * Unix sockets are reachable by their owner and group only: anyone who can
+ * connect can hand us mail for any address. The owner is the daemon's user
+ * (root under systemd); Postfix's lmtp client runs as "postfix", so set
+ * group: postfix (README, "Reaching the unix sockets"). TCP listeners on
+ * 127.0.0.1 stay reachable by every local user.
+ */
 const socketOptions = z.object({
-  /** Mode of unix sockets; Postfix's lmtp client runs as "postfix", so e.g. 0660 with group postfix. */
-  mode: octalMode.default(0o666),
+  mode: octalMode.default(0o660),
   owner: z.string().optional(),
   group: z.string().optional(),
 }).strict();
 
 const listener = z.object({
   listen: z.array(listenAddress).default([]),
-  socket: socketOptions.default({ mode: 0o666 }),
+  socket: socketOptions.default({ mode: 0o660 }),
 }).strict();
 
 export const configSchema = z.object({
@@ -58,24 +64,60 @@ export const configSchema = z.object({
     }).default(120_000),
     /** queue: fsync the message into our queue and answer 250; defer: answer 451 4.3.0 so the MTA retries. */
     on_timeout: z.enum(['queue', 'defer']).default('queue'),
-  }).strict().default({ listen: ['unix:./var/run/lmtp.sock', '127.0.0.1:2424'], socket: { mode: 0o666 }, window: 120_000, on_timeout: 'queue' }),
-  smtp: listener.default({ listen: ['127.0.0.1:2525'], socket: { mode: 0o666 } }),
+  }).strict().default({ listen: ['unix:./var/run/lmtp.sock', '127.0.0.1:2424'], socket: { mode: 0o660 }, window: 120_000, on_timeout: 'queue' }),
+  smtp: listener.default({ listen: ['127.0.0.1:2525'], socket: { mode: 0o660 } }),
   limits: z.object({
     /** Announced in SIZE; larger messages get 552 5.3.4. */
     message_size: size.default(50 * 1024 * 1024),
     /** Per transaction; RFC 5321 asks for at least 100. */
     recipients: z.number().int().min(1).default(1000),
-    /** Idle time before a client is disconnected with 421 4.4.2. */
+    /**
+     * Waiting for the next command (RFC 5321 §4.5.3.2: at least 5 minutes),
+     * or for any byte at all: past it 421 4.4.2 and the connection is closed.
+     */
     client_timeout: duration.default(300_000),
+    /**
+     * Time spent waiting for the rest of a command line once its first byte
+     * came (Postfix's smtpd_timeout with smtpd_per_request_deadline): a client
+     * that trickles a line a byte at a time gets 421 4.4.2 when it runs out.
+     * It is also DATA's budget, see data_min_rate.
+     */
+    command_timeout: duration.refine((ms) => ms > 0, { message: 'must be more than 0' }).default(300_000),
+    /**
+     * DATA must make progress (Postfix's smtpd_min_data_rate): DATA starts
+     * with command_timeout of waiting time; time spent waiting for the client
+     * is taken off, and every byte received gives back 1/data_min_rate s, up
+     * to command_timeout again. Out of budget: 421 4.4.2. 0 = the whole
+     * message within command_timeout of waiting.
+     */
+    data_min_rate: z.number().int().min(0).default(500),
     /** Concurrent client connections per listener. */
     connections: z.number().int().min(1).default(200),
+    /**
+     * Concurrent connections from one IP address per listener (Postfix
+     * anvil's smtpd_client_connection_count_limit); one more gets 421 4.7.0.
+     * Unix socket clients are not counted (their access is the socket's
+     * mode). 0 = no limit. Postfix's lmtp client opens at most
+     * lmtp_destination_concurrency_limit (20) to us.
+     */
+    connections_per_client: z.number().int().min(0).default(50),
+    /**
+     * Error replies to a client's commands in one session (Postfix's
+     * smtpd_hard_error_limit; unknown recipients count, per-recipient
+     * results after DATA do not); at the limit 421 4.7.0 and the
+     * connection is closed. A delivered message starts the count afresh.
+     */
+    hard_error_limit: z.number().int().min(1).default(20),
     /**
      * On SIGTERM, how long a client in the middle of a transaction has to
      * finish it (its message is delivered and answered as usual); then, and at
      * once for a connection between transactions, 421 4.3.2.
      */
     shutdown_grace: duration.default(30_000),
-  }).strict().default({ message_size: 50 * 1024 * 1024, recipients: 1000, client_timeout: 300_000, connections: 200, shutdown_grace: 30_000 }),
+  }).strict().default({
+    message_size: 50 * 1024 * 1024, recipients: 1000, client_timeout: 300_000, command_timeout: 300_000, data_min_rate: 500,
+    connections: 200, connections_per_client: 50, hard_error_limit: 20, shutdown_grace: 30_000,
+  }),
   delivery: z.object({
     /** Where mail goes when no rule matches (or the address has no rules). */
     default: z.string().default('maildir:./var/mail/${user}/Maildir/'),

@@ -2,8 +2,11 @@
 // (LMTP/SMTP, policy, control): a unix socket's directory is created, a
 // socket left by a previous run is removed (anything else at that path is
 // not ours to remove), and the socket gets its configured mode and
-// owner/group — Postfix's lmtp client and smtpd run as user postfix. Fails
-// with an error naming the address (or the config key of a bad owner/group).
+// owner/group — Postfix's lmtp client and smtpd run as user postfix. The
+// socket is created owner-only (umask 0177 around the bind) and only then
+// opened up to its mode, so it is never reachable by more users than the
+// configuration says, not even between bind and chmod. Fails with an error
+// naming the address (or the config key of a bad owner/group).
 import { chmod, chown, lstat, mkdir, unlink } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { dirname } from 'node:path';
@@ -39,8 +42,17 @@ export async function listenOn(server: Server, l: ListenAddress, perms?: SocketP
       server.off('error', onError);
       resolve();
     };
-    if (l.kind === 'unix') server.listen(l.path, done);
-    else server.listen(l.port, l.host, done);
+    if (l.kind === 'unix') {
+      // The bind happens inside listen(), synchronously: the umask covers exactly that.
+      const umask = process.umask(0o177);
+      try {
+        server.listen(l.path, done);
+      } finally {
+        process.umask(umask);
+      }
+    } else {
+      server.listen(l.port, l.host, done);
+    }
   });
   if (l.kind !== 'unix' || perms === undefined) return;
   await chmod(l.path, perms.mode);

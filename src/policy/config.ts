@@ -69,8 +69,13 @@ const policySection = z.object({
   /** Where Postfix connects: check_policy_service unix:/path or inet:host:port. Relative paths are relative to the daemon's working directory. [] = no policy listener. */
   listen: z.array(listenAddress).default(['unix:./var/run/policy.sock', '127.0.0.1:10040']),
   socket: z.object({
-    /** Mode of the unix socket; Postfix's smtpd runs as "postfix", so e.g. 0660 with group postfix. */
-    mode: octalMode.default(0o666),
+    /**
+     * Mode of the unix socket: owner and group only, as the LMTP socket's.
+     * Postfix's smtpd runs as "postfix": set group: postfix. (The TCP
+     * listener on 127.0.0.1 is open to every local user; Postfix can use
+     * either.)
+     */
+    mode: octalMode.default(0o660),
     owner: z.string().optional(),
     group: z.string().optional(),
   }).strict().prefault({}),
@@ -87,10 +92,27 @@ const policySection = z.object({
     request_size: size.refine((n) => n >= 256, { message: 'must be at least 256 bytes' }).default(32 * 1024),
     /** From a request's first byte to its blank line; past it the connection is closed without a reply. */
     request_timeout: positiveDuration.default(10_000),
-    /** A connection with no request for this long is closed (Postfix reconnects on its next request). */
+    /**
+     * A connection with no request for this long is closed (Postfix reconnects
+     * on its next request). Postfix itself closes a cached connection idle for
+     * smtpd_policy_service_max_idle (300 s).
+     */
     idle_timeout: positiveDuration.default(300_000),
-    /** Concurrent connections per listener; Postfix holds about one per smtpd process. */
+    /**
+     * Concurrent connections per listener. Every Postfix smtpd process keeps
+     * one cached connection (up to default_process_limit, 100, per smtpd
+     * service), so when a listener is full the connection idle the longest
+     * is closed to let the new one in; only a listener whose every
+     * connection is in the middle of a request turns one away.
+     */
     connections: z.number().int().min(1).default(200),
+    /**
+     * Concurrent TCP connections from one IP address (unix socket clients are
+     * not counted); at the limit, the longest-idle connection from that
+     * address makes room, as above. Above Postfix's default_process_limit
+     * (100) so one smtpd service never meets it; 0 = no limit.
+     */
+    connections_per_client: z.number().int().min(0).default(150),
   }).strict().prefault({}),
   /** Cached answers kept per plugin (oldest dropped first). */
   cache_size: z.number().int().min(0).default(10_000),

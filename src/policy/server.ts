@@ -16,6 +16,19 @@
 //    ("in case of trouble … log a warning and disconnect"); never half a reply.
 // A client that does not read its replies is not read from until it does.
 //
+// Room for Postfix (limits.connections per listener, connections_per_client
+// per TCP client address): every Postfix smtpd process keeps one cached
+// connection, idle between its requests, for up to
+// smtpd_policy_service_max_idle (300 s). So when a listener or a client
+// address is at its limit, the connection that has been idle the longest
+// (no request in progress, nothing unanswered) is closed to let the new one
+// in — Postfix reconnects on its next request (smtpd_policy_service_try_limit
+// 2). Only when every connection in the way is in the middle of a request is
+// the new one closed at once, and logged. A local user cannot hold the
+// listener with idle connections; one that keeps every slot busy mid-request
+// is cut by request_timeout. Unix socket clients have no address: only the
+// socket's mode (0660 by default) and the per-listener limit apply to them.
+//
 // Unix sockets: a stale socket file is removed before listen (anything else
 // at that path is left alone and listen fails); the socket gets the
 // configured mode and owner/group, as the LMTP listener's does.
@@ -31,7 +44,15 @@ import type { PolicyAction, PolicyRequest } from './types.js';
 export interface PolicyServerOptions {
   readonly listen: readonly ListenSpec[];
   readonly socket: { readonly mode: number; readonly owner?: string | undefined; readonly group?: string | undefined };
-  readonly limits: { readonly requestSize: number; readonly requestTimeoutMs: number; readonly idleTimeoutMs: number; readonly connections: number };
+  readonly limits: {
+    readonly requestSize: number;
+    readonly requestTimeoutMs: number;
+    readonly idleTimeoutMs: number;
+    /** Per listener. */
+    readonly connections: number;
+    /** Per TCP client address, across the listeners; 0 = no limit. */
+    readonly connectionsPerClient: number;
+  };
   /** The answer to one request: at once when it can be, else a promise. May throw or reject on internal trouble. */
   readonly decide: (req: PolicyRequest) => PolicyAction | Promise<PolicyAction>;
   readonly log: Logger;
@@ -63,6 +84,8 @@ class Connection {
   private writable = true;
   private requestTimer: NodeJS.Timeout | undefined;
   private readonly peer: string;
+  /** When the connection last finished a reply (or opened): the longest idle makes room first. */
+  lastActive = performance.now();
 
   constructor(
     private readonly socket: Socket,
@@ -157,7 +180,21 @@ class Connection {
     this.resumeIfRoom();
   }
 
+  /** Waiting for the client's next request: nothing read of it yet, nothing of ours unanswered. */
+  get idle(): boolean {
+    return !this.busy && !this.closed && !this.draining && this.queue.length === 0 && !this.reader.inRequest;
+  }
+
+  /** Closed to let a new connection in (see the header). */
+  makeRoom(why: string): void {
+    this.o.log.info(`policy ${this.peer}: idle ${Math.round(performance.now() - this.lastActive)} ms, closed to make room (${why})`);
+    this.closed = true; // no more replies, even if bytes are on their way
+    this.clearRequestTimer();
+    this.socket.destroy();
+  }
+
   private reply(action: PolicyAction): void {
+    this.lastActive = performance.now();
     if (!this.socket.write(formatReply(action))) {
       this.writable = false;
       this.socket.pause();
@@ -226,6 +263,9 @@ class Connection {
 export class PolicyServer {
   private readonly servers: { readonly spec: ListenSpec; readonly server: Server }[] = [];
   private readonly connections = new Set<Connection>();
+  /** Open connections per listener (by its spec) and per TCP client address. */
+  private readonly byListener = new Map<string, Set<Connection>>();
+  private readonly byClient = new Map<string, Set<Connection>>();
   private bound: BoundListener[] = [];
 
   constructor(private readonly o: PolicyServerOptions) {}
@@ -238,8 +278,8 @@ export class PolicyServer {
   async start(): Promise<void> {
     try {
       for (const spec of this.o.listen) {
+        // No server.maxConnections: it would turn a newcomer away while idle connections hold the room (see the header).
         const server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket, spec.spec));
-        server.maxConnections = this.o.limits.connections;
         await this.listenOn(server, spec);
       }
     } catch (err) {
@@ -259,7 +299,48 @@ export class PolicyServer {
   }
 
   private accept(socket: Socket, where: string): void {
-    this.connections.add(new Connection(socket, this.o, where, (c) => this.connections.delete(c)));
+    const mine = this.byListener.get(where) ?? new Set<Connection>();
+    this.byListener.set(where, mine);
+    if (!this.makeRoom(mine, this.o.limits.connections, `${where} has ${mine.size} connections, limits.connections`)) {
+      this.o.log.warn(`policy ${where}: ${mine.size} connections (limits.connections), all in the middle of a request; new connection from ${socket.remoteAddress ?? 'the unix socket'} closed`);
+      socket.destroy();
+      return;
+    }
+    const ip = socket.remoteAddress;
+    const perClient = this.o.limits.connectionsPerClient;
+    let theirs: Set<Connection> | undefined;
+    if (ip !== undefined && perClient > 0) {
+      theirs = this.byClient.get(ip) ?? new Set<Connection>();
+      if (!this.makeRoom(theirs, perClient, `${ip} has ${theirs.size} connections, limits.connections_per_client`)) {
+        this.o.log.warn(`policy ${where}: ${theirs.size} connections from ${ip} (limits.connections_per_client), all in the middle of a request; new connection closed`);
+        socket.destroy();
+        return;
+      }
+      this.byClient.set(ip, theirs);
+    }
+    const c = new Connection(socket, this.o, where, (gone) => {
+      this.connections.delete(gone);
+      mine.delete(gone);
+      if (theirs !== undefined && ip !== undefined) {
+        theirs.delete(gone);
+        if (theirs.size === 0 && this.byClient.get(ip) === theirs) this.byClient.delete(ip);
+      }
+    });
+    this.connections.add(c);
+    mine.add(c);
+    theirs?.add(c);
+  }
+
+  /** True when `group` has room for one more, after closing its longest-idle connection if it was full. */
+  private makeRoom(group: Set<Connection>, limit: number, why: string): boolean {
+    if (group.size < limit) return true;
+    let oldest: Connection | undefined;
+    for (const c of group) if (c.idle && (oldest === undefined || c.lastActive < oldest.lastActive)) oldest = c;
+    if (oldest === undefined) return false;
+    oldest.makeRoom(why);
+    // destroy() reports 'close' later: take it out now so the count is right at once.
+    for (const set of [group, this.connections, ...this.byListener.values(), ...this.byClient.values()]) set.delete(oldest);
+    return true;
   }
 
   /** Stops listening; lets connections finish their in-flight requests (up to a grace period), then cuts them. */

@@ -150,6 +150,7 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
       requestTimeoutMs: c.limits.request_timeout,
       idleTimeoutMs: c.limits.idle_timeout,
       connections: c.limits.connections,
+      connectionsPerClient: c.limits.connections_per_client,
     },
     decide: (req) => {
       const d = chain.decideNow(req);

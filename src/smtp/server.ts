@@ -8,22 +8,29 @@
 //   SMTP: written to the durable spool (fsync) before the 250; the queue
 //         delivers it afterwards.
 // Every reply goes through replies.ts; no error reaches smtp-server without a
-// responseCode. Only <CRLF>.<CRLF> ends DATA (smtp-server's parser); bare LF
-// and bare CR stay message content.
+// responseCode, and a failure's text that names paths or users (a leaf's, the
+// spool's) reaches the log only: the client gets the code's standard text.
+// Only <CRLF>.<CRLF> ends DATA (input-stream.ts); bare LF and bare CR stay
+// message content.
+// Abuse limits (limits.*): connections_per_client per IP address (421 4.7.0
+// at connect; unix socket clients are not counted), command_timeout and
+// data_min_rate (input-stream.ts), hard_error_limit (library-patches.ts).
+// MAIL/RCPT addresses must be valid UTF-8 (501 5.1.7 / 553 5.1.3), and a
+// non-ASCII local part needs SMTPUTF8 (553 5.6.7, as Postfix answers).
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession, type SMTPServerEnvelope } from 'smtp-server';
 import type { Config, Listen } from '../config/index.js';
 import type { Logger } from '../log.js';
-import { parseRecipient, type RecipientAddress } from '../mail/address.js';
+import { addressProblem, parseRecipient, type RecipientAddress } from '../mail/address.js';
 import { hopCount, parseMessage, type ParsedMessage } from '../mail/message.js';
-import { status, statusWord, type Status } from '../mail/status.js';
+import { isSuccess, status, statusWord, type Status } from '../mail/status.js';
 import type { TraceInfo } from '../mail/trace.js';
 import { addressSizeLimit } from '../classify/plan.js';
 import { boundPort, listenOn } from '../net/listen.js';
 import { newQueueId } from '../queue/queue-id.js';
 import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { patchSmtpServer } from './library-patches.js';
-import { dataResult, replyError } from './replies.js';
+import { patchSmtpServer, type SessionGuard } from './library-patches.js';
+import { clientStatus, dataResult, outcomeReply, replyError } from './replies.js';
 
 export interface AcceptedRecipient {
   readonly rcpt: RecipientAddress;
@@ -95,10 +102,21 @@ function readAll(stream: SMTPServerDataStream, limit: number): Promise<Buffer | 
 
 export class Listener {
   readonly server: SMTPServer;
+  /** Open connections per client IP address (limits.connections_per_client). */
+  private readonly perClient = new Map<string, number>();
+  /** The sessions counted in perClient, to be uncounted when they close. */
+  private readonly counted = new WeakSet<SMTPServerSession>();
 
   constructor(readonly kind: 'lmtp' | 'smtp', readonly listen: Listen, private readonly h: IntakeHandlers) {
     patchSmtpServer();
     const c = h.config();
+    const guard: SessionGuard = {
+      limits: () => {
+        const l = h.config().limits;
+        return { commandTimeoutMs: l.command_timeout, dataMinRate: l.data_min_rate, hardErrorLimit: l.hard_error_limit };
+      },
+      ended: (address, why) => h.log.warn(`${kind} client ${address || listen.spec}: ${why}; connection closed`),
+    };
     this.server = new SMTPServer({
       lmtp: kind === 'lmtp',
       name: c.hostname,
@@ -120,6 +138,11 @@ export class Listener {
       // A backstop only: close() ends every session within limits.shutdown_grace itself.
       closeTimeout: c.limits.shutdown_grace + 5_000,
       logger: false,
+      // Read by library-patches.ts (not an smtp-server option).
+      ...{ mailprocd: guard },
+      onConnect: (session, cb) => this.onConnect(session, cb),
+      onClose: (session) => this.onClose(session),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => {
         this.onData(stream, session).then((r) => cb(null, r), (err: unknown) => {
@@ -161,8 +184,41 @@ export class Listener {
     return closed.finally(() => clearTimeout(timer));
   }
 
+  /** Postfix anvil's connection count: one IP address may hold limits.connections_per_client sessions. */
+  private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const ip = session.remoteAddress;
+    const limit = this.h.config().limits.connections_per_client;
+    if (!ip || limit === 0) return cb(); // a unix socket client: the socket's mode decides who connects
+    const n = (this.perClient.get(ip) ?? 0) + 1;
+    if (n > limit) {
+      this.h.log.warn(`${this.kind} client ${ip}: more than ${limit} connections (limits.connections_per_client); refused`);
+      return cb(replyError(status('4.7.0', `${this.h.config().hostname} Error: too many connections from ${ip}`, 421)));
+    }
+    this.perClient.set(ip, n);
+    this.counted.add(session);
+    cb();
+  }
+
+  private onClose(session: SMTPServerSession): void {
+    if (!this.counted.delete(session)) return;
+    const ip = session.remoteAddress;
+    const n = (this.perClient.get(ip) ?? 1) - 1;
+    if (n > 0) this.perClient.set(ip, n);
+    else this.perClient.delete(ip);
+  }
+
+  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const problem = addressProblem(address.address, session.envelope.smtpUtf8 === true);
+    if (problem === 'invalid-utf8') return cb(replyError(status('5.1.7', 'Bad sender address syntax (not valid UTF-8)', 501)));
+    if (problem === 'needs-smtputf8') return cb(replyError(status('5.6.7', 'Must declare SMTPUTF8 to send unicode address', 553)));
+    cb();
+  }
+
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const c = this.h.config();
+    const problem = addressProblem(address.address, session.envelope.smtpUtf8 === true);
+    if (problem === 'invalid-utf8') return cb(replyError(status('5.1.3', 'Bad destination mailbox address syntax (not valid UTF-8)', 553)));
+    if (problem === 'needs-smtputf8') return cb(replyError(status('5.6.7', 'Must declare SMTPUTF8 to send unicode address', 553)));
     const rcpt = parseRecipient(address.address, c.delivery.recipient_delimiter);
     let resolved: ResolvedRecipient | undefined;
     try {
@@ -206,7 +262,9 @@ export class Listener {
       return each(status('5.4.6', `Too many hops (${hopCount(message.headers)} Received header fields): mail forwarding loop`));
     }
     if (this.kind === 'smtp') {
-      return [dataResult(await this.h.enqueue(env, raw, t.accepted))];
+      // A spool failure names the spool's paths: main.ts logs it, the client gets the code's text.
+      const s = await this.h.enqueue(env, raw, t.accepted);
+      return [dataResult(isSuccess(s) ? s : clientStatus(s))];
     }
     // LMTP: deliver each distinct recipient once; duplicates share the first one's outcome.
     const byAddress = new Map<string, { rcpt: AcceptedRecipient; outcome: Promise<RecipientOutcome>; done?: RecipientOutcome }>();
@@ -239,17 +297,20 @@ export class Listener {
       handedOver = true;
       const running = [...byAddress.values()].filter((e) => e.done === undefined);
       let s: Status;
+      let reply: Status;
       if (c.lmtp.on_timeout === 'queue') {
         s = await this.h.adopt(env, raw, running.map((e) => ({ address: e.rcpt.rcpt.address, outcome: e.outcome })));
+        reply = isSuccess(s) ? s : clientStatus(s); // a spool failure names the spool's paths
       } else {
         s = status('4.3.0', `delivery is taking longer than ${Math.round(c.lmtp.window / 1000)} s; try again later`);
+        reply = s;
       }
-      for (const e of running) late.set(e.rcpt.rcpt.address.toLowerCase(), s);
+      for (const e of running) late.set(e.rcpt.rcpt.address.toLowerCase(), reply);
       this.h.log.warn(`delivery window of ${c.lmtp.window} ms passed for ${running.length} recipient(s): ${s.code} ${s.text}`, undefined, env.queueId);
     }
     return t.accepted.map((a) => {
       const key = a.rcpt.address.toLowerCase();
-      const s = late.get(key) ?? (byAddress.get(key)?.done as RecipientOutcome).status;
+      const s = late.get(key) ?? outcomeReply(byAddress.get(key)?.done as RecipientOutcome);
       return dataResult(s.code.startsWith('2') ? status(s.code, `<${a.rcpt.address}> ${t.queueId} ${s.text}`) : s);
     });
   }

@@ -41,9 +41,15 @@ export interface DispatchContext {
 }
 
 export interface RecipientOutcome {
-  /** For the reply: a success says only "Saved" — no paths or user names go back to the sender. */
+  /**
+   * The recipient's outcome. A success says only "Saved". A failure's text is
+   * the leaf's (or the rules' own, or the loop check's) and `detail` is set
+   * when the text is a leaf's: it names paths and users, so the client is
+   * sent the code's standard text instead (src/smtp/replies.ts outcomeReply)
+   * and the log gets `detail`.
+   */
   readonly status: Status;
-  /** For the log: what the leaves said (the file written, …), when it differs from status.text. */
+  /** For the log: what the leaves said (the file written, the path that failed, …); set whenever it is not for the client. */
   readonly detail?: string;
   /** Destination kinds, for the log's relay= field. */
   readonly relay: string;
@@ -133,5 +139,6 @@ export async function deliverToRecipient(
   if (all.every(isSuccess)) {
     return { status: ok(all.length === 1 ? 'Saved' : `Saved ${all.length} copies`), detail: all.map((x) => x.text).join('; '), ...base };
   }
-  return { status: all.find(isTemporary) ?? (all.find((s) => !isSuccess(s)) as Status), ...base };
+  const failed = all.find(isTemporary) ?? (all.find((s) => !isSuccess(s)) as Status);
+  return { status: failed, detail: failed.text, ...base };
 }

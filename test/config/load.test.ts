@@ -38,6 +38,14 @@ describe('the embedded default', () => {
     assert.deepEqual(c.smtp.listen, [{ kind: 'tcp', path: '', host: '127.0.0.1', port: 2525, spec: '127.0.0.1:2525' }]);
   });
 
+  test('the unix sockets (LMTP, SMTP, policy) are mode 0660 with no owner or group set: the daemon\'s user and group only', () => {
+    assert.deepEqual([c.lmtp.socket, c.smtp.socket, c.policy.socket], [{ mode: 0o660 }, { mode: 0o660 }, { mode: 0o660 }]);
+  });
+
+  test('the policy listener keeps room for Postfix: 200 connections per listener, 150 per client address, idle ones closed after 300 s', () => {
+    assert.deepEqual(c.policy.limits, { request_size: 32 * 1024, request_timeout: 10_000, idle_timeout: 300_000, connections: 200, connections_per_client: 150 });
+  });
+
   test('the message size limit is 50 MiB', () => {
     assert.equal(c.limits.message_size, 50 * 1024 * 1024);
   });
@@ -70,7 +78,10 @@ describe('the embedded default', () => {
         window: [c.lmtp.window, c.lmtp.on_timeout],
       },
       {
-        limits: { message_size: 52428800, recipients: 1000, client_timeout: 300_000, connections: 200, shutdown_grace: 30_000 },
+        limits: {
+          message_size: 52428800, recipients: 1000, client_timeout: 300_000, command_timeout: 300_000, data_min_rate: 500,
+          connections: 200, connections_per_client: 50, hard_error_limit: 20, shutdown_grace: 30_000,
+        },
         queue: { retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000, active_limit: 1000 },
         slots: [1, 8, 64],
         allowRoot: [],
@@ -98,7 +109,10 @@ describe('the embedded default', () => {
 
   test('setting one key of a section keeps the defaults of the others', () => {
     const d = resolveConfig({ limits: { recipients: 5 } }, undefined, CWD);
-    assert.deepEqual(d.limits, { message_size: 52428800, recipients: 5, client_timeout: 300_000, connections: 200, shutdown_grace: 30_000 });
+    assert.deepEqual(d.limits, {
+      message_size: 52428800, recipients: 5, client_timeout: 300_000, command_timeout: 300_000, data_min_rate: 500,
+      connections: 200, connections_per_client: 50, hard_error_limit: 20, shutdown_grace: 30_000,
+    });
   });
 });
 
@@ -158,6 +172,9 @@ const badConfigs: { name: string; raw: unknown; want: RegExp }[] = [
   { name: 'a default destination without a kind names the key', raw: { delivery: { default: '/var/mail' } }, want: /^delivery\.default: expected "maildir:PATH" or "mbox:PATH", got "\/var\/mail"$/ },
   { name: 'a log level outside the list names the key', raw: { log: { level: 'verbose' } }, want: /^log\.level: / },
   { name: 'a socket mode that is not octal names the key', raw: { lmtp: { socket: { mode: '0999' } } }, want: /^lmtp\.socket\.mode: expected an octal mode/ },
+  { name: 'a zero command timeout names the key', raw: { limits: { command_timeout: 0 } }, want: /^limits\.command_timeout: must be more than 0$/ },
+  { name: 'a negative minimum data rate names the key', raw: { limits: { data_min_rate: -1 } }, want: /^limits\.data_min_rate: / },
+  { name: 'an error limit of 0 names the key', raw: { limits: { hard_error_limit: 0 } }, want: /^limits\.hard_error_limit: / },
   { name: 'a delimiter longer than 8 characters names the key', raw: { delivery: { recipient_delimiter: '+-=_.~!#@' } }, want: /^delivery\.recipient_delimiter: / },
   { name: 'an empty hostname names the key', raw: { hostname: '' }, want: /^hostname: / },
   { name: 'a document that is not a mapping is a top-level problem', raw: 'just a string', want: /^\(top level\): / },

@@ -36,7 +36,7 @@ async function until<T>(what: string, probe: () => T | undefined, diag: () => st
 test('Postfix asks our policy socket at RCPT: a non-subscriber gets 554 5.7.1, a subscriber\'s post is delivered', { timeout: 120_000 }, async (t) => {
   if (!components(t)) return;
   // No answer cache for the lists check, so the synced roster counts at once.
-  const d = await startDaemon({ rules: RULES, lists: LISTS, config: { policy: { socket: { mode: '0666' }, lists: { cache_ttl: 0 } } } });
+  const d = await startDaemon({ rules: RULES, lists: LISTS, config: { lmtp: { socket: { group: 'postfix' } }, policy: { socket: { group: 'postfix' }, lists: { cache_ttl: 0 } } } });
   let pf: TestPostfix | undefined;
   try {
     pf = await startPostfix({ lmtpSocket: d.socket, policySocket: d.policySocket, recipients: ['dev@example.test'] });

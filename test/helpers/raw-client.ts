@@ -35,9 +35,11 @@ export class RawClient {
     socket.on('error', () => undefined);
   }
 
-  static open(target: { port: number } | { path: string }): Promise<RawClient> {
+  /** A TCP connection to 127.0.0.1, from `from` (another loopback address, e.g. 127.0.0.2: another client) if given. */
+  static open(target: { port: number; from?: string } | { path: string }): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = 'path' in target ? connect(target.path) : connect(target.port, '127.0.0.1');
+      const s = 'path' in target ? connect(target.path)
+        : connect({ port: target.port, host: '127.0.0.1', ...(target.from !== undefined ? { localAddress: target.from } : {}) });
       s.once('connect', () => resolve(new RawClient(s)));
       s.once('error', reject);
     });

@@ -1,9 +1,10 @@
 // Recipient address parsing (src/mail/address.ts): how "user+ext@domain" is
 // split with one or several delimiter characters, what odd addresses give,
-// which case is kept where, and the exact order of the table lookup keys.
+// which case is kept where, quoted local parts, which MAIL/RCPT addresses
+// are refused, and the exact order of the table lookup keys.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { lookupKeys, parseRecipient, type RecipientAddress } from '../../src/mail/address.js';
+import { addressProblem, lookupKeys, parseRecipient, unquoteLocalPart, type RecipientAddress } from '../../src/mail/address.js';
 
 const parses: { name: string; address: string; delimiter: string; want: Omit<RecipientAddress, 'address'> }[] = [
   { name: 'a plus extension is split off the user', address: 'user+ext@example.test', delimiter: '+', want: { local: 'user+ext', user: 'user', extension: 'ext', domain: 'example.test' } },
@@ -23,6 +24,11 @@ const parses: { name: string; address: string; delimiter: string; want: Omit<Rec
   { name: 'an empty delimiter never splits', address: 'user+ext@d.test', delimiter: '', want: { local: 'user+ext', user: 'user+ext', extension: '', domain: 'd.test' } },
   { name: 'case is kept in the user and extension but the domain is lower-cased', address: 'Bob.Smith+Lists@Example.COM', delimiter: '+', want: { local: 'Bob.Smith+Lists', user: 'Bob.Smith', extension: 'Lists', domain: 'example.com' } },
   { name: 'the domain is after the last "@"', address: '"a@b"@Example.Test', delimiter: '+', want: { local: '"a@b"', user: '"a@b"', extension: '', domain: 'example.test' } },
+  { name: 'a quoted local part that is a plain dot-atom is unquoted: "bob" is bob', address: '"bob"@Example.Test', delimiter: '+', want: { local: 'bob', user: 'bob', extension: '', domain: 'example.test' } },
+  { name: 'an unquoted local part keeps its extension', address: '"bob+lists"@example.test', delimiter: '+', want: { local: 'bob+lists', user: 'bob', extension: 'lists', domain: 'example.test' } },
+  { name: 'quoted pairs are unescaped', address: '"b\\ob.s"@example.test', delimiter: '+', want: { local: 'bob.s', user: 'bob.s', extension: '', domain: 'example.test' } },
+  { name: 'a quoted local part with a space keeps its quotes (no user has that key)', address: '"bob smith"@example.test', delimiter: '+', want: { local: '"bob smith"', user: '"bob smith"', extension: '', domain: 'example.test' } },
+  { name: 'a quoted local part with two periods in a row keeps its quotes', address: '"bob..x"@example.test', delimiter: '+', want: { local: '"bob..x"', user: '"bob..x"', extension: '', domain: 'example.test' } },
   { name: 'a delimiter in the domain does not split the local part', address: 'user@mail+x.test', delimiter: '+', want: { local: 'user', user: 'user', extension: '', domain: 'mail+x.test' } },
   { name: 'an empty address gives empty parts', address: '', delimiter: '+', want: { local: '', user: '', extension: '', domain: '' } },
   { name: 'a domain-only address has an empty local part', address: '@Example.Test', delimiter: '+', want: { local: '', user: '', extension: '', domain: 'example.test' } },
@@ -36,7 +42,43 @@ for (const c of parses) {
 
 test('parseRecipient keeps the address exactly as given', () => {
   assert.equal(parseRecipient('Bob+X@Example.COM', '+').address, 'Bob+X@Example.COM');
+  assert.equal(parseRecipient('"bob"@example.test', '+').address, '"bob"@example.test');
 });
+
+const unquotes: { input: string; want: string }[] = [
+  { input: 'bob', want: 'bob' },
+  { input: '"bob"', want: 'bob' },
+  { input: '"bob.smith"', want: 'bob.smith' },
+  { input: '"\\b\\o\\b"', want: 'bob' },
+  { input: '""', want: '""' },
+  { input: '"a b"', want: '"a b"' },
+  { input: '"a@b"', want: '"a@b"' },
+  { input: '"a\\"b"', want: '"a\\"b"' },
+  { input: '".bob"', want: '".bob"' },
+  { input: '"bob"x', want: '"bob"x' },
+  { input: '"jörg"', want: 'jörg' },
+];
+for (const c of unquotes) {
+  test(`unquoteLocalPart: ${c.input} → ${c.want}`, () => {
+    assert.equal(unquoteLocalPart(c.input), c.want);
+  });
+}
+
+const problems: { name: string; address: string; smtpUtf8: boolean; want: ReturnType<typeof addressProblem> }[] = [
+  { name: 'an ASCII address is fine', address: 'bob@example.test', smtpUtf8: false, want: undefined },
+  { name: 'the null sender is fine', address: '', smtpUtf8: false, want: undefined },
+  { name: 'a byte that was not UTF-8 (decoded as U+FFFD) is invalid', address: 'b\uFFFDb@example.test', smtpUtf8: false, want: 'invalid-utf8' },
+  { name: 'also with SMTPUTF8', address: 'b\uFFFDb@example.test', smtpUtf8: true, want: 'invalid-utf8' },
+  { name: 'also in the domain', address: 'bob@exa\uFFFDmple.test', smtpUtf8: true, want: 'invalid-utf8' },
+  { name: 'a UTF-8 local part needs SMTPUTF8', address: 'jörg@example.test', smtpUtf8: false, want: 'needs-smtputf8' },
+  { name: 'a UTF-8 local part with SMTPUTF8 is fine', address: 'jörg@example.test', smtpUtf8: true, want: undefined },
+  { name: 'a Unicode domain is not checked for SMTPUTF8 (smtp-server decodes xn-- labels)', address: 'bob@café.test', smtpUtf8: false, want: undefined },
+];
+for (const c of problems) {
+  test(`addressProblem: ${c.name}`, () => {
+    assert.equal(addressProblem(c.address, c.smtpUtf8), c.want);
+  });
+}
 
 const keys: { name: string; address: string; delimiter: string; want: string[] }[] = [
   {

@@ -13,9 +13,9 @@ import { policyConfigSchema, policyConfigSchemaWith } from '../../src/policy/ind
 test('no section at all is the embedded default', () => {
   assert.deepEqual(policyConfigSchema.parse(undefined), {
     listen: ['unix:./var/run/policy.sock', '127.0.0.1:10040'],
-    socket: { mode: 0o666 },
+    socket: { mode: 0o660 },
     chain: ['lists', 'userpolicy'],
-    limits: { request_size: 32 * 1024, request_timeout: 10_000, idle_timeout: 300_000, connections: 200 },
+    limits: { request_size: 32 * 1024, request_timeout: 10_000, idle_timeout: 300_000, connections: 200, connections_per_client: 150 },
     cache_size: 10_000,
     maintenance_interval: 300_000,
     lists: { reject_text: 'Only subscribers may post to this list', cache_ttl: 0 },
@@ -40,7 +40,7 @@ test('sizes and durations take the units the rest of the file takes', () => {
     ratelimit: { rules: [{ key: 'sasl_username', limit: 100, window: '1h' }] },
     chain: ['lists', 'ratelimit'],
   });
-  assert.deepEqual(c.limits, { request_size: 65536, request_timeout: 500, idle_timeout: 60_000, connections: 200 });
+  assert.deepEqual(c.limits, { request_size: 65536, request_timeout: 500, idle_timeout: 60_000, connections: 200, connections_per_client: 150 });
   assert.deepEqual([c.greylist.delay, c.greylist.retry_window, c.greylist.expire], [120_000, 14_400_000, 604_800_000]);
   assert.deepEqual(c.ratelimit.rules[0], {
     key: 'sasl_username', limit: 100, window: 3_600_000, mode: 'sliding', count: 'recipients', action: 'DEFER_IF_PERMIT 4.7.1 Rate limit exceeded, try again later',

@@ -1,9 +1,10 @@
 // The policy server over real sockets: many requests per connection, any
 // split of the bytes, garbage, oversized and unfinished requests, clients
-// that vanish, shutdown with a request in flight, and the unix socket's file.
+// that vanish, shutdown with a request in flight, the unix socket's file,
+// and room for Postfix's cached connections under the connection limits.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { test } from 'node:test';
@@ -185,4 +186,56 @@ test('16 connections asking at once all get the right answers', async (t) => {
     }
     c.destroy();
   }));
+});
+
+/** One request on a new connection from another loopback address (another client to the server); its action, or the error. */
+function askFrom(port: number, from: string): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const s = connect({ port, host: '127.0.0.1', localAddress: from }, () => s.write(formatRequest(rcptRequest())));
+    s.on('data', (d: Buffer) => {
+      got += d.toString();
+      const m = /^action=([^\n]*)\n\n/.exec(got);
+      if (m) {
+        s.destroy();
+        resolve(m[1] as string);
+      }
+    });
+    s.on('error', (err) => resolve(`error: ${err.message}`));
+    s.on('close', () => resolve(`closed; got ${JSON.stringify(got)}`));
+  });
+}
+
+test('a client address at connections_per_client: its longest-idle connection makes room for the new one, as for Postfix\'s cached connections', async (t) => {
+  const svc = await startTestService(t, { config: { limits: { connections_per_client: 3 } } });
+  const cached = [await svc.client(), await svc.client(), await svc.client()];
+  for (const c of cached) assert.equal(await c.request(rcptRequest()), REJECT); // each used once, then idle, the first the longest
+  const fresh = await svc.client();
+  assert.equal(await fresh.request(rcptRequest()), REJECT, 'the new connection is served');
+  assert.equal((await cached[0]?.closed(3000))?.length, 0, 'the longest idle was closed, without a byte');
+  for (const c of cached.slice(1)) assert.equal(await c.request(rcptRequest()), REJECT, 'the others still work');
+  assert.ok(svc.logLines.some((l) => /policy 127\.0\.0\.1:\d+: idle \d+ ms, closed to make room \(127\.0\.0\.1 has 3 connections, limits\.connections_per_client\)/.test(l)), svc.logLines.join(''));
+  for (const c of [...cached, fresh]) c.destroy();
+});
+
+test('a client address whose connections are all in the middle of a request gets no more: the new one is closed and logged; another address is served', async (t) => {
+  const svc = await startTestService(t, { config: { limits: { connections_per_client: 3 } } });
+  const busy = [await svc.client(), await svc.client(), await svc.client()];
+  for (const c of busy) c.write('request=smtpd_access_policy\nprotocol_state=RCPT\n'); // no blank line yet
+  await sleep(100);
+  const extra = await svc.client();
+  assert.equal((await extra.closed(3000)).length, 0, 'closed without a reply');
+  assert.ok(svc.logLines.some((l) => /3 connections from 127\.0\.0\.1 \(limits\.connections_per_client\), all in the middle of a request; new connection closed/.test(l)), svc.logLines.join(''));
+  assert.equal(await askFrom(svc.port, '127.0.0.2'), REJECT, 'another client address has its own room');
+  for (const c of busy) assert.equal(c.isClosed, false, 'the busy ones are kept');
+  for (const c of busy) c.destroy();
+});
+
+test('a listener at limits.connections lets a new connection in by closing the longest-idle one (before: the kernel-level limit dropped it)', async (t) => {
+  const svc = await startTestService(t, { config: { limits: { connections: 3 } } });
+  const cached = [await svc.client(), await svc.client(), await svc.client()];
+  for (const c of cached) assert.equal(await c.request(rcptRequest()), REJECT);
+  assert.equal(await askFrom(svc.port, '127.0.0.3'), REJECT);
+  assert.equal((await cached[0]?.closed(3000))?.length, 0);
+  for (const c of cached) c.destroy();
 });

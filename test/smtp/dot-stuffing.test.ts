@@ -1,24 +1,23 @@
-// DATA as the listeners read it (smtp-server's SMTPStream with our
-// feedDataStream, src/smtp/library-patches.ts): RFC 5321 §4.5.2 dot-unstuffing
-// (a line, ended by CRLF only, that starts with a period loses it) and the end
-// of DATA at <CRLF>.<CRLF> only, with what follows going back to the command
-// parser. Every case is fed whole, one byte at a time, and cut in two at every
-// point: the result must not depend on how the bytes arrive.
+// DATA as the listeners read it: RFC 5321 §4.5.2 dot-unstuffing (a line,
+// ended by CRLF only, that starts with a period loses it) and the end of DATA
+// at <CRLF>.<CRLF> only, with what follows going back to the command parser.
+// The decoder (src/smtp/data-decoder.ts) is fed every case whole, one byte at
+// a time and cut in two at every point; the session input
+// (src/smtp/input-stream.ts) the same, with the command after the message:
+// the result must not depend on how the bytes arrive.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
-import { patchSmtpServer } from '../../src/smtp/library-patches.js';
-
-patchSmtpServer();
+import { DataDecoder } from '../../src/smtp/data-decoder.js';
+import { InputStream } from '../../src/smtp/input-stream.js';
 
 interface Fed {
   readonly body: string;
   readonly commands: string[];
 }
 
-/** Feeds wire bytes (after the DATA command) in the given pieces; resolves with the message and the commands after it. */
+/** Feeds wire bytes (after the DATA command) to a session input in the given pieces; resolves with the message and the commands after it. */
 async function feed(pieces: readonly Buffer[]): Promise<Fed> {
-  const stream = new SMTPStream();
+  const stream = new InputStream({ commandTimeoutMs: Infinity, dataMinRate: 0 });
   const commands: string[] = [];
   stream.oncommand = (cmd: Buffer, next?: () => void) => {
     commands.push(cmd.toString('latin1'));
@@ -34,6 +33,23 @@ async function feed(pieces: readonly Buffer[]): Promise<Fed> {
   stream.continue();
   await new Promise<void>((resolve) => stream.end(() => resolve()));
   return { body: Buffer.concat(chunks).toString('latin1'), commands };
+}
+
+/** The decoder alone: the message and the bytes after the terminator. */
+function decode(pieces: readonly Buffer[]): { body: string; rest: string | undefined } {
+  const d = new DataDecoder();
+  const body: Buffer[] = [];
+  let rest: Buffer[] | undefined;
+  for (const p of pieces) {
+    if (rest !== undefined) {
+      rest.push(p);
+      continue;
+    }
+    const got = d.push(p);
+    body.push(got.body);
+    if (got.rest !== undefined) rest = [got.rest];
+  }
+  return { body: Buffer.concat(body).toString('latin1'), rest: rest === undefined ? undefined : Buffer.concat(rest).toString('latin1') };
 }
 
 const CASES: { name: string; wire: string; body: string }[] = [
@@ -54,14 +70,21 @@ const CASES: { name: string; wire: string; body: string }[] = [
 for (const c of CASES) {
   test(`DATA: ${c.name}`, async () => {
     const wire = Buffer.from(`${c.wire}QUIT\r\n`, 'latin1');
-    const want: Fed = { body: c.body, commands: ['QUIT'] };
-    assert.deepEqual(await feed([wire]), want, 'whole');
-    assert.deepEqual(await feed([...wire].map((b) => Buffer.from([b]))), want, 'one byte at a time');
-    for (let cut = 1; cut < wire.length; cut++) {
-      assert.deepEqual(await feed([wire.subarray(0, cut), wire.subarray(cut)]), want, `cut at ${cut}`);
+    const want = { body: c.body, rest: 'QUIT\r\n' };
+    assert.deepEqual(decode([wire]), want, 'decoder, whole');
+    assert.deepEqual(decode([...wire].map((b) => Buffer.from([b]))), want, 'decoder, one byte at a time');
+    for (let cut = 0; cut <= wire.length; cut++) {
+      assert.deepEqual(decode([wire.subarray(0, cut), wire.subarray(cut)]), want, `decoder, cut at ${cut}`);
     }
+    const fed: Fed = { body: c.body, commands: ['QUIT'] };
+    assert.deepEqual(await feed([wire]), fed, 'session input, whole');
+    assert.deepEqual(await feed([...wire].map((b) => Buffer.from([b]))), fed, 'session input, one byte at a time');
   });
 }
+
+test('DATA: without its terminator the decoder gives the text so far and waits', () => {
+  assert.deepEqual(decode([Buffer.from('a\r\n..b\r\n.')]), { body: 'a\r\n.b', rest: undefined });
+});
 
 test('DATA: a large message with stuffed lines comes through whole, in pieces of any size', async () => {
   const lines: string[] = [];

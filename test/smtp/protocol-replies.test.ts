@@ -151,7 +151,7 @@ describe('talking before the greeting', () => {
       });
       const r = await c.reply();
       assert.equal(r.code, 421, `the first reply must be 421, got ${r.line}`);
-      assert.match(r.text, /You talk too soon/);
+      assert.match(r.line, /^421 4\.\d+\.\d+ .*You talk too soon/, 'with an enhanced code, as every error reply');
       await waitFor('disconnect', () => (c.isClosed ? true : undefined), 3000);
       c.close();
     });

@@ -1,10 +1,11 @@
 // The one Status → SMTP/LMTP reply mapping (src/smtp/replies.ts): the reply
 // number for each enhanced code, the class defaults, an explicit number
-// winning, the reply text, and the error / string smtp-server is handed.
+// winning, the reply text, the error / string smtp-server is handed, and what
+// a client may read of a failure (no paths: clientStatus, outcomeReply).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { status, type EnhancedCode } from '../../src/mail/status.js';
-import { dataResult, replyError, replyNumber, replyText } from '../../src/smtp/replies.js';
+import { clientStatus, dataResult, outcomeReply, replyError, replyNumber, replyText } from '../../src/smtp/replies.js';
 
 const numbers: { name: string; code: EnhancedCode; reply?: number; want: number }[] = [
   { name: 'a full mailbox for now (4.2.2) is 452', code: '4.2.2', want: 452 },
@@ -78,5 +79,41 @@ for (const c of results) {
     }
     assert.ok(got instanceof Error, `expected an Error, got ${JSON.stringify(got)}`);
     assert.deepEqual({ responseCode: got.responseCode, message: got.message }, c.want);
+  });
+}
+
+const clientTexts: { name: string; code: EnhancedCode; reply?: number; want: string; wantReply: number }[] = [
+  { name: 'a locked mailbox (4.2.0) says the mailbox is unavailable, for now', code: '4.2.0', want: 'Mailbox unavailable, try again later', wantReply: 451 },
+  { name: 'a full mailbox for now (4.2.2) keeps 452', code: '4.2.2', want: 'Mailbox full, try again later', wantReply: 452 },
+  { name: 'a full mailbox for good (5.2.2) keeps 552', code: '5.2.2', want: 'Mailbox full', wantReply: 552 },
+  { name: 'a local error (4.3.0)', code: '4.3.0', want: 'Mail system error, try again later', wantReply: 451 },
+  { name: 'a full disk (4.3.1) keeps 452', code: '4.3.1', want: 'Mail system full, try again later', wantReply: 452 },
+  { name: 'a configuration problem (4.3.5)', code: '4.3.5', want: 'System incorrectly configured, try again later', wantReply: 451 },
+  { name: 'a refused mailbox (5.2.0)', code: '5.2.0', want: 'Mailbox unavailable', wantReply: 550 },
+  { name: 'a detail not in the table falls back to its subject (5.2.9)', code: '5.2.9', want: 'Mailbox status', wantReply: 550 },
+  { name: 'a pipe\'s 5.7.x refusal', code: '5.7.1', want: 'Security or policy status', wantReply: 550 },
+  { name: 'an explicit reply number is kept', code: '4.4.2', reply: 421, want: 'Network and routing status, try again later', wantReply: 421 },
+];
+for (const c of clientTexts) {
+  test(`clientStatus: ${c.name}`, () => {
+    const got = clientStatus(status(c.code, 'cannot open mailbox /var/mail/bob/mbox: Permission denied', c.reply));
+    assert.deepEqual({ code: got.code, text: got.text, reply: replyNumber(got) }, { code: c.code, text: c.want, reply: c.wantReply });
+  });
+}
+
+test('clientStatus leaves a success as it is', () => {
+  const s = status('2.0.0', 'Saved');
+  assert.equal(clientStatus(s), s);
+});
+
+const outcomes: { name: string; status: ReturnType<typeof status>; detail?: string; want: string }[] = [
+  { name: 'a leaf\'s failure (with detail) is sent with the code\'s standard text', status: status('4.2.0', 'mailbox /home/bob/mbox is locked'), detail: 'mailbox /home/bob/mbox is locked', want: '4.2.0 Mailbox unavailable, try again later' },
+  { name: 'a rule\'s own reject text (no detail) is sent as it is', status: status('5.7.1', 'No mail from your domain, says bob'), want: '5.7.1 No mail from your domain, says bob' },
+  { name: 'our loop refusal (no detail) is sent as it is', status: status('5.4.6', 'mail forwarding loop for bob@example.test'), want: '5.4.6 mail forwarding loop for bob@example.test' },
+  { name: 'a success keeps its own text; the detail is for the log', status: status('2.0.0', 'Saved'), detail: '/home/bob/Maildir/new/123.x', want: '2.0.0 Saved' },
+];
+for (const c of outcomes) {
+  test(`outcomeReply: ${c.name}`, () => {
+    assert.equal(replyText(outcomeReply({ status: c.status, ...(c.detail !== undefined ? { detail: c.detail } : {}) })), c.want);
   });
 }

@@ -168,7 +168,10 @@ test('SMTP: a full spool file system answers 452 4.3.1 after DATA, keeps nothing
       }
     };
     const line = `${'y'.repeat(998)}\r\n`;
-    assert.match(await send(line.repeat(200)), /^452 4\.3\.1 /, 'no room for 200 KB: a temporary failure, the client keeps the message');
+    const full = await send(line.repeat(200));
+    assert.match(full, /^452 4\.3\.1 /, 'no room for 200 KB: a temporary failure, the client keeps the message');
+    assert.equal(full, '452 4.3.1 Mail system full, try again later', 'the spool\'s path is for the log only');
+    await d.waitForLog(new RegExp(`cannot write spool file ${spool.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/`));
     assert.deepEqual(readdirSync(join(spool, 'incoming')), [], 'the partial spool file is removed');
     assert.deepEqual(readdirSync(join(spool, 'active')), []);
     assert.match(await send('small enough'), /^250 2\.0\.0 Ok: queued as /);

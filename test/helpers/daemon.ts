@@ -44,7 +44,7 @@ export interface TestDaemon {
   readonly configFile: string;
   readonly child: ChildProcess;
   readonly logs: string[];
-  /** Resolves when a log line matching re appears (or rejects after timeoutMs). */
+  /** Resolves when a log line matching re appears (or rejects after timeoutMs, default 30 s: a hang detector, not a window). */
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
   /** SIGTERM and wait for exit. */
   stop(): Promise<number | null>;
@@ -121,7 +121,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   child.stderr?.on('data', onData);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
 
-  const waitForLog = (re: RegExp, timeoutMs = 10_000): Promise<string> => {
+  const waitForLog = (re: RegExp, timeoutMs = 30_000): Promise<string> => {
     const seen = logs.find((l) => re.test(l));
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
@@ -130,7 +130,16 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
       void exited.then((code) => { clearTimeout(t); reject(new Error(`daemon exited (${code}) before log ${re}:\n${logs.join('\n')}`)); });
     });
   };
-  const ready = await waitForLog(/ ready /);
+  // Start-up compiles tables and opens databases: a second when idle, several
+  // on a loaded machine (10 s was once not enough). A daemon that does not
+  // come up is killed, not left running to keep the test file alive.
+  let ready: string;
+  try {
+    ready = await waitForLog(/ ready /, 90_000);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
   const ports = [...ready.matchAll(/(lmtp|smtp|policy)=127\.0\.0\.1:(\d+)/g)];
   const portOf = (kind: string): number => Number(ports.find((m) => m[1] === kind)?.[2] ?? 0);
   return {

@@ -24,9 +24,9 @@ import { chmod, mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Destination } from './classify/rules.js';
 import { loadConfig, type Config } from './config/index.js';
-import { compileTables, formatSourceError, isKnown, openTables, parseTableSource, resolveRecipient, type Tables, type TablesInfo } from './db/index.js';
+import { compileTables, formatSourceError, openTables, parseTableSource, type TablesInfo } from './db/index.js';
 import { createLogger, type Logger } from './log.js';
-import { lookupKeys, type RecipientAddress } from './mail/address.js';
+import { lookupKeys } from './mail/address.js';
 import { startControl } from './control/server.js';
 import { startUserSockets } from './control/user-sockets.js';
 import { startPolicyService } from './policy/index.js';
@@ -36,8 +36,8 @@ import { QueueManager } from './queue/manager.js';
 import { Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
 import { describeBusy, lockInstance, type InstanceLock } from './state/instance-lock.js';
-import { Listener, type IntakeHandlers } from './smtp/server.js';
-import { deliverToRecipient, type ResolvedRecipient } from './workers/dispatch.js';
+import { Listener } from './smtp/server.js';
+import { createIntake, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext } from './local/index.js';
 import { clearIdentityCache, resolveIdentity } from './workers/identity.js';
 import { WorkerPool } from './workers/pool.js';
 import { TABLE_NAMES } from './classify/rules.js';
@@ -154,17 +154,6 @@ async function warnIfUnreachable(c: Config, log: Logger): Promise<void> {
   }
 }
 
-function toResolved(tables: Tables, rcpt: RecipientAddress): ResolvedRecipient | undefined {
-  const r = resolveRecipient(tables, rcpt);
-  if (!isKnown(r)) return undefined;
-  return {
-    rules: r.rules?.value ?? [],
-    ...(r.uid ? { uid: r.uid.value } : {}),
-    ...(r.gid ? { gid: r.gid.value } : {}),
-    ...(r.list ? { list: r.list.value } : {}),
-  };
-}
-
 export async function startDaemon(opts: { configFile?: string; log?: Logger }): Promise<Daemon> {
   const config = loadConfig(opts.configFile);
   const log = opts.log ?? createLogger(config.log);
@@ -205,57 +194,34 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
       pipeUnknownExit: config.delivery.pipe_unknown_exit,
     }),
   });
-  const resolve = (rcpt: RecipientAddress): ResolvedRecipient | undefined => toResolved(tables, rcpt);
-  const deliverWith = (mayStart?: () => boolean): IntakeHandlers['deliver'] => (env, message, r) =>
-    deliverToRecipient(
-      {
-        pool,
-        ...(mayStart ? { mayStart } : {}),
-        baseDir: process.cwd(),
-        mailRoot: config.paths.mail,
-        allowRoot: (rcpt) => {
-          const allowed = config.delivery.allow_root;
-          return allowed.length > 0 && lookupKeys(rcpt).some((k) => allowed.some((a) => a.toLowerCase() === k));
-        },
-        defaults: { destination: defaultDestination, user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) },
-      },
-      { sender: env.sender, helo: env.helo, clientAddress: env.clientAddress, protocol: env.protocol, hostname: config.hostname, queueId: env.queueId, arrival: env.arrival },
-      message,
-      r.rcpt,
-      r.resolved,
-    );
-  const deliver = deliverWith();
+  // The recipient layer's context, read afresh per delivery (a reload changes config and the default).
+  const deliveryContext = (mayStart?: () => boolean): DeliveryContext => ({
+    pool,
+    log,
+    hostname: config.hostname,
+    baseDir: process.cwd(),
+    mailRoot: config.paths.mail,
+    ...(mayStart ? { mayStart } : {}),
+    allowRoot: (rcpt) => {
+      const allowed = config.delivery.allow_root;
+      return allowed.length > 0 && lookupKeys(rcpt).some((k) => allowed.some((a) => a.toLowerCase() === k));
+    },
+    defaults: { destination: defaultDestination, user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) },
+  });
 
   const spool = new Spool(config.paths.spool, config.delivery.fsync);
   await spool.init();
   const relays = new Relays(() => ({ name: config.hostname }));
-  // The queue's deliveries that still wait for a worker slot when SIGTERM arrives are not started.
-  const queue: QueueManager = new QueueManager({ spool, config: () => config, log, resolve, deliver: deliverWith(() => queue.mayStart()), relays });
-
-  const handlers: IntakeHandlers = {
-    config: () => config,
-    log,
-    resolve,
-    deliver,
-    enqueue: async (env, raw, recipients) => {
-      const s = await spool.enqueue({
-        id: env.queueId, sender: env.sender, recipients: recipients.map((r) => r.rcpt.address),
-        helo: env.helo, clientAddress: env.clientAddress, protocol: env.protocol, arrival: env.arrival.getTime(),
-      }, raw);
-      if (s.code.startsWith('2')) queue.schedule(env.queueId, 0);
-      else log.error(s.text, undefined, env.queueId);
-      return s;
-    },
-    adopt: async (env, raw, running) => {
-      const s = await spool.enqueue({
-        id: env.queueId, sender: env.sender, recipients: running.map((r) => r.address),
-        helo: env.helo, clientAddress: env.clientAddress, protocol: env.protocol, arrival: env.arrival.getTime(),
-      }, raw);
-      if (s.code.startsWith('2')) queue.adopt(env.queueId, running);
-      else log.error(s.text, undefined, env.queueId);
-      return s;
-    },
-  };
+  const queue: QueueManager = new QueueManager({
+    spool, config: () => config, log, relays,
+    // The queue's deliveries that still wait for a worker slot when SIGTERM arrives are not started.
+    deliver: (env, message, address) => deliverToAddress(deliveryContext(() => queue.mayStart()), tables, config.delivery.recipient_delimiter, env, message, address),
+    report: (r) => logDelivery(log, r),
+  });
+  const handlers = createIntake({
+    config: () => config, log, tables, spool, queue,
+    deliver: (env, message, r) => deliverToRecipient(deliveryContext(), env, message, r),
+  });
   const listeners = [
     ...config.lmtp.listen.map((l) => new Listener('lmtp', l, handlers)),
     ...config.smtp.listen.map((l) => new Listener('smtp', l, handlers)),

@@ -23,8 +23,20 @@ export interface MessageFacts {
   /** Size in bytes as received. */
   readonly size: number;
   readonly headers: ReadonlyMap<string, readonly string[]>;
-  /** Absent until spam checking exists or when the check did not run. */
-  readonly spam?: { readonly isSpam: boolean; readonly score: number };
+  /**
+   * The spam verdict for the recipient's owner, obtained before planning (as
+   * that owner, in their slots: src/local/deliver.ts). Absent when no check
+   * ran (spam checking off, or the checker failed open): then `spam` is false
+   * and no `score` comparison holds.
+   */
+  readonly spam?: SpamVerdict;
+}
+
+export interface SpamVerdict {
+  readonly isSpam: boolean;
+  readonly score: number;
+  /** The rules that hit, by name (SpamAssassin's tests). */
+  readonly tests?: readonly string[];
 }
 
 export interface PlanDefaults {
@@ -35,7 +47,7 @@ export interface PlanDefaults {
 }
 
 export interface PlanStep {
-  /** Templates expanded, except ${home}, which needs the user's passwd entry. */
+  /** Templates expanded, once; ${home} too when the caller knew the user's home (PlanInput.homeOf). */
   readonly destination: Destination;
   readonly user: string;
   /** undefined = the user's primary group. */
@@ -48,7 +60,8 @@ export interface PlanStep {
 
 export type Plan =
   | { readonly kind: 'deliver'; readonly steps: readonly PlanStep[] }
-  | { readonly kind: 'refuse'; readonly status: Status };
+  /** `internal`: the text names our files (a broken table), for the log; the client gets the code's standard text. */
+  | { readonly kind: 'refuse'; readonly status: Status; readonly internal?: boolean };
 
 export interface PlanInput {
   readonly recipient: RecipientAddress;
@@ -58,6 +71,44 @@ export interface PlanInput {
   readonly gid?: string;
   readonly facts: MessageFacts;
   readonly defaults: PlanDefaults;
+  /**
+   * The home directory of a delivery user, for ${home}; undefined (or no
+   * function) leaves ${home} as written. Expansion happens here and nowhere
+   * else: a value substituted once is never expanded again, so an extension
+   * "${home}" stays that text.
+   */
+  readonly homeOf?: (user: string) => string | undefined;
+}
+
+export type Owner = Pick<PlanInput, 'uid' | 'gid' | 'defaults'>;
+
+/** Who a rule's copy (or, without a rule, the default's) is written as: the rule's uid=, else the uid table's, else the default user. */
+function userOf(o: Owner, rule?: Rule): string {
+  return rule?.uid ?? o.uid ?? o.defaults.user;
+}
+
+/** The group: the rule's gid=, else the gid table's, else (only when no uid was named either) the default group; undefined = the user's primary group. */
+function groupOf(o: Owner, rule?: Rule): string | undefined {
+  return rule?.gid ?? o.gid ?? (o.uid === undefined && rule?.uid === undefined ? o.defaults.group : undefined);
+}
+
+/** The address's owner: who its default copy is written as, and whose spam preferences judge it. */
+export function ownerOf(o: Owner): { user: string; group?: string } {
+  const group = groupOf(o);
+  return group !== undefined ? { user: userOf(o), group } : { user: userOf(o) };
+}
+
+/** Every identity a plan for these rules could deliver as, so the caller can look their homes up before planning. */
+export function candidateUsers(input: Pick<PlanInput, 'rules' | 'uid' | 'gid' | 'defaults'>): { user: string; group?: string }[] {
+  const seen = new Map<string, { user: string; group?: string }>();
+  const add = (user: string, group: string | undefined): void => {
+    const key = `${user}\0${group ?? ''}`;
+    if (!seen.has(key)) seen.set(key, group !== undefined ? { user, group } : { user });
+  };
+  for (const rule of input.rules) if (rule.destination.kind !== 'reject') add(userOf(input, rule), groupOf(input, rule));
+  const owner = ownerOf(input);
+  add(owner.user, owner.group);
+  return [...seen.values()];
 }
 
 function compare(a: number, op: Comparison, b: number): boolean {
@@ -144,27 +195,27 @@ export function planDelivery(input: PlanInput): Plan {
     return { kind: 'refuse', status: status('5.2.3', `Message too large for ${r.address} (limit ${limit} bytes)`, 552) };
   }
   const steps: PlanStep[] = [];
-  const userOf = (rule?: Rule): string => rule?.uid ?? input.uid ?? defaults.user;
-  const groupOf = (rule?: Rule): string | undefined => rule?.gid ?? input.gid ?? (input.uid === undefined && rule?.uid === undefined ? defaults.group : undefined);
   for (const rule of rules) {
     const unusable = unusablePattern(rule);
-    if (unusable !== undefined) return { kind: 'refuse', status: status('4.3.0', `rule ${rule.origin}: ${unusable}; recompile the tables (mailproc db compile)`) };
+    if (unusable !== undefined) return { kind: 'refuse', status: status('4.3.0', `rule ${rule.origin}: ${unusable}; recompile the tables (mailproc db compile)`), internal: true };
     if (!rule.conditions.every((c) => holds(c, r, facts))) continue;
     const d = rule.destination;
     if (d.kind === 'reject') {
       const code = isEnhancedCode(d.code) ? d.code : '5.7.1';
       return { kind: 'refuse', status: status(code, d.text !== '' ? d.text : 'Rejected by the recipient\'s rules') };
     }
-    const group = groupOf(rule);
+    const group = groupOf(input, rule);
+    const user = userOf(input, rule);
     steps.push({
-      destination: expandDestination(d, r), user: userOf(rule), ...(group !== undefined ? { group } : {}), origin: rule.origin,
+      destination: expandDestination(d, r, input.homeOf?.(user)), user, ...(group !== undefined ? { group } : {}), origin: rule.origin,
       ...(rule.concurrency !== undefined ? { concurrency: rule.concurrency } : {}),
     });
     if (rule.stop) break;
   }
   if (steps.length === 0) {
-    const group = groupOf();
-    steps.push({ destination: expandDestination(defaults.destination, r), user: userOf(), ...(group !== undefined ? { group } : {}), origin: 'default' });
+    const group = groupOf(input);
+    const user = userOf(input);
+    steps.push({ destination: expandDestination(defaults.destination, r, input.homeOf?.(user)), user, ...(group !== undefined ? { group } : {}), origin: 'default' });
   }
   return { kind: 'deliver', steps };
 }

@@ -3,6 +3,7 @@
 // Received. Produced as LF-terminated lines to prepend to the stored message.
 // Values come from the envelope, which smtp-server has parsed; control
 // characters are stripped so a hostile HELO cannot inject header lines.
+import type { Protocol } from './envelope.js';
 
 export interface TraceInfo {
   readonly sender: string;
@@ -10,7 +11,7 @@ export interface TraceInfo {
   /** HELO/LHLO name the client gave. */
   readonly helo: string;
   readonly clientAddress: string;
-  readonly protocol: 'LMTP' | 'ESMTP' | 'SMTP';
+  readonly protocol: Protocol;
   readonly hostname: string;
   readonly queueId: string;
   readonly arrival: Date;

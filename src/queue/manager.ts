@@ -19,11 +19,10 @@
 // spool for the next start.
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
-import { parseRecipient } from '../mail/address.js';
-import { parseMessage } from '../mail/message.js';
-import { isSuccess, isTemporary, status, statusWord, type Status } from '../mail/status.js';
-import type { AcceptedRecipient, IntakeEnvelope } from '../smtp/server.js';
-import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
+import type { Envelope } from '../mail/envelope.js';
+import { parseMessage, type ParsedMessage } from '../mail/message.js';
+import { publicStatus, type RecipientOutcome } from '../mail/outcome.js';
+import { isSuccess, isTemporary, status, type Status } from '../mail/status.js';
 import type { Relays } from '../relay/index.js';
 import { buildBounce, shouldBounce, type BounceRecipient } from './dsn.js';
 import type { SpoolEntry, Spool } from './spool.js';
@@ -32,8 +31,10 @@ export interface QueueDeps {
   readonly spool: Spool;
   readonly config: () => Config;
   readonly log: Logger;
-  readonly resolve: (rcpt: ReturnType<typeof parseRecipient>) => ResolvedRecipient | undefined;
-  readonly deliver: (env: IntakeEnvelope, message: ReturnType<typeof parseMessage>, r: AcceptedRecipient) => Promise<RecipientOutcome>;
+  /** One spooled recipient: resolved again and delivered (src/local deliverToAddress); never rejects for mail trouble. */
+  readonly deliver: (env: Envelope, message: ParsedMessage, address: string) => Promise<RecipientOutcome>;
+  /** Records one recipient's outcome in the delivery log (the one writer: src/local/delivery-log.ts). */
+  readonly report: (r: QueueReport) => void;
   /** Where bounces go out (queue.bounce_relay names the peer). */
   readonly relays: Relays;
 }
@@ -51,12 +52,18 @@ export interface QueueInfo {
   readonly lastError?: string;
 }
 
-interface Outcome {
+/** One attempt's outcome for one recipient, as the delivery log line is made from it. */
+export interface QueueReport {
+  readonly queueId: string;
+  readonly to: string;
+  readonly outcome: RecipientOutcome;
+  /** What the queue records when it differs from the outcome's status (5.4.7 past queue.lifetime). */
+  readonly final?: Status;
+  readonly arrival: Date;
+}
+
+interface Outcome extends RecipientOutcome {
   readonly address: string;
-  readonly status: Status;
-  readonly relay: string;
-  readonly delays?: string;
-  readonly detail?: string;
 }
 
 export class QueueManager {
@@ -218,13 +225,12 @@ export class QueueManager {
     }
   }
 
-  private envelopeOf(entry: SpoolEntry): IntakeEnvelope {
+  private envelopeOf(entry: SpoolEntry): Envelope {
     const e = entry.envelope;
     return { queueId: e.id, sender: e.sender, helo: e.helo, clientAddress: e.clientAddress, protocol: e.protocol, arrival: new Date(e.arrival) };
   }
 
   private async attempt(id: string): Promise<void> {
-    const c = this.d.config();
     const entry = await this.d.spool.read(id).catch((err: unknown) => {
       // Removed meanwhile (delete, or finished by an adopted delivery): nothing to do.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -235,14 +241,7 @@ export class QueueManager {
     const message = parseMessage(entry.raw);
     const outcomes = await Promise.all(entry.envelope.recipients
       .filter((address) => !entry.done.has(address.toLowerCase()))
-      .map(async (address): Promise<Outcome> => {
-        const rcpt = parseRecipient(address, c.delivery.recipient_delimiter);
-        const resolved = this.d.resolve(rcpt);
-        const o = resolved === undefined
-          ? { status: status('5.1.1', `<${address}>: Recipient address rejected: User unknown`), relay: 'none' }
-          : await this.d.deliver(env, message, { rcpt, resolved });
-        return { address, ...o };
-      }));
+      .map(async (address): Promise<Outcome> => ({ address, ...(await this.d.deliver(env, message, address)) })));
     await this.finish(entry, outcomes);
   }
 
@@ -252,21 +251,21 @@ export class QueueManager {
     const id = entry.envelope.id;
     const age = Date.now() - entry.envelope.arrival;
     const expired = age > c.queue.lifetime;
-    const delay = (age / 1000).toFixed(3);
     const failed: BounceRecipient[] = [];
     const finished: string[] = [];
     let remaining = 0;
     for (const o of outcomes) {
       let s = o.status;
-      if (isTemporary(s) && expired) s = status('5.4.7', `delivery time expired: ${s.text}`);
-      this.d.log.info(s === o.status ? o.detail ?? s.text : s.text, { to: o.address, relay: o.relay, delay, delays: o.delays, dsn: s.code, status: statusWord(s) }, id);
+      if (isTemporary(s) && expired) s = status('5.4.7', `delivery time expired: ${o.detail ?? s.text}`);
+      this.d.report({ queueId: id, to: o.address, outcome: o, ...(s !== o.status ? { final: s } : {}), arrival: new Date(entry.envelope.arrival) });
       if (isTemporary(s)) {
         remaining++;
-        this.lastError.set(id, `${o.address}: ${s.code} ${s.text}`);
+        this.lastError.set(id, `${o.address}: ${s.code} ${o.detail ?? s.text}`);
       } else if (isSuccess(s)) {
         finished.push(o.address);
       } else {
-        failed.push({ address: o.address, status: s });
+        // The sender reads the DSN: a leaf's words (paths, users) stay in the log, as in replies.
+        failed.push({ address: o.address, status: s === o.status ? publicStatus(o) : publicStatus({ status: s, detail: s.text }) });
       }
     }
     if (failed.length > 0) {

@@ -1,12 +1,11 @@
 // LMTP and SMTP listeners on smtp-server. Knows the protocols, not mailboxes:
-// RCPT is decided against the tables (550 5.1.1 for nobody's address, 552
-// 5.2.3 over a per-address maxsize), DATA is read whole and handed on:
-//   LMTP: delivered at once, one reply per accepted RCPT in RCPT order — also
-//         for a duplicate RCPT, which smtp-server would otherwise collapse and
-//         answer one reply short (RFC 2033 §4.2); a duplicate is delivered once
-//         and gets a copy of the first one's reply, as Dovecot does.
-//   SMTP: written to the durable spool (fsync) before the 250; the queue
-//         delivers it afterwards.
+// RCPT is handed to the recipient layer (src/local: 550 5.1.1 for nobody's
+// address, 552 5.2.3 over a per-address maxsize), DATA is read whole and
+// handed on:
+//   LMTP: one reply per accepted RCPT in RCPT order — also for a duplicate
+//         RCPT, which smtp-server would otherwise collapse and answer one
+//         reply short (RFC 2033 §4.2); local/intake.ts delivers it once.
+//   SMTP: one reply, 250 only once the message is durable (local/intake.ts).
 // Every reply goes through replies.ts; no error reaches smtp-server without a
 // responseCode, and a failure's text that names paths or users (a leaf's, the
 // spool's) reaches the log only: the client gets the code's standard text.
@@ -18,54 +17,21 @@
 // MAIL/RCPT addresses must be valid UTF-8 (501 5.1.7 / 553 5.1.3), and a
 // non-ASCII local part needs SMTPUTF8 (553 5.6.7, as Postfix answers).
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession, type SMTPServerEnvelope } from 'smtp-server';
-import type { Config, Listen } from '../config/index.js';
-import type { Logger } from '../log.js';
-import { addressProblem, parseRecipient, type RecipientAddress } from '../mail/address.js';
-import { hopCount, parseMessage, type ParsedMessage } from '../mail/message.js';
-import { isSuccess, status, statusWord, type Status } from '../mail/status.js';
-import type { TraceInfo } from '../mail/trace.js';
-import { addressSizeLimit } from '../classify/plan.js';
+import type { Listen } from '../config/index.js';
+import type { IntakeHandlers, Recipient } from '../local/index.js';
+import { addressProblem } from '../mail/address.js';
+import { newQueueId, type Envelope } from '../mail/envelope.js';
+import { status, type Status } from '../mail/status.js';
 import { boundPort, listenOn } from '../net/listen.js';
-import { newQueueId } from '../queue/queue-id.js';
-import type { RecipientOutcome, ResolvedRecipient } from '../workers/dispatch.js';
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { patchSmtpServer, type SessionGuard } from './library-patches.js';
-import { clientStatus, dataResult, outcomeReply, replyError } from './replies.js';
+import { dataResult, outcomeReply, replyError } from './replies.js';
 
-export interface AcceptedRecipient {
-  readonly rcpt: RecipientAddress;
-  readonly resolved: ResolvedRecipient;
-}
-
-export interface IntakeEnvelope {
-  readonly queueId: string;
-  readonly sender: string;
-  readonly helo: string;
-  readonly clientAddress: string;
-  readonly protocol: TraceInfo['protocol'];
-  readonly arrival: Date;
-}
-
-export interface IntakeHandlers {
-  readonly config: () => Config;
-  readonly log: Logger;
-  /** Table lookup; undefined = nobody owns the address. */
-  readonly resolve: (rcpt: RecipientAddress) => ResolvedRecipient | undefined;
-  /** LMTP: deliver now. */
-  readonly deliver: (env: IntakeEnvelope, message: ParsedMessage, r: AcceptedRecipient) => Promise<RecipientOutcome>;
-  /** SMTP: make durable; 2.x.x only once fsynced. */
-  readonly enqueue: (env: IntakeEnvelope, raw: Buffer, recipients: readonly AcceptedRecipient[]) => Promise<Status>;
-  /**
-   * LMTP past lmtp.window: spool the message durably for the recipients whose
-   * delivery is still running and let the queue record their outcomes. 2.x.x
-   * (then our reply is 250) only once fsynced.
-   */
-  readonly adopt: (env: IntakeEnvelope, raw: Buffer, running: readonly { address: string; outcome: Promise<RecipientOutcome> }[]) => Promise<Status>;
-}
+export type { IntakeHandlers } from '../local/index.js';
 
 interface Transaction {
   readonly queueId: string;
-  readonly accepted: AcceptedRecipient[];
+  readonly accepted: Recipient[];
 }
 
 // One per envelope object: smtp-server makes a new envelope per transaction,
@@ -215,28 +181,14 @@ export class Listener {
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
-    const c = this.h.config();
     const problem = addressProblem(address.address, session.envelope.smtpUtf8 === true);
     if (problem === 'invalid-utf8') return cb(replyError(status('5.1.3', 'Bad destination mailbox address syntax (not valid UTF-8)', 553)));
     if (problem === 'needs-smtputf8') return cb(replyError(status('5.6.7', 'Must declare SMTPUTF8 to send unicode address', 553)));
-    const rcpt = parseRecipient(address.address, c.delivery.recipient_delimiter);
-    let resolved: ResolvedRecipient | undefined;
-    try {
-      resolved = this.h.resolve(rcpt);
-    } catch (err) {
-      this.h.log.error(`table lookup for ${rcpt.address} failed: ${(err as Error).message}`);
-      return cb(replyError(status('4.3.0', `<${rcpt.address}>: Temporary lookup failure`)));
-    }
-    if (resolved === undefined) {
-      return cb(replyError(status('5.1.1', `<${rcpt.address}>: Recipient address rejected: User unknown`)));
-    }
-    const limit = addressSizeLimit(resolved.rules);
     const from = session.envelope.mailFrom;
     const declared = from === false || from.args === false ? NaN : Number(from.args.SIZE);
-    if (limit !== undefined && Number.isFinite(declared) && declared > limit) {
-      return cb(replyError(status('5.2.3', `<${rcpt.address}>: Message too large for this recipient (limit ${limit} bytes)`, 552)));
-    }
-    transactionOf(session).accepted.push({ rcpt, resolved });
+    const r = this.h.acceptRecipient(address.address, Number.isFinite(declared) ? declared : undefined);
+    if ('code' in r) return cb(replyError(r));
+    transactionOf(session).accepted.push(r);
     cb();
   }
 
@@ -248,7 +200,7 @@ export class Listener {
     if (stream.sizeExceeded) {
       return each(status('5.3.4', `Message size exceeds fixed maximum message size ${this.h.config().limits.message_size}`, 552));
     }
-    const env: IntakeEnvelope = {
+    const env: Envelope = {
       queueId: t.queueId,
       sender: senderOf(session),
       helo: session.hostNameAppearsAs ?? '',
@@ -256,61 +208,10 @@ export class Listener {
       protocol: this.kind === 'lmtp' ? 'LMTP' : 'ESMTP',
       arrival: new Date(),
     };
-    this.h.log.info('', { from: env.sender, size: raw.length, nrcpt: t.accepted.length, proto: env.protocol }, env.queueId);
-    const message = parseMessage(raw);
-    if (hopCount(message.headers) >= 100) {
-      return each(status('5.4.6', `Too many hops (${hopCount(message.headers)} Received header fields): mail forwarding loop`));
-    }
-    if (this.kind === 'smtp') {
-      // A spool failure names the spool's paths: main.ts logs it, the client gets the code's text.
-      const s = await this.h.enqueue(env, raw, t.accepted);
-      return [dataResult(isSuccess(s) ? s : clientStatus(s))];
-    }
-    // LMTP: deliver each distinct recipient once; duplicates share the first one's outcome.
-    const byAddress = new Map<string, { rcpt: AcceptedRecipient; outcome: Promise<RecipientOutcome>; done?: RecipientOutcome }>();
-    let handedOver = false; // past the window: the queue logs and records what is still running
-    for (const a of t.accepted) {
-      const key = a.rcpt.address.toLowerCase();
-      if (byAddress.has(key)) continue;
-      const entry: { rcpt: AcceptedRecipient; outcome: Promise<RecipientOutcome>; done?: RecipientOutcome } = {
-        rcpt: a,
-        outcome: this.h.deliver(env, message, a).then((o) => {
-          entry.done = o;
-          if (!handedOver) {
-            const delay = ((Date.now() - env.arrival.getTime()) / 1000).toFixed(3);
-            this.h.log.info(o.detail ?? o.status.text, { to: a.rcpt.address, relay: o.relay, delay, delays: o.delays, dsn: o.status.code, status: statusWord(o.status) }, env.queueId);
-          }
-          return o;
-        }),
-      };
-      byAddress.set(key, entry);
-    }
-    const c = this.h.config();
-    let timer: NodeJS.Timeout | undefined;
-    const inTime = await Promise.race([
-      Promise.all([...byAddress.values()].map((e) => e.outcome)).then(() => true),
-      new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), c.lmtp.window); }),
-    ]);
-    clearTimeout(timer);
-    const late = new Map<string, Status>();
-    if (!inTime) {
-      handedOver = true;
-      const running = [...byAddress.values()].filter((e) => e.done === undefined);
-      let s: Status;
-      let reply: Status;
-      if (c.lmtp.on_timeout === 'queue') {
-        s = await this.h.adopt(env, raw, running.map((e) => ({ address: e.rcpt.rcpt.address, outcome: e.outcome })));
-        reply = isSuccess(s) ? s : clientStatus(s); // a spool failure names the spool's paths
-      } else {
-        s = status('4.3.0', `delivery is taking longer than ${Math.round(c.lmtp.window / 1000)} s; try again later`);
-        reply = s;
-      }
-      for (const e of running) late.set(e.rcpt.rcpt.address.toLowerCase(), reply);
-      this.h.log.warn(`delivery window of ${c.lmtp.window} ms passed for ${running.length} recipient(s): ${s.code} ${s.text}`, undefined, env.queueId);
-    }
-    return t.accepted.map((a) => {
-      const key = a.rcpt.address.toLowerCase();
-      const s = late.get(key) ?? outcomeReply(byAddress.get(key)?.done as RecipientOutcome);
+    if (this.kind === 'smtp') return [dataResult(outcomeReply(await this.h.enqueue(env, raw, t.accepted)))];
+    const results = await this.h.deliverNow(env, raw, t.accepted);
+    return t.accepted.map((a, i) => {
+      const s = outcomeReply(results[i] ?? { status: status('4.3.0', 'Temporary internal error') });
       return dataResult(s.code.startsWith('2') ? status(s.code, `<${a.rcpt.address}> ${t.queueId} ${s.text}`) : s);
     });
   }

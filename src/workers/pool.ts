@@ -60,7 +60,7 @@ interface Pending {
 }
 
 /** Where the time went, ms: waiting for a slot, master↔worker (incl. a worker start), the leaves' work. */
-export interface DeliveryTiming {
+export interface WorkerTiming {
   readonly slotMs: number;
   readonly transferMs: number;
   readonly workMs: number;
@@ -68,7 +68,7 @@ export interface DeliveryTiming {
 
 export interface PoolResult {
   readonly results: DeliveryResult[];
-  readonly timing: DeliveryTiming;
+  readonly timing: WorkerTiming;
 }
 
 interface Worker {
@@ -143,7 +143,7 @@ const KILL_AFTER_MS = 2000;
 const hasExited = (w: Worker): boolean => w.child.exitCode !== null || w.child.signalCode !== null;
 const exitOf = (w: Worker): Promise<void> =>
   hasExited(w) ? Promise.resolve() : new Promise((resolve) => w.child.once('exit', () => resolve()));
-const NO_TIME: DeliveryTiming = { slotMs: 0, transferMs: 0, workMs: 0 };
+const NO_TIME: WorkerTiming = { slotMs: 0, transferMs: 0, workMs: 0 };
 const answer = (results: DeliveryResult[], timing = NO_TIME): PoolResult => ({ results, timing });
 
 export class WorkerPool {
@@ -186,6 +186,25 @@ export class WorkerPool {
         if (this.stopping || job.mayStart?.() === false) return resolve(answer(failAll(n, 'mail system is shutting down')));
         const r = await this.send(key, identity, job);
         resolve({ results: r.results, timing: { ...r.timing, slotMs } });
+      });
+    });
+  }
+
+  /**
+   * Runs `work` inside one of the identity's delivery slots (the fair
+   * scheduler's: per-user cap, global cap, round robin), e.g. the owner's spam
+   * check before their copies are planned, so that a flood to one user waits in
+   * that user's queue only. Resolves or rejects as `work` does.
+   */
+  runInSlot<T>(identity: Identity, work: () => Promise<T>): Promise<T> {
+    const key = `${identity.uid}:${identity.gid}`;
+    return new Promise<T>((resolve, reject) => {
+      this.scheduler.submit(key, async () => {
+        try {
+          resolve(await work());
+        } catch (err) {
+          reject(err as Error);
+        }
       });
     });
   }

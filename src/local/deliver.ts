@@ -1,0 +1,191 @@
+// Delivery of one message to one accepted recipient — the decision of what
+// happens to it, in this order (src/local/NOTES.md says why here, in the
+// master):
+//   1. loop check: a Delivered-To naming this recipient → 5.4.6, nothing written;
+//   2. identities: every user the recipient's rules could deliver as (rule
+//      uid=, the uid table, the default) resolved to uid/gid/home; the owner is
+//      the uid table's user (or the default);
+//   3. spam verdict for the owner, when a checker is configured, obtained
+//      inside the owner's delivery slots (pool.runInSlot): a flood to A waits
+//      in A's queue and never delays B's checks;
+//   4. plan (src/classify/plan.ts, pure) with the verdict in the facts and
+//      templates expanded once, ${home} included;
+//   5. copies: grouped per identity; the per-user directory under the mail
+//      root made or checked (workers/mail-root.ts); one request per identity
+//      to that identity's worker (a rule's uid= naming another user is
+//      written as that user); forward and list defer (4.3.5) until the relay
+//      carries them;
+//   6. fold (fold.ts) into one outcome, with numeric timings.
+//
+// Exports: deliverToRecipient, deliverToAddress (the queue's way in: the
+// tables are asked again, as the queue picks the message up), DeliveryContext,
+// VerdictSource.
+//
+// Failure contract: never throws for mail trouble; every path returns a
+// RecipientOutcome. An identity that does not resolve is an admin error →
+// 4.3.0 for its copies (never a bounce). A verdict source that throws is
+// treated as "no verdict" (fail open) and logged; a source that wants to fail
+// closed returns a Status instead.
+import { isAbsolute, resolve } from 'node:path';
+import { candidateUsers, ownerOf, planDelivery, type PlanDefaults, type PlanStep, type SpamVerdict } from '../classify/plan.js';
+import type { Destination } from '../classify/rules.js';
+import type { Logger } from '../log.js';
+import type { RecipientAddress } from '../mail/address.js';
+import type { Envelope } from '../mail/envelope.js';
+import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
+import type { DeliveryTiming, RecipientOutcome } from '../mail/outcome.js';
+import { ok, status, type Status } from '../mail/status.js';
+import { traceHeader } from '../mail/trace.js';
+import { resolveIdentity, type Identity } from '../workers/identity.js';
+import type { WorkerDestination } from '../workers/ipc.js';
+import { prepareUserDirectories } from '../workers/mail-root.js';
+import type { WorkerPool, WorkerTiming } from '../workers/pool.js';
+import { foldCopies } from './fold.js';
+import type { Tables } from '../db/index.js';
+import { parseRecipient } from '../mail/address.js';
+import { lookupRecipient, unknownUser, type Recipient } from './resolve.js';
+
+/**
+ * Where a spam verdict comes from (the owner's checker, running as the
+ * owner). Called inside the owner's slots. undefined = no verdict (checking
+ * off for this owner, or failing open); a Status = refuse the recipient with
+ * it (a checker that is down and configured to fail closed: 4.x.x).
+ */
+export interface VerdictSource {
+  check(owner: Identity, message: ParsedMessage, r: Recipient): Promise<SpamVerdict | Status | undefined>;
+}
+
+export interface DeliveryContext {
+  readonly pool: WorkerPool;
+  readonly defaults: PlanDefaults;
+  /** Our name, for the Received header. */
+  readonly hostname: string;
+  /** Base for relative paths in tables (the daemon's working directory). */
+  readonly baseDir: string;
+  /** delivery.allow_root: may this recipient's copies be written as uid/gid 0? */
+  readonly allowRoot: (rcpt: RecipientAddress) => boolean;
+  /** paths.mail: per-user directories directly under it are made (or checked) by the master. */
+  readonly mailRoot?: string;
+  /** False when a job reaches its slot means "do not start" (the queue after SIGTERM). */
+  readonly mayStart?: () => boolean;
+  readonly verdicts?: VerdictSource;
+  readonly log: Logger;
+}
+
+const identityKey = (user: string, group: string | undefined): string => `${user}\0${group ?? ''}`;
+
+function absolute(d: WorkerDestination, base: string): WorkerDestination {
+  return (d.kind === 'maildir' || d.kind === 'mbox') && !isAbsolute(d.path) ? { ...d, path: resolve(base, d.path) } : d;
+}
+
+const forWorker = (d: Destination): d is WorkerDestination => d.kind === 'maildir' || d.kind === 'mbox' || d.kind === 'pipe';
+
+/** The step that took the longest in the worker, for delays=…/b/c/d. */
+function slowest(timings: readonly WorkerTiming[]): WorkerTiming {
+  return timings.reduce((a, b) => (b.slotMs + b.transferMs + b.workMs > a.slotMs + a.transferMs + a.workMs ? b : a));
+}
+
+export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, message: ParsedMessage, r: Recipient): Promise<RecipientOutcome> {
+  const { rcpt, resolved } = r;
+  if (hasDeliveredTo(message.headers, rcpt.address)) {
+    return { status: status('5.4.6', `mail forwarding loop for ${rcpt.address}`), relay: 'none' };
+  }
+  const owned = {
+    rules: resolved.rules,
+    ...(resolved.uid !== undefined ? { uid: resolved.uid } : {}),
+    ...(resolved.gid !== undefined ? { gid: resolved.gid } : {}),
+    defaults: ctx.defaults,
+  };
+  const identities = new Map<string, Identity | string>();
+  await Promise.all(candidateUsers(owned).map(async (c) => {
+    identities.set(identityKey(c.user, c.group), await resolveIdentity(c.user, c.group));
+  }));
+  const homes = new Map<string, string>();
+  for (const [key, id] of identities) if (typeof id !== 'string') homes.set(key.slice(0, key.indexOf('\0')), id.home);
+
+  const owner = ownerOf(owned);
+  const verdict = await spamVerdict(ctx, message, r, identities.get(identityKey(owner.user, owner.group)));
+  if (verdict !== undefined && 'code' in verdict) return { status: verdict, detail: verdict.text, relay: 'spam' };
+
+  const plan = planDelivery({
+    recipient: rcpt,
+    ...owned,
+    facts: { sender: env.sender, size: message.receivedSize, headers: message.headers, ...(verdict !== undefined ? { spam: verdict } : {}) },
+    homeOf: (user) => homes.get(user),
+  });
+  if (plan.kind === 'refuse') return { status: plan.status, relay: 'rules', ...(plan.internal === true ? { detail: plan.status.text } : {}) };
+
+  const relay = [...new Set(plan.steps.map((s) => s.destination.kind))].join('+');
+  // Kinds without a leaf yet defer: a configuration the admin can still fix, and unknown means temporary.
+  const unsupported = plan.steps.filter((s) => s.destination.kind === 'forward' || s.destination.kind === 'list')
+    .map((s) => status('4.3.5', `destination kind "${s.destination.kind}" is not supported by this version`));
+  const byIdentity = new Map<string, PlanStep[]>();
+  for (const step of plan.steps) {
+    if (!forWorker(step.destination)) continue;
+    const key = identityKey(step.user, step.group);
+    const list = byIdentity.get(key);
+    if (list) list.push(step);
+    else byIdentity.set(key, [step]);
+  }
+  if (byIdentity.size === 0 && unsupported.length === 0) return { status: ok('Discarded by rule'), relay };
+
+  const header = traceHeader({ ...env, hostname: ctx.hostname, recipient: rcpt.address });
+  // a = from the end of DATA (or, from the queue, the message's arrival) to the dispatch of the copies.
+  const beforeMs = Math.max(0, Date.now() - env.arrival.getTime());
+  const timings: WorkerTiming[] = [];
+  const allowRoot = ctx.allowRoot(rcpt);
+  const copies = await Promise.all([...byIdentity].map(async ([key, steps]): Promise<Status[]> => {
+    const identity = identities.get(key) ?? await resolveIdentity((steps[0] as PlanStep).user, (steps[0] as PlanStep).group);
+    if (typeof identity === 'string') {
+      return steps.map(() => status('4.3.0', `cannot deliver to ${rcpt.address}: ${identity} (check the uid/gid tables)`));
+    }
+    const destinations = steps.map((s) => absolute(s.destination as WorkerDestination, ctx.baseDir));
+    if (ctx.mailRoot !== undefined) {
+      // The whole identity's copies wait for a fix: delivering the others now would duplicate them on the retry.
+      const refused = await prepareUserDirectories(ctx.mailRoot, identity, destinations, allowRoot);
+      if (refused !== undefined) return steps.map(() => refused);
+    }
+    const concurrency = steps.find((x) => x.concurrency !== undefined)?.concurrency;
+    const res = await ctx.pool.deliver(identity, {
+      ...(concurrency !== undefined ? { concurrency } : {}),
+      ...(ctx.mayStart ? { mayStart: ctx.mayStart } : {}),
+      allowRoot, sender: env.sender, arrival: env.arrival, header, body: message.body, destinations,
+      recipient: { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain },
+    });
+    timings.push(res.timing);
+    return res.results.map((x) => x.status);
+  }));
+  const folded = foldCopies([...copies.flat(), ...unsupported]);
+  const timing: DeliveryTiming | undefined = timings.length === 0 ? undefined : { beforeMs, ...slowest(timings) };
+  return { status: folded.status, detail: folded.detail, relay, ...(timing !== undefined ? { timing } : {}) };
+}
+
+/** The owner's verdict, obtained in the owner's slots; undefined without a source or when it fails open. */
+async function spamVerdict(ctx: DeliveryContext, message: ParsedMessage, r: Recipient, owner: Identity | string | undefined): Promise<SpamVerdict | Status | undefined> {
+  const source = ctx.verdicts;
+  if (source === undefined) return undefined;
+  if (owner === undefined || typeof owner === 'string') return undefined; // its copies get 4.3.0 below
+  try {
+    return await ctx.pool.runInSlot(owner, () => source.check(owner, message, r));
+  } catch (err) {
+    ctx.log.error(`spam check for ${r.rcpt.address} failed, delivering without a verdict: ${(err as Error).stack ?? String(err)}`);
+    return undefined;
+  }
+}
+
+/**
+ * A spooled recipient: resolved again now (the tables may have changed since
+ * RCPT), then delivered. Nobody's address any more → 5.1.1; a table that
+ * cannot be read → 4.3.0 (retried).
+ */
+export async function deliverToAddress(ctx: DeliveryContext, tables: Tables, delimiter: string, env: Envelope, message: ParsedMessage, address: string): Promise<RecipientOutcome> {
+  const rcpt = parseRecipient(address, delimiter);
+  let resolved;
+  try {
+    resolved = lookupRecipient(tables, rcpt);
+  } catch (err) {
+    return { status: status('4.3.0', `table lookup for ${address} failed: ${(err as Error).message}`), detail: 'table lookup failed', relay: 'none' };
+  }
+  if (resolved === undefined) return { status: unknownUser(address), relay: 'none' };
+  return deliverToRecipient(ctx, env, message, { rcpt, resolved });
+}

@@ -1,0 +1,39 @@
+// The one writer of the delivery log line — for LMTP deliveries answered at
+// once and for the queue's attempts alike — Postfix style:
+//   QUEUEID: to=<alice@example.test>, relay=maildir, delay=0.012,
+//            delays=0/0/0.01/0, dsn=2.0.0, status=sent (Saved)
+// delay = seconds since arrival; delays = a/b/c/d from the outcome's numeric
+// timings (src/mail/outcome.ts), formatted here and nowhere else. The text in
+// parentheses is the detail (what the leaves said: paths, owners) when there
+// is one: the log is where an administrator reads them, never the client.
+//
+// Exports: logDelivery, formatSeconds. Never throws (the logger does not).
+import type { Logger } from '../log.js';
+import type { RecipientOutcome } from '../mail/outcome.js';
+import { statusWord, type Status } from '../mail/status.js';
+
+/** Seconds as Postfix prints them in delays=: 3 decimals below 10 s, 1 above, trailing zeros dropped. */
+export function formatSeconds(ms: number): string {
+  return (Math.max(0, ms) / 1000).toFixed(ms < 10_000 ? 3 : 1).replace(/\.?0+$/, '') || '0';
+}
+
+export interface DeliveryLogEntry {
+  readonly queueId: string;
+  readonly to: string;
+  readonly outcome: RecipientOutcome;
+  /** The status finally recorded, when the queue changed it (a temporary failure past the lifetime: 5.4.7). */
+  readonly final?: Status;
+  readonly arrival: Date;
+  /** For tests; default Date.now(). */
+  readonly now?: number;
+}
+
+export function logDelivery(log: Logger, e: DeliveryLogEntry): void {
+  const s = e.final ?? e.outcome.status;
+  const text = s === e.outcome.status ? e.outcome.detail ?? s.text : s.text;
+  const t = e.outcome.timing;
+  const delays = t === undefined ? undefined
+    : `${formatSeconds(t.beforeMs)}/${formatSeconds(t.slotMs)}/${formatSeconds(t.transferMs)}/${formatSeconds(t.workMs)}`;
+  const delay = ((Math.max(0, (e.now ?? Date.now()) - e.arrival.getTime())) / 1000).toFixed(3);
+  log.info(text, { to: e.to, relay: e.outcome.relay, delay, delays, dsn: s.code, status: statusWord(s) }, e.queueId);
+}

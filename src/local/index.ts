@@ -1,0 +1,12 @@
+// The recipient layer: between the protocol listeners (src/smtp) and the
+// workers, everything about one recipient of one message — who owns the
+// address (resolve.ts), what happens to it (deliver.ts: loop check, the
+// owner's spam verdict in the owner's slots, the plan, the copies), the one
+// status its copies fold into (fold.ts), intake's LMTP/SMTP semantics
+// (intake.ts) and the one writer of the delivery log line (delivery-log.ts).
+// NOTES.md beside this file says why planning runs here, in the master.
+export { createIntake, type IntakeDeps, type IntakeHandlers, type IntakeResult } from './intake.js';
+export { deliverToAddress, deliverToRecipient, type DeliveryContext, type VerdictSource } from './deliver.js';
+export { acceptRecipient, lookupRecipient, unknownUser, type Recipient, type ResolvedRecipient } from './resolve.js';
+export { foldCopies } from './fold.js';
+export { formatSeconds, logDelivery, type DeliveryLogEntry } from './delivery-log.js';

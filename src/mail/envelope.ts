@@ -1,0 +1,32 @@
+// The envelope of one message as every floor sees it — intake, the recipient
+// layer, the queue and the trace header — so that none of them needs another's
+// types (the queue does not import smtp). Also the one maker of queue ids.
+//
+// Exports: Envelope, Protocol, newQueueId(). Pure but for the clock and
+// randomness in newQueueId.
+import { randomBytes } from 'node:crypto';
+
+/** How the message reached us, as the Received header's "with" clause says it. */
+export type Protocol = 'LMTP' | 'ESMTP' | 'SMTP';
+
+export interface Envelope {
+  readonly queueId: string;
+  /** Envelope sender; "" is the null sender <>. */
+  readonly sender: string;
+  /** HELO/EHLO/LHLO name the client gave. */
+  readonly helo: string;
+  /** Client IP address; "" for a unix socket. */
+  readonly clientAddress: string;
+  readonly protocol: Protocol;
+  /** End of DATA (or, for a spooled message, when it was first received). */
+  readonly arrival: Date;
+}
+
+/**
+ * Queue ids: 10+ upper-case hex digits, time-ordered like Postfix's long ids
+ * (enough to sort by arrival), random enough to never collide between processes.
+ */
+export function newQueueId(): string {
+  const time = Date.now().toString(16).toUpperCase().padStart(11, '0');
+  return `${time}${randomBytes(3).toString('hex').toUpperCase()}`;
+}

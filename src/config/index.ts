@@ -1,5 +1,12 @@
 // Public surface of the configuration: load once at start, pass the frozen
-// Config down. See schema.ts for every key and its default.
-export { loadConfig, resolveConfig, parseListen, ConfigError } from './load.js';
-export type { Config, Listen } from './load.js';
+// Config down. config/ owns every schema: schema.ts (the file), policy.ts
+// (the policy section and its plugins' options), listen.ts (listen addresses
+// and sockets, one reading for every listener), units.ts (sizes, durations).
+export { loadConfig, resolveConfig, ConfigError } from './load.js';
+export type { Config } from './load.js';
+export { parseListen, type Listen } from './listen.js';
 export type { ConfigInput } from './schema.js';
+export {
+  PLUGIN_NAMES, RATE_KEYS, accessActionSchema, dnsblOptionsSchema, policyConfigSchema, spfOptionsSchema,
+  type DnsblOptions, type PluginName, type PolicyConfig, type PolicyConfigInput, type RateRuleConfig, type SpfOptions,
+} from './policy.js';

@@ -9,6 +9,7 @@ import { hostname as osHostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { parseListen, type Listen } from './listen.js';
 import { configSchema, type ParsedConfig } from './schema.js';
 
 export class ConfigError extends Error {
@@ -16,16 +17,6 @@ export class ConfigError extends Error {
     super(`${file}: invalid configuration:\n  ${problems.join('\n  ')}`);
     this.name = 'ConfigError';
   }
-}
-
-export interface Listen {
-  readonly kind: 'unix' | 'tcp';
-  /** Socket path for unix; host for tcp. */
-  readonly path: string;
-  readonly host: string;
-  readonly port: number;
-  /** As written, for logs. */
-  readonly spec: string;
 }
 
 export interface Config extends Omit<ParsedConfig, 'paths' | 'lmtp' | 'smtp' | 'hostname'> {
@@ -37,15 +28,6 @@ export interface Config extends Omit<ParsedConfig, 'paths' | 'lmtp' | 'smtp' | '
   /** User deliveries run as when the tables name none. */
   readonly deliveryUser: string;
   readonly deliveryGroup: string | undefined;
-}
-
-export function parseListen(spec: string, base: string): Listen {
-  if (spec.startsWith('unix:')) {
-    return { kind: 'unix', path: resolve(base, spec.slice(5)), host: '', port: 0, spec };
-  }
-  const cut = spec.lastIndexOf(':');
-  const host = spec.slice(0, cut).replace(/^\[(.*)\]$/, '$1');
-  return { kind: 'tcp', path: '', host, port: Number(spec.slice(cut + 1)), spec };
 }
 
 function deepFreeze<T>(o: T): T {
@@ -80,11 +62,7 @@ export function resolveConfig(raw: unknown, file: string | undefined, cwd = proc
   }
   const c = sections as ParsedConfig;
   const listens = (section: 'lmtp' | 'smtp'): Listen[] =>
-    (sections[section] === undefined ? [] : c[section].listen).map((spec, i) => {
-      const l = parseListen(spec, cwd);
-      if (l.kind === 'tcp' && (l.port < 0 || l.port > 65535)) problems.push(`${section}.listen.${i}: port out of range in "${spec}"`);
-      return l;
-    });
+    (sections[section] === undefined ? [] : c[section].listen).map((spec) => parseListen(spec, cwd));
   const lmtp = { listen: listens('lmtp'), socket: c.lmtp?.socket };
   const smtp = { listen: listens('smtp'), socket: c.smtp?.socket };
   if (sections.lmtp !== undefined && sections.smtp !== undefined && lmtp.listen.length === 0 && smtp.listen.length === 0) {

@@ -6,20 +6,11 @@
 // freezes. Sizes accept 10M/512k/bytes, durations 30s/5m/2h/1d/ms numbers in
 // seconds, so an administrator can write what they mean.
 import { z } from 'zod';
-import { policyConfigSchemaWith } from '../policy/index.js';
-import { dnsblOptionsSchema } from '../policy/plugins/dnsbl.js';
-import { spfOptionsSchema } from '../policy/plugins/spf.js';
+import { listenAddress, socketOptions } from './listen.js';
+import { policyConfigSchema } from './policy.js';
 import { duration, size } from './units.js';
 
 export { duration, size };
-
-/** "unix:/path", "unix:./relative", "127.0.0.1:2424", "[::1]:24". */
-const listenAddress = z.string().refine((s) => /^unix:.+$/.test(s) || /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), {
-  message: 'expected "unix:PATH" or "HOST:PORT"',
-});
-
-const octalMode = z.union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode like "0660"'), z.number().int()])
-  .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8)));
 
 /**
  * Unix sockets are reachable by their owner and group only: anyone who can
@@ -28,12 +19,6 @@ const octalMode = z.union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal
  * group: postfix (README, "Reaching the unix sockets"). TCP listeners on
  * 127.0.0.1 stay reachable by every local user.
  */
-const socketOptions = z.object({
-  mode: octalMode.default(0o660),
-  owner: z.string().optional(),
-  group: z.string().optional(),
-}).strict();
-
 const listener = z.object({
   listen: z.array(listenAddress).default([]),
   socket: socketOptions.default({ mode: 0o660 }),
@@ -167,8 +152,8 @@ export const configSchema = z.object({
     /** Where DSN bounces are sent (an MTA: "127.0.0.1:25"); unset = bounces are only logged. */
     bounce_relay: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected "HOST:PORT"').optional(),
   }).strict().default({ retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000, active_limit: 1000 }),
-  /** Postfix policy delegation (check_policy_service): see src/policy/config.ts for every key. */
-  policy: policyConfigSchemaWith({ dnsbl: dnsblOptionsSchema.prefault({}), spf: spfOptionsSchema.prefault({}) }),
+  /** Postfix policy delegation (check_policy_service): see src/config/policy.ts for every key. */
+  policy: policyConfigSchema,
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

@@ -37,7 +37,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { listenOn } from '../net/listen.js';
-import type { ListenSpec } from './config.js';
+import type { Listen as ListenSpec } from '../config/index.js';
 import { formatReply, RequestReader, type ReadItem } from './protocol.js';
 import type { PolicyAction, PolicyRequest } from './types.js';
 

@@ -21,7 +21,7 @@ import { join, resolve } from 'node:path';
 import type { TableReader } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { PolicyChain, type ChainLink, type Decision } from './chain.js';
-import { parseListenSpec, type PolicyConfig } from './config.js';
+import { parseListen, type PolicyConfig } from '../config/index.js';
 import { createGreylistPlugin } from './plugins/greylist.js';
 import { createListsPlugin } from './plugins/lists.js';
 import { createRatelimitPlugin } from './plugins/ratelimit.js';
@@ -143,7 +143,7 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
     return d.action;
   };
   const server = new PolicyServer({
-    listen: c.listen.map((spec) => parseListenSpec(spec, o.baseDir)),
+    listen: c.listen.map((spec) => parseListen(spec, o.baseDir)),
     socket: c.socket,
     limits: {
       requestSize: c.limits.request_size,

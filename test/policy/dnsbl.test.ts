@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createLogger, type Level } from '../../src/log.js';
-import { createDnsblPlugin, dnsblOptionsSchema } from '../../src/policy/plugins/dnsbl.js';
+import { dnsblOptionsSchema } from '../../src/config/index.js';
+import { createDnsblPlugin } from '../../src/policy/plugins/dnsbl.js';
 import { reverseIpQuery } from '../../src/policy/plugins/dns-lookup.js';
 import type { PolicyPlugin, PolicyRequest } from '../../src/policy/types.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';

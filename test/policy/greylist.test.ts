@@ -4,7 +4,8 @@
 // auto-whitelist and expiry by the maintenance job.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { policyRequest, type PolicyConfigInput } from '../../src/policy/index.js';
+import { policyRequest } from '../../src/policy/index.js';
+import { type PolicyConfigInput } from '../../src/config/index.js';
 import { clientNetwork, decideTriplet, type GreylistSettings } from '../../src/policy/plugins/greylist.js';
 import { openPolicyState } from '../../src/policy/state.js';
 import { manualClock, rcptRequest, startTestService, type TestService } from './policy-peer.js';

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { compileTables, openTables, type Tables } from '../../src/db/index.js';
 import { createLogger, type Logger } from '../../src/log.js';
-import { policyConfigSchema, startPolicyService, type PolicyConfigInput, type PolicyPlugin, type PolicyService } from '../../src/policy/index.js';
+import { startPolicyService, type PolicyPlugin, type PolicyService } from '../../src/policy/index.js';
+import { policyConfigSchema, type PolicyConfigInput } from '../../src/config/index.js';
 
 export class PolicyClient {
   private buffer = Buffer.alloc(0);

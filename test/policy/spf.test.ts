@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createLogger, type Level } from '../../src/log.js';
-import { createSpfPlugin, spfOptionsSchema } from '../../src/policy/plugins/spf.js';
+import { spfOptionsSchema } from '../../src/config/index.js';
+import { createSpfPlugin } from '../../src/policy/plugins/spf.js';
 import type { PolicyPlugin, PolicyRequest } from '../../src/policy/types.js';
 import { startDnsServer, type TestDnsServer } from '../helpers/dns-server.js';
 

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { compileTables, openTables } from '../../src/db/index.js';
 import { createLogger } from '../../src/log.js';
-import { policyConfigSchema, policyRequest, startPolicyService, type PolicyConfigInput, type PolicyService, type UserPolicyRecord } from '../../src/policy/index.js';
+import { policyRequest, startPolicyService, type PolicyService, type UserPolicyRecord } from '../../src/policy/index.js';
+import { policyConfigSchema, type PolicyConfigInput } from '../../src/config/index.js';
 import { rcptRequest } from './policy-peer.js';
 
 const UID = `

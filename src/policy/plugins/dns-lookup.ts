@@ -6,7 +6,7 @@
 // Exports: DnsResolver (the part of node:dns's Resolver we use, so tests and
 // the daemon can inject one), createDnsResolver, createDnsLookup (cached,
 // deduplicated, deadline-bounded A/AAAA/MX; LookupResult), withDeadline and
-// DnsDeadlineError, dnsServerSchema, normalizeIp, reverseIpQuery,
+// DnsDeadlineError, normalizeIp, reverseIpQuery,
 // parseHeloLiteral.
 //
 // Failure contract: a lookup never throws. NXDOMAIN and NODATA are answers
@@ -17,7 +17,6 @@
 import { Resolver } from 'node:dns/promises';
 import type { MxRecord } from 'node:dns';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
-import { z } from 'zod';
 
 /** What the plugins call on a resolver; node:dns/promises Resolver satisfies it. */
 export interface DnsResolver {
@@ -31,11 +30,6 @@ export interface DnsResolver {
 }
 
 /** "1.2.3.4", "1.2.3.4:5353", "::1", "[::1]:5353" — what Resolver#setServers accepts. */
-export const dnsServerSchema = z.string().refine((s) => {
-  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:]+):(\d{1,5})$/.exec(s);
-  if (m) return isIP(m[1] ?? '') !== 0 && Number(m[2]) > 0 && Number(m[2]) < 65536;
-  return isIP(s) !== 0;
-}, { message: 'expected a name server address like "127.0.0.1", "127.0.0.1:5353" or "[::1]:53"' });
 
 /**
  * A resolver for the given servers (empty = the system's, /etc/resolv.conf)

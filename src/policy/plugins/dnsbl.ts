@@ -21,8 +21,8 @@
 // undefined, or "PREPEND X-policy-weight: …" if prepend_header is on. Note
 // that PREPEND is a decisive action for the chain (types.ts isDecisive).
 //
-// Exports: dnsblOptionsSchema (zod, snake_case keys as in the config file),
-// DnsblOptions, DnsblDeps, createDnsblPlugin.
+// Exports: DnsblDeps, createDnsblPlugin (options: the config's policy.dnsbl,
+// src/config/policy.ts).
 //
 // Failure contract: never throws for DNS trouble. All lookups of a request
 // run concurrently and share one deadline (options.timeout, so a request
@@ -34,15 +34,12 @@
 // the plugin throw all the same (a bug), the chain answers its onError:
 // `on_error`, default fail open (DUNNO) — a DNSBL is a filter on top of the
 // mail server's own checks, and its outage must not stop all mail.
-import { z } from 'zod';
-import { duration } from '../../config/units.js';
+import type { DnsblOptions } from '../../config/index.js';
 import type { Logger } from '../../log.js';
-import { accessActionSchema } from '../config.js';
 import { FAIL_OPEN, type PolicyPlugin, type PolicyRequest } from '../types.js';
 import {
   createDnsLookup,
   createDnsResolver,
-  dnsServerSchema,
   normalizeIp,
   parseHeloLiteral,
   reverseIpQuery,
@@ -52,80 +49,6 @@ import {
 } from './dns-lookup.js';
 
 
-const domainName = z.string().regex(/^[a-z0-9_-]+(\.[a-z0-9_-]+)+\.?$/i, 'expected a DNS zone like "zen.example.org"')
-  .transform((s) => s.toLowerCase().replace(/\.$/, ''));
-
-const zoneSchema = z.object({
-  zone: domainName,
-  /** ip: the client address is looked up; rhs: domain names (see targets). */
-  type: z.enum(['ip', 'rhs']).default('ip'),
-  /** Score when listed (policyd-weight's HIT score). */
-  weight: z.number(),
-  /** Score when not listed (policyd-weight's MISS score, often negative). */
-  miss_weight: z.number().default(0),
-  /** Label in the header and logs: IN_<name> / NOT_IN_<name>; default from the zone. */
-  name: z.string().regex(/^[A-Za-z0-9_]+$/).optional(),
-  /**
-   * A answers that mean "listed". Default: any 127.0.0.0/8 address except
-   * 127.255.255.0/24, which Spamhaus uses for "query refused" (RHSBLs such as
-   * DBL list with 127.0.1.x, so 127.0.0.x alone would miss them). Other
-   * 127/8 codes then mean "not listed"; 127.255.255.x and addresses outside
-   * 127/8 (a resolver rewriting NXDOMAIN) are no answer at all.
-   */
-  answers: z.array(z.ipv4()).optional(),
-  /** For rhs zones: which names to look up. */
-  targets: z.array(z.enum(['sender', 'helo'])).min(1).default(['sender']),
-}).strict();
-
-const heloSchema = z.object({
-  /** HELO is an address literal ([192.0.2.1], [IPv6:…], or bare) other than the client's (policyd-weight helo_numeric). */
-  literal_mismatch: z.number().default(2.5),
-  /** HELO is localhost, localhost.localdomain or *.localhost. */
-  localhost: z.number().default(3),
-  /** HELO is a name without a dot (Postfix's reject_non_fqdn_helo_hostname, as a score). */
-  not_fqdn: z.number().default(1.5),
-  /** The HELO name's A/AAAA records contain the client address (policyd-weight helo_score MISS). */
-  address_match: z.number().default(-2),
-  /** The HELO name resolves, but not to the client (helo_score HIT). */
-  address_mismatch: z.number().default(1.5),
-  /** The HELO name has no A/AAAA records at all. */
-  no_address: z.number().default(1.5),
-}).strict();
-
-const senderSchema = z.object({
-  /** Sender domain has no MX and no A/AAAA, or a null MX (policyd-weight bogus_mx). */
-  no_mx_or_address: z.number().default(2.1),
-  /** The client is one of the sender domain's MX hosts or addresses (helo_from_mx_eq_ip MISS). */
-  client_is_mx: z.number().default(-3.1),
-  /** HELO is the sender domain or under it, but does not resolve to the client (from_match_regex_failed_helo). */
-  helo_claims_domain: z.number().default(2.5),
-}).strict();
-
-export const dnsblOptionsSchema = z.object({
-  zones: z.array(zoneSchema).default([]),
-  /** Reject when the score reaches this. */
-  threshold: z.number().default(5),
-  /** Text after "REJECT 5.7.1 "; {reasons}, {score}, {threshold}, {client}, {helo}, {sender} are filled in. */
-  reject_text: z.string().min(1).refine((s) => !/[\r\n]/.test(s), 'must be one line')
-    .default('Mail appeared to be SPAM or forged: {reasons} (score {score})'),
-  /** Deadline for all lookups of one request. */
-  timeout: duration.default(2000),
-  /** How long answers (and, through the chain, decisions) are cached; 0 = no cache. */
-  cache_ttl: duration.default(300_000),
-  /** Cached DNS answers kept at most. */
-  cache_size: z.number().int().min(0).default(10_000),
-  /** Name servers to ask; empty = the system's. A local caching resolver is the usual choice. */
-  servers: z.array(dnsServerSchema).default([]),
-  /** Below the threshold, answer PREPEND <header_name>: <scores>; rate: <score>. */
-  prepend_header: z.boolean().default(false),
-  header_name: z.string().regex(/^[A-Za-z0-9-]+$/).default('X-policy-weight'),
-  helo: heloSchema.prefault({}),
-  sender: senderSchema.prefault({}),
-  /** What the chain answers when the plugin fails (a bug, not DNS trouble: that is handled above); default DUNNO. */
-  on_error: accessActionSchema.optional(),
-}).strict();
-
-export type DnsblOptions = z.output<typeof dnsblOptionsSchema>;
 type Zone = DnsblOptions['zones'][number];
 
 export interface DnsblDeps {

@@ -11,8 +11,8 @@
 // "REJECT 5.7.24 …" and temperror to "DEFER_IF_PERMIT 4.7.24 …" (X.7.24 "SPF
 // validation error"), but by default a temperror adds nothing but a log line.
 //
-// Exports: spfOptionsSchema (zod, snake_case keys as in the config file),
-// SpfOptions, SpfResult, SpfDeps, createSpfPlugin.
+// Exports: SpfResult, SpfDeps, createSpfPlugin (options: the config's
+// policy.spf, src/config/policy.ts).
 //
 // Failure contract: never throws for DNS or record trouble. A DNS timeout,
 // SERVFAIL or refusal is a temperror (each query bounded by timeout, the whole
@@ -22,45 +22,15 @@
 // fail open (DUNNO), as for temperror: SPF is one signal among others.
 import { hostname as osHostname } from 'node:os';
 import { spf as evaluateSpf } from 'mailauth/lib/spf/index.js';
-import { z } from 'zod';
-import { duration } from '../../config/units.js';
+import type { SpfOptions } from '../../config/index.js';
 import type { Logger } from '../../log.js';
-import { accessActionSchema } from '../config.js';
 import { FAIL_OPEN, type PolicyPlugin, type PolicyRequest } from '../types.js';
-import { createDnsResolver, DnsDeadlineError, dnsServerSchema, normalizeIp, parseHeloLiteral, withDeadline, type DnsResolver } from './dns-lookup.js';
+import { createDnsResolver, DnsDeadlineError, normalizeIp, parseHeloLiteral, withDeadline, type DnsResolver } from './dns-lookup.js';
 
 
 export const SPF_RESULTS = ['pass', 'fail', 'softfail', 'neutral', 'none', 'permerror', 'temperror'] as const;
 export type SpfResult = (typeof SPF_RESULTS)[number];
 
-/** An access(5) action; {result} {domain} {ip} {sender} {helo} {comment} {header} are filled in. */
-const action = z.string().min(1).refine((s) => !/[\r\n]/.test(s), 'must be one line');
-
-export const spfOptionsSchema = z.object({
-  actions: z.object({
-    pass: action.default('DUNNO'),
-    fail: action.default('REJECT 5.7.23 SPF validation failed: {domain} does not designate {ip} as permitted sender'),
-    softfail: action.default('DUNNO'),
-    neutral: action.default('DUNNO'),
-    none: action.default('DUNNO'),
-    permerror: action.default('DUNNO'),
-    temperror: action.default('DUNNO'),
-  }).strict().prefault({}),
-  /** Per DNS query. */
-  timeout: duration.default(2000),
-  /** For the whole evaluation (up to 10 DNS-querying mechanisms, RFC 7208 §4.6.4); past it the result is temperror. */
-  evaluation_timeout: duration.default(10_000),
-  /** How long decisions are cached by the chain; 0 = no cache. */
-  cache_ttl: duration.default(300_000),
-  /** Name servers to ask; empty = the system's. */
-  servers: z.array(dnsServerSchema).default([]),
-  /** The receiving host named in the result's comment and Received-SPF header; default the machine's name. */
-  hostname: z.string().min(1).optional(),
-  /** What the chain answers when the plugin fails (a bug: DNS trouble is temperror above); default DUNNO. */
-  on_error: accessActionSchema.optional(),
-}).strict();
-
-export type SpfOptions = z.output<typeof spfOptionsSchema>;
 
 export interface SpfDeps {
   log: Logger;

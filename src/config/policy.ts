@@ -1,27 +1,20 @@
-// The `policy:` section of the configuration file: a zod fragment the lead's
-// config schema embeds as `policy: policyConfigSchema`. Its defaults ARE the
-// embedded default: listen on unix:./var/run/policy.sock and 127.0.0.1:10040,
-// chain [lists, userpolicy]. Every key is documented here and in NOTES.md.
+// The `policy:` section of the configuration file, every plugin's options
+// included (dnsbl and spf too: config/ owns every schema), embedded by
+// schema.ts as `policy: policyConfigSchema`. Its defaults ARE the embedded
+// default: listen on unix:./var/run/policy.sock and 127.0.0.1:10040, chain
+// [lists, userpolicy]. Every key is documented here and in src/policy/NOTES.md.
 //
-// Exports: policyConfigSchema, policyConfigSchemaWith (the same plus keys for
-// plugins built elsewhere), PolicyConfig (parsed), PolicyConfigInput,
-// PLUGIN_NAMES, RATE_KEYS, parseListenSpec, accessActionSchema. Pure; validation problems are zod issues
+// Exports: policyConfigSchema, PolicyConfig (parsed), PolicyConfigInput,
+// RateRuleConfig, DnsblOptions, SpfOptions, PLUGIN_NAMES, PluginName,
+// RATE_KEYS, accessActionSchema. Pure; validation problems are zod issues
 // whose path names the key.
 //
-import { resolve } from 'node:path';
+import { isIP } from 'node:net';
 import { z } from 'zod';
-import { duration, size } from '../config/units.js';
+import { listenAddress, socketOptions } from './listen.js';
+import { duration, size } from './units.js';
 
 const positiveDuration = duration.refine((ms) => ms > 0, { message: 'must be more than 0' });
-
-/** "unix:/path", "unix:./relative", "127.0.0.1:10040", "[::1]:10040". */
-const listenAddress = z.string().refine((s) => /^unix:.+$/.test(s) || /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(s), {
-  message: 'expected "unix:PATH" or "HOST:PORT"',
-  abort: true,
-}).refine((s) => s.startsWith('unix:') || Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, { message: 'port out of range' });
-
-const octalMode = z.union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode like "0660"'), z.number().int()])
-  .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8)));
 
 /** One line of reply text: Postfix would take a newline as the end of the reply. */
 const replyText = z.string().trim().min(1).refine((s) => !/[\r\n]/.test(s), { message: 'must be one line (no line breaks)' });
@@ -32,7 +25,7 @@ const ACTION_RE = /^(?:OK|DUNNO|REJECT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT|[45
 const action = replyText.refine((s) => ACTION_RE.test(s), {
   message: 'expected an access(5) action such as "REJECT 5.7.1 text", "DEFER_IF_PERMIT 4.7.1 text" or "451 4.7.1 text"',
 });
-/** The same check for plugin option schemas built beside this file (dnsbl, spf: their `on_error`). */
+/** The same check for any other access(5) action a schema takes. */
 export const accessActionSchema = action;
 
 /**
@@ -43,7 +36,7 @@ export const accessActionSchema = action;
  */
 const onError = action.optional();
 
-/** Plugins a chain may name. dnsbl and spf are built outside this folder and handed to startPolicyService. */
+/** Plugins a chain may name. */
 export const PLUGIN_NAMES = ['lists', 'userpolicy', 'greylist', 'ratelimit', 'dnsbl', 'spf'] as const;
 export type PluginName = (typeof PLUGIN_NAMES)[number];
 
@@ -65,20 +58,131 @@ const rateRule = z.object({
   action: action.default('DEFER_IF_PERMIT 4.7.1 Rate limit exceeded, try again later'),
 }).strict();
 
+// ---- dnsbl (src/policy/plugins/dnsbl.ts) ----
+
+/** A name server for the DNS-using plugins. */
+export const dnsServerSchema = z.string().refine((s) => {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(s) ?? /^([^:]+):(\d{1,5})$/.exec(s);
+  if (m) return isIP(m[1] ?? '') !== 0 && Number(m[2]) > 0 && Number(m[2]) < 65536;
+  return isIP(s) !== 0;
+}, { message: 'expected a name server address like "127.0.0.1", "127.0.0.1:5353" or "[::1]:53"' });
+
+const domainName = z.string().regex(/^[a-z0-9_-]+(\.[a-z0-9_-]+)+\.?$/i, 'expected a DNS zone like "zen.example.org"')
+  .transform((s) => s.toLowerCase().replace(/\.$/, ''));
+
+const zoneSchema = z.object({
+  zone: domainName,
+  /** ip: the client address is looked up; rhs: domain names (see targets). */
+  type: z.enum(['ip', 'rhs']).default('ip'),
+  /** Score when listed (policyd-weight's HIT score). */
+  weight: z.number(),
+  /** Score when not listed (policyd-weight's MISS score, often negative). */
+  miss_weight: z.number().default(0),
+  /** Label in the header and logs: IN_<name> / NOT_IN_<name>; default from the zone. */
+  name: z.string().regex(/^[A-Za-z0-9_]+$/).optional(),
+  /**
+   * A answers that mean "listed". Default: any 127.0.0.0/8 address except
+   * 127.255.255.0/24, which Spamhaus uses for "query refused" (RHSBLs such as
+   * DBL list with 127.0.1.x, so 127.0.0.x alone would miss them). Other
+   * 127/8 codes then mean "not listed"; 127.255.255.x and addresses outside
+   * 127/8 (a resolver rewriting NXDOMAIN) are no answer at all.
+   */
+  answers: z.array(z.ipv4()).optional(),
+  /** For rhs zones: which names to look up. */
+  targets: z.array(z.enum(['sender', 'helo'])).min(1).default(['sender']),
+}).strict();
+
+const heloSchema = z.object({
+  /** HELO is an address literal ([192.0.2.1], [IPv6:…], or bare) other than the client's (policyd-weight helo_numeric). */
+  literal_mismatch: z.number().default(2.5),
+  /** HELO is localhost, localhost.localdomain or *.localhost. */
+  localhost: z.number().default(3),
+  /** HELO is a name without a dot (Postfix's reject_non_fqdn_helo_hostname, as a score). */
+  not_fqdn: z.number().default(1.5),
+  /** The HELO name's A/AAAA records contain the client address (policyd-weight helo_score MISS). */
+  address_match: z.number().default(-2),
+  /** The HELO name resolves, but not to the client (helo_score HIT). */
+  address_mismatch: z.number().default(1.5),
+  /** The HELO name has no A/AAAA records at all. */
+  no_address: z.number().default(1.5),
+}).strict();
+
+const senderSchema = z.object({
+  /** Sender domain has no MX and no A/AAAA, or a null MX (policyd-weight bogus_mx). */
+  no_mx_or_address: z.number().default(2.1),
+  /** The client is one of the sender domain's MX hosts or addresses (helo_from_mx_eq_ip MISS). */
+  client_is_mx: z.number().default(-3.1),
+  /** HELO is the sender domain or under it, but does not resolve to the client (from_match_regex_failed_helo). */
+  helo_claims_domain: z.number().default(2.5),
+}).strict();
+
+export const dnsblOptionsSchema = z.object({
+  zones: z.array(zoneSchema).default([]),
+  /** Reject when the score reaches this. */
+  threshold: z.number().default(5),
+  /** Text after "REJECT 5.7.1 "; {reasons}, {score}, {threshold}, {client}, {helo}, {sender} are filled in. */
+  reject_text: z.string().min(1).refine((s) => !/[\r\n]/.test(s), 'must be one line')
+    .default('Mail appeared to be SPAM or forged: {reasons} (score {score})'),
+  /** Deadline for all lookups of one request. */
+  timeout: duration.default(2000),
+  /** How long answers (and, through the chain, decisions) are cached; 0 = no cache. */
+  cache_ttl: duration.default(300_000),
+  /** Cached DNS answers kept at most. */
+  cache_size: z.number().int().min(0).default(10_000),
+  /** Name servers to ask; empty = the system's. A local caching resolver is the usual choice. */
+  servers: z.array(dnsServerSchema).default([]),
+  /** Below the threshold, answer PREPEND <header_name>: <scores>; rate: <score>. */
+  prepend_header: z.boolean().default(false),
+  header_name: z.string().regex(/^[A-Za-z0-9-]+$/).default('X-policy-weight'),
+  helo: heloSchema.prefault({}),
+  sender: senderSchema.prefault({}),
+  /** What the chain answers when the plugin fails (a bug, not DNS trouble: that is handled above); default DUNNO. */
+  on_error: action.optional(),
+}).strict();
+
+export type DnsblOptions = z.output<typeof dnsblOptionsSchema>;
+
+// ---- spf (src/policy/plugins/spf.ts) ----
+
+/** An SPF result's access(5) action; {result} {domain} {ip} {sender} {helo} {comment} {header} are filled in. */
+const spfAction = z.string().min(1).refine((s) => !/[\r\n]/.test(s), 'must be one line');
+
+export const spfOptionsSchema = z.object({
+  actions: z.object({
+    pass: spfAction.default('DUNNO'),
+    fail: spfAction.default('REJECT 5.7.23 SPF validation failed: {domain} does not designate {ip} as permitted sender'),
+    softfail: spfAction.default('DUNNO'),
+    neutral: spfAction.default('DUNNO'),
+    none: spfAction.default('DUNNO'),
+    permerror: spfAction.default('DUNNO'),
+    temperror: spfAction.default('DUNNO'),
+  }).strict().prefault({}),
+  /** Per DNS query. */
+  timeout: duration.default(2000),
+  /** For the whole evaluation (up to 10 DNS-querying mechanisms, RFC 7208 §4.6.4); past it the result is temperror. */
+  evaluation_timeout: duration.default(10_000),
+  /** How long decisions are cached by the chain; 0 = no cache. */
+  cache_ttl: duration.default(300_000),
+  /** Name servers to ask; empty = the system's. */
+  servers: z.array(dnsServerSchema).default([]),
+  /** The receiving host named in the result's comment and Received-SPF header; default the machine's name. */
+  hostname: z.string().min(1).optional(),
+  /** What the chain answers when the plugin fails (a bug: DNS trouble is temperror above); default DUNNO. */
+  on_error: action.optional(),
+}).strict();
+
+export type SpfOptions = z.output<typeof spfOptionsSchema>;
+
 const policySection = z.object({
   /** Where Postfix connects: check_policy_service unix:/path or inet:host:port. Relative paths are relative to the daemon's working directory. [] = no policy listener. */
   listen: z.array(listenAddress).default(['unix:./var/run/policy.sock', '127.0.0.1:10040']),
-  socket: z.object({
-    /**
-     * Mode of the unix socket: owner and group only, as the LMTP socket's.
-     * Postfix's smtpd runs as "postfix": set group: postfix. (The TCP
-     * listener on 127.0.0.1 is open to every local user; Postfix can use
-     * either.)
-     */
-    mode: octalMode.default(0o660),
-    owner: z.string().optional(),
-    group: z.string().optional(),
-  }).strict().prefault({}),
+  /**
+   * Mode of the unix socket: owner and group only, as the LMTP socket's.
+   * Postfix's smtpd runs as "postfix": set group: postfix. (The TCP
+   * listener on 127.0.0.1 is open to every local user; Postfix can use
+   * either.)
+   */
+  socket: socketOptions.prefault({}),
   /** LMDB environment for greylist and list-roster state; default <paths.state>/policy-db. */
   db: z.string().min(1).optional(),
   /**
@@ -158,6 +262,8 @@ const policySection = z.object({
     max_keys: z.number().int().min(1).default(100_000),
     on_error: onError,
   }).strict().prefault({}),
+  dnsbl: dnsblOptionsSchema.prefault({}),
+  spf: spfOptionsSchema.prefault({}),
 }).strict();
 
 type PolicySection = z.output<typeof policySection>;
@@ -176,40 +282,9 @@ function checkAcrossKeys(c: PolicySection, ctx: z.core.$RefinementCtx<PolicySect
   }
 }
 
-/**
- * The section with more keys beside the built-in ones, e.g. the dnsbl and spf
- * plugins' option schemas: `policyConfigSchemaWith({ dnsbl: dnsblOptionsSchema.prefault({}) })`.
- * Those schemas must not import src/config either (see the header).
- */
-export function policyConfigSchemaWith<E extends z.ZodRawShape>(extra: E) {
-  // The casts only hide zod's generic extend() types from the shared check, which reads the built-in keys alone.
-  return policySection
-    .extend(extra)
-    .superRefine((c, ctx) => checkAcrossKeys(c as unknown as PolicySection, ctx as unknown as z.core.$RefinementCtx<PolicySection>))
-    .prefault({} as never);
-}
-
-export const policyConfigSchema = policyConfigSchemaWith({});
+export const policyConfigSchema = policySection.superRefine(checkAcrossKeys).prefault({});
 
 export type PolicyConfig = z.output<typeof policyConfigSchema>;
 /** What the config file may say under `policy:` (every key optional). */
 export type PolicyConfigInput = NonNullable<z.input<typeof policyConfigSchema>>;
 export type RateRuleConfig = PolicyConfig['ratelimit']['rules'][number];
-
-export interface ListenSpec {
-  readonly kind: 'unix' | 'tcp';
-  /** Absolute socket path for unix; "" for tcp. */
-  readonly path: string;
-  readonly host: string;
-  readonly port: number;
-  /** As written, for logs. */
-  readonly spec: string;
-}
-
-/** Same reading as the LMTP listeners' (src/config): a relative unix path is relative to baseDir. */
-export function parseListenSpec(spec: string, baseDir: string): ListenSpec {
-  if (spec.startsWith('unix:')) return { kind: 'unix', path: resolve(baseDir, spec.slice(5)), host: '', port: 0, spec };
-  const cut = spec.lastIndexOf(':');
-  const host = spec.slice(0, cut).replace(/^\[(.*)\]$/, '$1');
-  return { kind: 'tcp', path: '', host, port: Number(spec.slice(cut + 1)), spec };
-}

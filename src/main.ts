@@ -35,7 +35,7 @@ import { createSpfPlugin } from './policy/index.js';
 import { QueueManager } from './queue/manager.js';
 import { Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
-import { describeBusy, lockInstance, type InstanceLock } from './state/instance-lock.js';
+import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
 import { createIntake, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext } from './local/index.js';
 import { clearIdentityCache, resolveIdentity } from './workers/identity.js';
@@ -231,8 +231,10 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     ...(config.policy.chain.includes('dnsbl') ? { dnsbl: createDnsblPlugin(config.policy.dnsbl, { log }) } : {}),
     ...(config.policy.chain.includes('spf') ? { spf: createSpfPlugin(config.policy.spf, { log }) } : {}),
   };
+  const { store: state, migrated } = await openStateMigrating(config.paths.state_db, config.paths.state);
+  if (migrated !== undefined) log.info(`state: ${migrated}`);
   const policy = await startPolicyService({
-    config: config.policy, tables, stateDir: config.paths.state, log, baseDir: process.cwd(),
+    config: config.policy, tables, state, log, baseDir: process.cwd(),
     recipientDelimiter: config.delivery.recipient_delimiter, plugins,
   });
   const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, startedAt: Date.now() });
@@ -304,6 +306,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         clearTimeout(overdue);
         await terminated;
         relays.close();
+        await state.close();
         await tables.close();
         await instance.release();
         log.info('stopped');

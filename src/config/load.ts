@@ -22,7 +22,7 @@ export class ConfigError extends Error {
 export interface Config extends Omit<ParsedConfig, 'paths' | 'lmtp' | 'smtp' | 'hostname'> {
   readonly file: string | undefined;
   readonly hostname: string;
-  readonly paths: { readonly state: string; readonly sources: string; readonly db: string; readonly spool: string; readonly run: string; readonly mail: string };
+  readonly paths: { readonly state: string; readonly sources: string; readonly db: string; readonly state_db: string; readonly spool: string; readonly run: string; readonly mail: string };
   readonly lmtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['lmtp']['socket']; readonly window: number; readonly on_timeout: 'queue' | 'defer' };
   readonly smtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['smtp']['socket'] };
   /** User deliveries run as when the tables name none. */
@@ -78,6 +78,7 @@ export function resolveConfig(raw: unknown, file: string | undefined, cwd = proc
     state,
     sources: resolve(cwd, c.paths.sources),
     db: c.paths.db !== undefined ? resolve(cwd, c.paths.db) : resolve(state, 'db'),
+    state_db: c.paths.state_db !== undefined ? resolve(cwd, c.paths.state_db) : resolve(state, 'state-db'),
     spool: c.paths.spool !== undefined ? resolve(cwd, c.paths.spool) : resolve(state, 'spool'),
     run: c.paths.run !== undefined ? resolve(cwd, c.paths.run) : resolve(state, 'run'),
     mail: c.paths.mail !== undefined ? resolve(cwd, c.paths.mail) : resolve(state, 'mail'),

@@ -183,8 +183,8 @@ const policySection = z.object({
    * either.)
    */
   socket: socketOptions.prefault({}),
-  /** LMDB environment for greylist and list-roster state; default <paths.state>/policy-db. */
-  db: z.string().min(1).optional(),
+  /** Moved: the policy state is part of the one writable database, paths.state_db. */
+  db: z.unknown().refine((v) => v === undefined, { message: 'moved: the policy state is part of the one writable database, set paths.state_db instead' }).optional(),
   /**
    * Plugins asked in this order; the first answer other than DUNNO is the reply.
    * userpolicy (what mailbox owners set with `mailproc policy`) answers nothing

@@ -32,7 +32,10 @@ export const configSchema = z.object({
     state: z.string().default('./var'),
     /** Text sources of the tables (rules, uid, gid, lists). */
     sources: z.string().default('./db'),
+    /** Compiled admin tables (read-only for the daemon); default <state>/db. */
     db: z.string().optional(),
+    /** The one writable database (greylist, list rosters, user policies); default <state>/state-db. */
+    state_db: z.string().optional(),
     spool: z.string().optional(),
     run: z.string().optional(),
     /** Mail root; created mode 0755 if missing; the master makes each user's directory under it (src/workers/mail-root.ts). */

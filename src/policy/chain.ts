@@ -16,7 +16,7 @@
 // plugin again. maintain() and close() log plugin failures and carry on with
 // the others.
 import type { Logger } from '../log.js';
-import { boundedKey } from './keys.js';
+import { boundedKey } from '../state/index.js';
 import { FAIL_CLOSED, isDecisive, type PolicyAction, type PolicyPlugin, type PolicyRequest } from './types.js';
 
 export interface ChainLink {

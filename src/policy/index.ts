@@ -4,13 +4,13 @@
 // daemon builds when the chain names them, and the plugin contract.
 // Everything else in src/policy is internal. Its configuration schema is
 // src/config/policy.ts (config/ owns every schema).
-export { policyDbDir, startPolicyService, type PolicyService, type PolicyServiceOptions } from './service.js';
+export { startPolicyService, type PolicyService, type PolicyServiceOptions } from './service.js';
 export type { BoundListener } from './server.js';
 export type { Decision } from './chain.js';
 export { readListRoster, syncListSubscribers, type ListSource, type ListSyncOptions, type ListSyncOutcome } from './list-sync.js';
 export { policyRequest } from './protocol.js';
 export { isDecisive, type PolicyAction, type PolicyPlugin, type PolicyRequest } from './types.js';
 export { judgeUserPolicy, type UserPolicyEntry, type UserPolicyStore } from './plugins/user-policy.js';
-export type { UserPolicyRecord } from './state.js';
+export type { UserPolicyRecord } from '../state/index.js';
 export { createDnsblPlugin } from './plugins/dnsbl.js';
 export { createSpfPlugin } from './plugins/spf.js';

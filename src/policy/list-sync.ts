@@ -16,7 +16,7 @@
 //
 // Exports: syncListSubscribers, readListRoster, ListSource, ListSyncOutcome.
 import { readFile } from 'node:fs/promises';
-import { openPolicyState, rosterKey, rosterRange, type PolicyState, type RosterInfo } from './state.js';
+import { openState, rosterKey, rosterRange, type StateStore, type RosterInfo } from '../state/index.js';
 import { parseMailmanPage, parseSubscriberFile } from './roster-formats.js';
 
 export type ListSource =
@@ -104,7 +104,7 @@ async function readSource(list: string, source: ListSource): Promise<Fetched> {
 }
 
 /** Replaces the list's roster in one write transaction; returns how many were added and removed. */
-function writeRoster(state: PolicyState, list: string, emails: ReadonlySet<string>, info: RosterInfo): { added: number; removed: number } {
+function writeRoster(state: StateStore, list: string, emails: ReadonlySet<string>, info: RosterInfo): { added: number; removed: number } {
   return state.root.transactionSync(() => {
     let removed = 0;
     const kept = new Set<string>();
@@ -135,7 +135,7 @@ export async function syncListSubscribers(opts: ListSyncOptions): Promise<ListSy
   const got = await readSource(list, opts.source);
   if (!got.ok) return { ok: false, list, error: got.error };
   const emails = new Set(got.emails);
-  const state = openPolicyState(opts.dbDir);
+  const state = openState(opts.dbDir);
   try {
     const info: RosterInfo = { subscribers: emails.size, syncedAt: new Date((opts.now ?? Date.now)()).toISOString(), source: describe(opts.source) };
     const { added, removed } = writeRoster(state, list, emails, info);
@@ -148,7 +148,7 @@ export async function syncListSubscribers(opts: ListSyncOptions): Promise<ListSy
 /** The synced roster of a list (for `mailproc lists show` and tests); undefined = never synced. */
 export async function readListRoster(dbDir: string, list: string): Promise<(RosterInfo & { readonly members: readonly string[] }) | undefined> {
   const key = list.trim().toLowerCase();
-  const state = openPolicyState(dbDir);
+  const state = openState(dbDir);
   try {
     const info = state.rosterInfo.get(key);
     if (info === undefined) return undefined;

@@ -9,15 +9,13 @@
 // recipients whose owner turned greylisting off, and without greylist in the
 // chain userpolicy runs the greylist check for those who turned it on.
 //
-// Exports: startPolicyService, PolicyService, PolicyServiceOptions, policyDbDir.
+// Exports: startPolicyService, PolicyService, PolicyServiceOptions.
 //
 // Failure contract: a chain naming a plugin that is neither built in nor
 // handed in (dnsbl, spf: opts.plugins) and a listener that cannot be opened
 // (address in use, socket owner unknown) throw, naming the config key or the
 // address, after undoing what was started. At run time nothing throws:
 // plugin trouble is the chain's (logged, fail open), socket trouble the server's.
-import { mkdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
 import type { TableReader } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { PolicyChain, type ChainLink, type Decision } from './chain.js';
@@ -27,7 +25,7 @@ import { createListsPlugin } from './plugins/lists.js';
 import { createRatelimitPlugin } from './plugins/ratelimit.js';
 import { createUserPolicyPlugin, createUserPolicyStore, exemptFromGreylist, type UserPolicyStore } from './plugins/user-policy.js';
 import { PolicyServer, type BoundListener } from './server.js';
-import { openPolicyState, type PolicyState } from './state.js';
+import type { StateStore } from '../state/index.js';
 import type { PolicyAction, PolicyPlugin, PolicyRequest } from './types.js';
 
 export interface PolicyServiceOptions {
@@ -35,10 +33,10 @@ export interface PolicyServiceOptions {
   readonly config: PolicyConfig;
   /** With generation(), table lookups the plugins repeat are kept until the next compile. */
   readonly tables: TableReader & { generation?(): number };
-  /** paths.state: the policy state lives in <stateDir>/policy-db unless policy.db says otherwise. */
-  readonly stateDir: string;
+  /** The one writable store (src/state), opened and closed by the caller: greylist, rosters, user policies. */
+  readonly state: StateStore;
   readonly log: Logger;
-  /** Relative listen paths and policy.db are resolved against it (the daemon's working directory). */
+  /** Relative listen paths are resolved against it (the daemon's working directory). */
   readonly baseDir: string;
   /** delivery.recipient_delimiter, so list lookups split addresses as delivery does; default "+". */
   readonly recipientDelimiter?: string;
@@ -59,16 +57,11 @@ export interface PolicyService {
   decide(req: PolicyRequest): Promise<Decision>;
   /** Runs maintenance now (the timer does this every maintenance_interval). */
   maintain(): Promise<void>;
-  /** Stops listening, lets in-flight requests finish, stops the timer, closes plugins and the state database. */
+  /** Stops listening, lets in-flight requests finish, stops the timer, closes plugins (not the state: its opener does). */
   close(): Promise<void>;
 }
 
-/** Where the policy state environment lives; `mailproc lists sync` must use the same. */
-export function policyDbDir(config: PolicyConfig, stateDir: string, baseDir: string): string {
-  return config.db !== undefined ? resolve(baseDir, config.db) : join(stateDir, 'policy-db');
-}
-
-function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, userPolicies: UserPolicyStore, now: () => number): ChainLink {
+function buildLink(name: string, o: PolicyServiceOptions, state: StateStore, userPolicies: UserPolicyStore, now: () => number): ChainLink {
   const c = o.config;
   const greylist = (): PolicyPlugin => {
     const g = c.greylist;
@@ -120,17 +113,9 @@ function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, us
 export async function startPolicyService(o: PolicyServiceOptions): Promise<PolicyService> {
   const c = o.config;
   const now = o.now ?? Date.now;
-  const dbDir = policyDbDir(c, o.stateDir, o.baseDir);
-  await mkdir(dbDir, { recursive: true, mode: 0o755 });
-  const state = openPolicyState(dbDir);
+  const state = o.state;
   const userPolicies = createUserPolicyStore(state, o.tables, o.recipientDelimiter ?? '+');
-  let chain: PolicyChain;
-  try {
-    chain = new PolicyChain(c.chain.map((name) => buildLink(name, o, state, userPolicies, now)), { log: o.log, now, cacheSize: c.cache_size });
-  } catch (err) {
-    await state.close();
-    throw err;
-  }
+  const chain = new PolicyChain(c.chain.map((name) => buildLink(name, o, state, userPolicies, now)), { log: o.log, now, cacheSize: c.cache_size });
 
   const decide = (req: PolicyRequest): Promise<Decision> => chain.decide(req);
   /** A decision as the connection sends it; a decisive one is logged (at info: the fields are not even built below that). */
@@ -162,7 +147,6 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
     await server.start();
   } catch (err) {
     await chain.close();
-    await state.close();
     throw err;
   }
 
@@ -191,7 +175,6 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
         await server.close();
         await running;
         await chain.close();
-        await state.close();
       })();
       return closed;
     },

@@ -64,6 +64,7 @@ describe('the embedded default', () => {
       state: '/srv/mailprocd/var',
       sources: '/srv/mailprocd/db',
       db: '/srv/mailprocd/var/db',
+      state_db: '/srv/mailprocd/var/state-db',
       spool: '/srv/mailprocd/var/spool',
       run: '/srv/mailprocd/var/run',
       mail: '/srv/mailprocd/var/mail',

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { policyRequest } from '../../src/policy/index.js';
 import { type PolicyConfigInput } from '../../src/config/index.js';
 import { clientNetwork, decideTriplet, type GreylistSettings } from '../../src/policy/plugins/greylist.js';
-import { openPolicyState } from '../../src/policy/state.js';
+import { openState } from '../../src/state/index.js';
 import { manualClock, rcptRequest, startTestService, type TestService } from './policy-peer.js';
 
 const MIN = 60_000;
@@ -141,7 +141,7 @@ test('the maintenance job expires unpassed triplets after the retry window and p
   clock.advance(6 * MIN);
   assert.equal(await attempt(svc, passed), 'DUNNO');
   const count = async (): Promise<[number, number]> => {
-    const s = openPolicyState(svc.stateDir);
+    const s = openState(svc.stateDir);
     try {
       return [s.greylist.getCount(), s.clients.getCount()];
     } finally {
@@ -168,7 +168,7 @@ test('maintenance goes through a database larger than one sweep chunk', async (t
   clock.advance(DAY + 1);
   await attempt(svc, { sender: 'fresh@elsewhere.test' });
   await svc.service.maintain();
-  const s = openPolicyState(svc.stateDir);
+  const s = openState(svc.stateDir);
   t.after(() => s.close());
   assert.deepEqual([...s.greylist.getKeys({})].map((k) => k.split('\0')[1]), ['fresh@elsewhere.test']);
 });

@@ -6,8 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { boundedKey, fitsKey, MAX_KEY_BYTES, storageKey } from '../../src/policy/keys.js';
-import { openPolicyState } from '../../src/policy/state.js';
+import { boundedKey, fitsKey, MAX_KEY_BYTES, storageKey } from '../../src/state/index.js';
+import { openState } from '../../src/state/index.js';
 
 const KEYS: { name: string; key: string; fits: boolean }[] = [
   { name: 'an address', key: 'alice@example.test', fits: true },
@@ -26,7 +26,7 @@ const KEYS: { name: string; key: string; fits: boolean }[] = [
 
 test('fitsKey agrees with LMDB, and every storageKey is stored and read back', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mailprocd-keys-'));
-  const state = openPolicyState(dir);
+  const state = openState(dir);
   t.after(async () => {
     await state.close();
     rmSync(dir, { recursive: true, force: true });

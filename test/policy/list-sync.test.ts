@@ -68,7 +68,7 @@ async function startMailman(t: TestContext): Promise<FakeMailman> {
 function tempDb(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'mailprocd-sync-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return join(dir, 'policy-db');
+  return join(dir, 'state-db');
 }
 
 const mailman = (url: string, password = PASSWORD): ListSource => ({ kind: 'mailman3', url, user: USER, password, timeoutMs: 2000 });

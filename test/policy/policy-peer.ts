@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import { openState } from '../../src/state/index.js';
 import { compileTables, openTables, type Tables } from '../../src/db/index.js';
 import { createLogger, type Logger } from '../../src/log.js';
 import { startPolicyService, type PolicyPlugin, type PolicyService } from '../../src/policy/index.js';
@@ -190,26 +191,30 @@ export async function startTestService(t: TestContext | undefined, o: TestServic
   const logLines: string[] = [];
   const log = createLogger({ format: 'text', level: 'debug', write: (line) => logLines.push(line) });
   const tables = openTables(join(dir, 'db'));
+  const stateDir = join(dir, 'state-db');
+  const state = openState(stateDir);
   let service: PolicyService;
   try {
     service = await startPolicyService({
-      config, tables: o.wrapTables ? o.wrapTables(tables) : tables, stateDir: dir, log, baseDir: dir,
+      config, tables: o.wrapTables ? o.wrapTables(tables) : tables, state, log, baseDir: dir,
       ...(o.plugins !== undefined ? { plugins: o.plugins } : {}),
       ...(o.now !== undefined ? { now: o.now } : {}),
     });
   } catch (err) {
+    await state.close();
     await tables.close();
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
   const close = async (): Promise<void> => {
     await service.close();
+    await state.close();
     await tables.close();
     rmSync(dir, { recursive: true, force: true });
   };
   t?.after(close);
   const port = service.listening.find((l) => l.kind === 'tcp')?.port ?? 0;
-  return { service, tables, dir, stateDir: join(dir, 'policy-db'), port, socketPath, logLines, log, client: () => PolicyClient.open({ port }), close };
+  return { service, tables, dir, stateDir, port, socketPath, logLines, log, client: () => PolicyClient.open({ port }), close };
 }
 
 /** A clock the test moves by hand. */

@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { openState } from '../../src/state/index.js';
 import { compileTables, openTables } from '../../src/db/index.js';
 import { createLogger } from '../../src/log.js';
 import { policyRequest, startPolicyService, type PolicyService, type UserPolicyRecord } from '../../src/policy/index.js';
@@ -28,12 +29,14 @@ async function start(t: TestContext, config: PolicyConfigInput = {}): Promise<Po
   const report = await compileTables({ sourceDir: join(dir, 'src'), dbDir: join(dir, 'db') });
   assert.ok(report.ok, JSON.stringify(report));
   const tables = openTables(join(dir, 'db'));
+  const state = openState(join(dir, 'state-db'));
   const service = await startPolicyService({
-    config: policyConfigSchema.parse({ listen: [], ...config }), tables, stateDir: dir, baseDir: dir, recipientDelimiter: '+',
+    config: policyConfigSchema.parse({ listen: [], ...config }), tables, state, baseDir: dir, recipientDelimiter: '+',
     log: createLogger({ format: 'text', level: 'error', write: () => undefined }),
   });
   t.after(async () => {
     await service.close();
+    await state.close();
     await tables.close();
     rmSync(dir, { recursive: true, force: true });
   });

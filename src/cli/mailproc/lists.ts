@@ -6,7 +6,7 @@
 // 64 usage.
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../../config/index.js';
-import { policyDbDir, syncListSubscribers, type ListSource } from '../../policy/index.js';
+import { syncListSubscribers, type ListSource } from '../../policy/index.js';
 import { USAGE } from './usage.js';
 
 export interface ListsSyncOptions {
@@ -30,7 +30,7 @@ export async function runListsSync(list: string, v: ListsSyncOptions): Promise<n
         kind: 'mailman3', url: v.mailman as string, user: v.user ?? 'restadmin',
         password: v['password-file'] !== undefined ? readFileSync(v['password-file'], 'utf8').trim() : process.env.MAILMAN_PASSWORD ?? '',
       };
-  const r = await syncListSubscribers({ list, source, dbDir: policyDbDir(config.policy, config.paths.state, process.cwd()) });
+  const r = await syncListSubscribers({ list, source, dbDir: config.paths.state_db });
   if (!r.ok) {
     process.stderr.write(`mailproc: ${r.list}: sync failed, the old subscribers stay: ${r.error}\n`);
     return 1;

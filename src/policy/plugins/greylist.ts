@@ -27,8 +27,8 @@
 // deferring every sender while the database is broken would stop all new mail.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Database } from 'lmdb';
-import { storageKey } from '../keys.js';
-import type { PolicyState, TripletRecord } from '../state.js';
+import { storageKey } from '../../state/index.js';
+import type { StateStore, TripletRecord } from '../../state/index.js';
 import { FAIL_OPEN, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export interface GreylistSettings {
@@ -129,7 +129,7 @@ function compressIPv6(groups: number[]): string {
   return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`;
 }
 
-export function createGreylistPlugin(o: { readonly state: PolicyState; readonly settings: GreylistSettings; readonly now: () => number }): PolicyPlugin {
+export function createGreylistPlugin(o: { readonly state: StateStore; readonly settings: GreylistSettings; readonly now: () => number }): PolicyPlugin {
   const { state, settings: s } = o;
   const deferral: PolicyAction = `DEFER_IF_PERMIT 4.7.1 ${s.text}`;
 

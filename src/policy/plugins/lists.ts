@@ -24,7 +24,7 @@
 // list must not do, and a temporary refusal costs a subscriber only a retry.
 import type { TableReader } from '../../db/index.js';
 import { lookupKeys, parseRecipient } from '../../mail/address.js';
-import { boundedKey, fitsKey } from '../keys.js';
+import { boundedKey, fitsKey } from '../../state/index.js';
 import { FAIL_CLOSED, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export interface ListsPluginOptions {

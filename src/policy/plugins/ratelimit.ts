@@ -26,7 +26,7 @@
 // access decision, and a bug in it must not stop every authenticated
 // client's mail. A failure is logged, so the lapse is seen, and with no
 // state outside memory there is no broken database that could keep it failing.
-import { boundedKey } from '../keys.js';
+import { boundedKey } from '../../state/index.js';
 import { FAIL_OPEN, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export interface RateRule {

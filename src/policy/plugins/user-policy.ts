@@ -35,8 +35,8 @@
 import type { TableHit, TableReader } from '../../db/index.js';
 import { lookupKeys, parseRecipient, type RecipientAddress } from '../../mail/address.js';
 import { matchPattern } from '../../mail/pattern.js';
-import { fitsKey } from '../keys.js';
-import type { PolicyState, UserPolicyRecord } from '../state.js';
+import { fitsKey } from '../../state/index.js';
+import type { StateStore, UserPolicyRecord } from '../../state/index.js';
 import { FAIL_CLOSED, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export const DENY_ACTION: PolicyAction = "REJECT 5.7.1 Sender refused by the recipient's policy";
@@ -93,7 +93,7 @@ export interface UserPolicyStore {
   listByUid(uid: number): UserPolicyEntry[];
 }
 
-export function createUserPolicyStore(state: PolicyState, tables: TableReader, recipientDelimiter: string): UserPolicyStore {
+export function createUserPolicyStore(state: StateStore, tables: TableReader, recipientDelimiter: string): UserPolicyStore {
   const db = state.userPolicy;
   const parse = (address: string): RecipientAddress => parseRecipient(address.toLowerCase(), recipientDelimiter);
   const ownerEntry = (address: string): TableHit<'uid'> | undefined => tables.lookup('uid', exactKeys(parse(address)).filter(fitsKey));

@@ -1,7 +1,9 @@
-// The policy service's own LMDB environment (default <paths.state>/policy-db),
-// apart from the compiled tables: greylist state is written on every new
-// triplet, and `mailproc db compile` clears whole tables — neither should
-// touch the other. Named sub-databases:
+// The one writable LMDB environment (paths.state_db, default
+// <paths.state>/state-db): everything the daemon and its users write while
+// it runs, apart from the compiled admin tables, which are read-only beside
+// it (greylist state is written on every new triplet, and `mailproc db
+// compile` clears whole tables — neither should touch the other). User rules,
+// duplicate and vacation records come here too. Named sub-databases:
 //   greylist          "NET\0sender\0recipient" → [firstSeen, lastSeen, passedAt] (ms; passedAt 0 = not yet)
 //   greylist-clients  "NET"                    → [passes, lastSeen]
 //   roster            "list\0member"           → 1   (one key per synced subscriber: a post is one point lookup)
@@ -23,8 +25,11 @@
 // bytes, the control socket refuses them), and greylist keys that cannot fit
 // are stored under a digest (storageKey).
 //
-// Exports: openPolicyState, PolicyState, RosterInfo, UserPolicyRecord, rosterKey, rosterRange.
+// Exports: openState, StateStore, RosterInfo, UserPolicyRecord, TripletRecord,
+// ClientRecord, rosterKey, rosterRange, openStateMigrating, LEGACY_DIR.
 // Throws only for LMDB trouble (permissions, disk), like src/db; never for a key's length.
+import { mkdir, rename, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { fitsKey } from './keys.js';
 
@@ -67,7 +72,7 @@ export interface UserPolicyRecord {
   readonly updatedAt: string;
 }
 
-export interface PolicyState {
+export interface StateStore {
   readonly root: RootDatabase;
   readonly greylist: Database<TripletRecord, string>;
   readonly clients: Database<ClientRecord, string>;
@@ -83,7 +88,7 @@ export const rosterKey = (list: string, member: string): string => `${list}\0${m
 /** Every roster key of one list sorts in [start, end). */
 export const rosterRange = (list: string): { start: string; end: string } => ({ start: `${list}\0`, end: `${list}\x01` });
 
-export function openPolicyState(dir: string): PolicyState {
+export function openState(dir: string): StateStore {
   const root = open({ path: dir, maxDbs: 8 });
   const roster = root.openDB<number, string>('roster', {});
   return {
@@ -99,4 +104,34 @@ export function openPolicyState(dir: string): PolicyState {
     },
     close: () => root.close(),
   };
+}
+
+/** Where versions before the one writable store kept this environment: <paths.state>/policy-db. */
+export const LEGACY_DIR = 'policy-db';
+
+/**
+ * Opens the store at `dir`, creating it (0755: the daemon's user writes it,
+ * the CLI reads it). When `dir` does not exist yet but the older
+ * <stateDir>/policy-db does, that one is renamed to `dir` first — greylist
+ * state, rosters and user policies carry over. Only the daemon calls this
+ * with `stateDir`, under its instance lock, so nothing else has it open.
+ * Returns the store and, when it moved, what it did (for the log).
+ */
+export async function openStateMigrating(dir: string, stateDir: string): Promise<{ store: StateStore; migrated?: string }> {
+  const legacy = join(stateDir, LEGACY_DIR);
+  let migrated: string | undefined;
+  if (legacy !== dir && !(await exists(dir)) && (await exists(legacy))) {
+    await mkdir(dirname(dir), { recursive: true, mode: 0o755 });
+    await rename(legacy, dir);
+    migrated = `moved ${legacy} to ${dir} (paths.state_db)`;
+  }
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  return { store: openState(dir), ...(migrated !== undefined ? { migrated } : {}) };
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, (err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return false;
+    throw err;
+  });
 }

@@ -1,0 +1,8 @@
+// The one writable store and what keeps it single: the LMDB environment
+// everything the daemon writes at run time lives in (store.ts), the rules for
+// the keys clients choose (keys.ts), and the one-instance lock on the state
+// directory (instance-lock.ts). The compiled admin tables are src/db's,
+// read-only beside it.
+export { LEGACY_DIR, openState, openStateMigrating, rosterKey, rosterRange, type ClientRecord, type RosterInfo, type StateStore, type TripletRecord, type UserPolicyRecord } from './store.js';
+export { boundedKey, fitsKey, keyBytes, MAX_KEY_BYTES, storageKey } from './keys.js';
+export { describeBusy, lockInstance, LOCK_FILE, type InstanceBusy, type InstanceLock } from './instance-lock.js';

@@ -38,7 +38,7 @@ import { Spool } from './queue/spool.js';
 import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
 import { createIntake, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext } from './local/index.js';
-import { clearIdentityCache, resolveIdentity } from './workers/identity.js';
+import { clearIdentityCache, resolveIdentity } from './os/identity.js';
 import { WorkerPool } from './workers/pool.js';
 import { TABLE_NAMES } from './classify/rules.js';
 

@@ -41,7 +41,7 @@ import { isKnown, resolveRecipient, type TableReader, type Tables } from '../db/
 import type { Logger } from '../log.js';
 import { parseRecipient } from '../mail/address.js';
 import type { UserPolicyStore } from '../policy/index.js';
-import { resolveIdentity, type Identity } from '../workers/identity.js';
+import { resolveIdentity, type Identity } from '../os/identity.js';
 import { applyPolicyChange, describePolicy, isEmptyPolicy, parseUserRequest, type UserRequest } from './user-protocol.js';
 
 export interface UserSocketsOptions {

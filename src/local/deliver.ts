@@ -36,7 +36,7 @@ import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
 import type { DeliveryTiming, RecipientOutcome } from '../mail/outcome.js';
 import { ok, status, type Status } from '../mail/status.js';
 import { traceHeader } from '../mail/trace.js';
-import { resolveIdentity, type Identity } from '../workers/identity.js';
+import { resolveIdentity, type Identity } from '../os/identity.js';
 import type { WorkerDestination } from '../workers/ipc.js';
 import { prepareUserDirectories } from '../workers/mail-root.js';
 import type { WorkerPool, WorkerTiming } from '../workers/pool.js';

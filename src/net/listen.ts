@@ -10,7 +10,7 @@
 import { chmod, chown, lstat, mkdir, unlink } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { dirname } from 'node:path';
-import { resolveGroup, resolveIdentity } from '../workers/identity.js';
+import { resolveGroup, resolveIdentity } from '../os/identity.js';
 
 export interface ListenAddress {
   readonly kind: 'unix' | 'tcp';

@@ -32,7 +32,7 @@ import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Destination } from '../classify/rules.js';
 import { status, type Status } from '../mail/status.js';
-import { resolveIdentity, type Identity } from './identity.js';
+import { resolveIdentity, type Identity } from '../os/identity.js';
 
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 /** How long a prepared directory is trusted without looking again. */

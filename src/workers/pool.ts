@@ -28,7 +28,7 @@ import type { CopyRecipient } from '../deliver/types.js';
 import type { Logger } from '../log.js';
 import { status } from '../mail/status.js';
 import { shieldDescriptors } from './descriptors.js';
-import type { Identity } from './identity.js';
+import type { Identity } from '../os/identity.js';
 import { FairScheduler } from './scheduler.js';
 import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions, type WorkerDestination } from './ipc.js';
 

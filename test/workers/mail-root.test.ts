@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { Destination } from '../../src/classify/rules.js';
-import type { Identity } from '../../src/workers/identity.js';
+import type { Identity } from '../../src/os/identity.js';
 import { clearMailRootCache, prepareUserDirectories, userDirectoryOf } from '../../src/workers/mail-root.js';
 import { requireRoot } from '../helpers/components.js';
 import { ensureSystemUser } from '../helpers/users.js';

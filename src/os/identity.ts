@@ -1,6 +1,8 @@
-// Resolves a delivery identity (user name or number, optional group) to
-// numeric uid/gid and home, through `getent` so NSS sources (LDAP, sssd) work
-// as they do for Postfix. Results are cached for a minute: a lookup per message
+// Who a user or group is, on this host (src/os: the host's own facts, used by
+// every floor that names a user — socket owners, delivery identities, the
+// per-user control sockets). Resolves a user name or number, with an optional
+// group, to numeric uid/gid and home, through `getent` so NSS sources (LDAP,
+// sssd) work as they do for Postfix. Results are cached for a minute: a lookup per message
 // would cost a process spawn. A name that does not resolve is an admin error,
 // and an admin error must not bounce mail: the caller answers 4.3.0.
 import { execFile } from 'node:child_process';

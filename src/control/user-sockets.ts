@@ -2,7 +2,7 @@
 // mode 0600 and its directory 0700, both owned by the user. Only that user
 // (and root) can connect, so every request on a socket is that user's: the
 // file system is the authentication, and the protocol carries no credentials
-// (DESIGN.md, "Address lookup and the databases"). Requests and replies are
+// (../shared/DESIGN.md, "Address lookup and the databases"). Requests and replies are
 // JSON lines (user-protocol.ts); today they read and change the user's
 // policies (`mailproc policy`); user-edited delivery rules will be served here too.
 //

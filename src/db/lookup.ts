@@ -1,5 +1,5 @@
 // Recipient resolution: what the four tables say about one RCPT address,
-// each looked up in DESIGN.md's order (user+ext@domain, user@domain,
+// each looked up in ../shared/DESIGN.md's order (user+ext@domain, user@domain,
 // user+ext, user, @domain; first hit wins). Pure over a TableReader, so the
 // tables can be faked in tests. Never throws beyond what the reader throws.
 //

@@ -80,7 +80,7 @@ const GENERATION_KEY = 'generation';
 const infoKey = (table: TableName): string => `table:${table}`;
 
 function openEnvironment(dbDir: string): Environment {
-  // Room for the other tables DESIGN.md expects beside these (queue state, greylist, rates).
+  // Room for the other tables ../shared/DESIGN.md expects beside these (queue state, greylist, rates).
   const root = open({ path: dbDir, maxDbs: 16 });
   const openTable = (name: string): Database<unknown, string> => root.openDB<unknown, string>(name, {});
   const tables = Object.fromEntries(TABLE_NAMES.map((t) => [t, openTable(t)])) as Record<TableName, Database<unknown, string>>;

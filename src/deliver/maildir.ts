@@ -4,7 +4,7 @@
 // maildirFolderName(folder) (the Maildir++ name a folder maps to, or undefined
 // for INBOX).
 //
-// Steps (reliability.md §1.2, Postfix local(8)): unique name; create it in tmp/
+// Steps (../shared/notes/reliability.md §1.2, Postfix local(8)): unique name; create it in tmp/
 // O_EXCL 0600; one writev of header+body; fsync; close; link() into new/ (never
 // rename: link fails on a name clash instead of replacing a message); unlink
 // the tmp name; fsync new/ so the link itself survives a crash. Only then 2.0.0.

@@ -1,5 +1,5 @@
 // mbox leaf: appends one message to an mbox file the way Postfix local(8) does
-// (mbox_open.c, mail_copy.c; reliability.md §1.2).
+// (mbox_open.c, mail_copy.c; ../shared/notes/reliability.md §1.2).
 //
 // Exports: deliverMbox(copy, options) → Promise<Delivery>; MboxOptions;
 // fromLine(sender, date) and quoteFromLines(buf, atLineStart) (pure, for tests).

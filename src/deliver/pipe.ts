@@ -1,5 +1,5 @@
 // Pipe leaf: runs a command with the message on its standard input, the way
-// Postfix local(8) runs a `|command` (pipe_command.c; reliability.md §1.3).
+// Postfix local(8) runs a `|command` (pipe_command.c; ../shared/notes/reliability.md §1.3).
 //
 // Exports: deliverPipe(copy, options) → Promise<Delivery>; PipeOptions;
 // pipeEnvironment(copy, home?) (pure but for process.env, for tests);

@@ -1,6 +1,6 @@
 // Address parsing for lookups: splits "user+ext@domain" into its parts with a
 // configurable recipient delimiter, and lists the lookup keys in the order
-// DESIGN.md gives: user+ext@domain, user@domain, user+ext, user, @domain.
+// ../shared/DESIGN.md gives: user+ext@domain, user@domain, user+ext, user, @domain.
 // A quoted local part is the same mailbox as its unquoted form when that is
 // a plain dot-atom (RFC 5321 §4.1.2: "bob"@x and bob@x are one mailbox), so
 // it is unquoted before lookup; one that needs its quotes ("a b", "a@b")

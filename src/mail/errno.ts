@@ -1,6 +1,6 @@
 // The one errno → Status table. Every leaf that touches the file system turns a
 // failed system call into a Status here, so "is this worth retrying?" is decided
-// in exactly one place (STYLE.md habit 1, reliability.md §0.2).
+// in exactly one place (../shared/STYLE.md habit 1, ../shared/notes/reliability.md §0.2).
 //
 // Exports: statusFromError(err, what) → Status; errnoError(code, path) for a
 // refusal a leaf detects itself (a symlinked maildir/new is ELOOP, like

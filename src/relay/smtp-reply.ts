@@ -11,7 +11,7 @@
 //   reply's class ("451 4.7.1 greylisted" → 4.7.1); otherwise x.0.0 of the class.
 // - No reply at all (refused, reset, timeout, DNS): temporary, 4.4.x — the
 //   network, not the peer's opinion. Unknown errors are temporary too
-//   (STYLE.md habit 2), bounded by the queue lifetime of whoever retries.
+//   (../shared/STYLE.md habit 2), bounded by the queue lifetime of whoever retries.
 import { isEnhancedCode, status, type EnhancedCode, type Status } from '../mail/status.js';
 
 /** "451 4.7.1 text" (last line of a multi-line reply) → its Status. */

@@ -29,6 +29,7 @@ import { lock as lockFile } from 'os-lock';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { statusFromError } from '../mail/errno.js';
 import { ok, status, type Status } from '../mail/status.js';
+import { critical } from './critical.js';
 import { ignoreErrors, isCode, makeDirectories, syncDirectories } from './fs-helpers.js';
 import { writeFully, type Delivery, type MessageCopy } from './types.js';
 
@@ -202,6 +203,28 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** Appends the message at `size`; on any failure truncates back to `size`. `syncDirs` undefined: no fsync. */
+async function append(fh: FileHandle, copy: MessageCopy, path: string, size: number, syncDirs: readonly string[] | undefined): Promise<Status> {
+  try {
+    await writeFully(fh, messageChunks(copy));
+    if (syncDirs !== undefined) {
+      await fh.sync();
+      await syncDirectories(syncDirs);
+    }
+  } catch (err) {
+    // Before the lock goes: a reader must never see the partial message.
+    const failure = statusFromError(err, `cannot append to mailbox ${path}`);
+    try {
+      await fh.truncate(size);
+      await fh.sync();
+    } catch (undo) {
+      return status(failure.code, `${failure.text}; truncating it back to ${size} bytes also failed: ${statusFromError(undo, 'truncate').text}`, failure.reply);
+    }
+    return failure;
+  }
+  return ok(`delivered to mailbox ${path}`);
+}
+
 /** Creates the lock file with our name in it; a failed write leaves an empty lock, which is still a lock. */
 async function createLock(lockPath: string): Promise<void> {
   const fh = await open(lockPath, LOCK_FLAGS, 0o600);
@@ -326,24 +349,8 @@ async function appendLocked(copy: MessageCopy, path: string, o: Required<MboxOpt
     if (kernelFailure !== undefined) return kernelFailure;
     const size = await checkUnchanged(fh, path);
     if (typeof size !== 'number') return size;
-    try {
-      await writeFully(fh, messageChunks(copy));
-      if (o.fsync) {
-        await fh.sync();
-        await syncDirectories(changedDirs);
-      }
-    } catch (err) {
-      // Before the lock goes: a reader must never see the partial message.
-      const failure = statusFromError(err, `cannot append to mailbox ${path}`);
-      try {
-        await fh.truncate(size);
-        await fh.sync();
-      } catch (undo) {
-        return status(failure.code, `${failure.text}; truncating it back to ${size} bytes also failed: ${statusFromError(undo, 'truncate').text}`, failure.reply);
-      }
-      return failure;
-    }
-    return ok(`delivered to mailbox ${path}`);
+    // From the first byte to the fsync (or the truncate back), the worker does not exit (critical.ts).
+    return await critical(() => append(fh, copy, path, size, o.fsync ? changedDirs : undefined));
   } finally {
     // close() before removing the dotlock; a close error after a successful
     // fsync loses nothing on a local file system, so it is not reported.

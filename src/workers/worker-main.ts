@@ -11,6 +11,7 @@
 // is answered with one result per destination; a leaf that throws (a bug) is
 // answered 4.3.0 so the message is retried, not lost.
 import { performance } from 'node:perf_hooks';
+import { exitWhenSafe } from '../deliver/critical.js';
 import { executeDestination } from '../deliver/execute.js';
 import type { MessageCopy } from '../deliver/types.js';
 import { status } from '../mail/status.js';
@@ -98,12 +99,13 @@ checkNoNewPrivs();
 dropPrivileges();
 process.chdir('/');
 if (process.send === undefined) fail('started without an IPC channel');
-// The master is gone: nobody is left to answer for a delivery; stop.
-process.on('disconnect', () => process.exit(0));
-// The pool's terminate() at the end of the shutdown grace: exit at once, through
-// process.exit so that pipe.ts's exit hook SIGKILLs the commands' process groups
-// (a death by the default SIGTERM action would skip it and orphan them).
-process.on('SIGTERM', () => process.exit(75)); // EX_TEMPFAIL: the deliveries in flight are retried
+// The master is gone: nobody is left to answer for a delivery; stop (after an mbox append in progress).
+process.on('disconnect', () => exitWhenSafe(0));
+// The pool's terminate() at the end of the shutdown grace: exit as soon as no
+// mbox append is half done (deliver/critical.ts), through process.exit so that
+// pipe.ts's exit hook SIGKILLs the commands' process groups (a death by the
+// default SIGTERM action would skip it and orphan them).
+process.on('SIGTERM', () => exitWhenSafe(75)); // EX_TEMPFAIL: the deliveries in flight are retried
 // Ctrl-C reaches the whole process group; the master's shutdown decides when a worker ends.
 process.on('SIGINT', () => undefined);
 let inFlight = 0;

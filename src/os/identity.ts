@@ -5,7 +5,8 @@
 // sssd) work as they do for Postfix. Results are cached for a minute: a lookup per message
 // would cost a process spawn. A name that does not resolve is an admin error,
 // and an admin error must not bounce mail: the caller answers 4.3.0.
-import { execFile } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { shieldDescriptors } from './descriptors.js';
 
 export interface Identity {
   readonly user: string;
@@ -19,11 +20,31 @@ interface PasswdEntry { name: string; uid: number; gid: number; home: string }
 const TTL_MS = 60_000;
 const cache = new Map<string, { at: number; value: Promise<PasswdEntry | undefined> }>();
 
+/**
+ * One `getent` run. Spawned with /dev/null over every descriptor that lacks
+ * close-on-exec (lmdb's databases): getent runs as the daemon's user and
+ * crosses no privilege boundary, but no child of ours gets those.
+ */
 function getent(db: 'passwd' | 'group', key: string): Promise<string[] | undefined> {
   return new Promise((resolve) => {
-    execFile('getent', [db, key], { timeout: 5000 }, (err, stdout) => {
-      if (err) return resolve(undefined);
-      const line = stdout.split('\n')[0] ?? '';
+    let io: ReturnType<typeof shieldDescriptors>;
+    try {
+      io = shieldDescriptors(['ignore', 'pipe', 'ignore']);
+    } catch {
+      return resolve(undefined);
+    }
+    let child: ChildProcess;
+    try {
+      child = spawn('getent', [db, key], { stdio: io.stdio, timeout: 5000 });
+    } finally {
+      io.release();
+    }
+    const out: Buffer[] = [];
+    child.stdout?.on('data', (c: Buffer) => out.push(c));
+    child.on('error', () => resolve(undefined));
+    child.on('close', (code) => {
+      if (code !== 0) return resolve(undefined);
+      const line = Buffer.concat(out).toString('utf8').split('\n')[0] ?? '';
       resolve(line === '' ? undefined : line.split(':'));
     });
   });

@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import type { CopyRecipient } from '../deliver/types.js';
 import type { Logger } from '../log.js';
 import { status } from '../mail/status.js';
-import { shieldDescriptors } from './descriptors.js';
+import { shieldDescriptors } from '../os/descriptors.js';
 import type { Identity } from '../os/identity.js';
 import { FairScheduler } from './scheduler.js';
 import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions, type WorkerDestination } from './ipc.js';

@@ -16,7 +16,7 @@ import { executeDestination } from '../deliver/execute.js';
 import type { MessageCopy } from '../deliver/types.js';
 import { status } from '../mail/status.js';
 import { readFileSync } from 'node:fs';
-import { closeInheritableDescriptors } from './descriptors.js';
+import { closeInheritableDescriptors } from '../os/descriptors.js';
 import { checkMasterMessage, IPC_VERSION, requestIdOf, type DeliverRequest, type DeliveryResult, type WorkerMessage } from './ipc.js';
 
 function fail(why: string): never {

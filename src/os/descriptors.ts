@@ -1,7 +1,9 @@
 // Which open descriptors of this process would survive an exec, read from
-// /proc/self/fdinfo (Node has no fcntl). The pool uses it to keep the
-// master's inheritable descriptors out of a worker; a worker uses it to close
-// whatever it inherited anyway before it runs user code.
+// /proc/self/fdinfo (Node has no fcntl). Every spawn of the master goes
+// through shieldDescriptors (the pool's workers, getent in identity.ts), so no
+// child receives the master's inheritable descriptors; a worker uses
+// closeInheritableDescriptors to close whatever it inherited anyway before it
+// runs user code.
 //
 // Why it is needed: lmdb's native code opens data.mdb read-write WITHOUT
 // O_CLOEXEC (the table database and the policy database), so every child the

@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { open } from 'lmdb';
-import { inheritableDescriptors, parseFdinfoFlags, shieldDescriptors, type StdioEntry } from '../../src/workers/descriptors.js';
+import { inheritableDescriptors, parseFdinfoFlags, shieldDescriptors, type StdioEntry } from '../../src/os/descriptors.js';
 
-const DESCRIPTORS = join(process.cwd(), 'dist/src/workers/descriptors.js');
+const DESCRIPTORS = join(process.cwd(), 'dist/src/os/descriptors.js');
 
 test('parseFdinfoFlags reads the octal flags line of an fdinfo file', () => {
   const cases: { name: string; text: string; want: number | undefined }[] = [

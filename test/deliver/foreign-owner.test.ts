@@ -12,24 +12,10 @@ import { test } from 'node:test';
 import { requireRoot } from '../helpers/components.js';
 import { DEFAULT_RULES, makeTestDir, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { newFiles } from '../helpers/mailbox.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { lmtpDeliver } from '../helpers/raw-client.js';
 import { ensureSystemUser, type SystemUser } from '../helpers/users.js';
 
-async function lmtp(d: TestDaemon, rcpt: string): Promise<string> {
-  const c = await RawClient.open({ port: d.lmtpPort });
-  try {
-    await c.reply();
-    await c.command('LHLO client.test');
-    await c.command('MAIL FROM:<s@remote.test>');
-    const r = await c.command(`RCPT TO:<${rcpt}>`);
-    if (r.code !== 250) return r.line;
-    await c.command('DATA');
-    c.write('Subject: for you only\r\n\r\nsecret\r\n.\r\n');
-    return (await c.reply()).line;
-  } finally {
-    c.close();
-  }
-}
+const lmtp = (d: TestDaemon, rcpt: string): Promise<string> => lmtpDeliver(d.lmtpPort, rcpt, 'Subject: for you only\r\n\r\nsecret\r\n');
 
 interface Users { carol: SystemUser; alice: SystemUser; intruder: SystemUser }
 

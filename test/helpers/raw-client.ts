@@ -118,3 +118,25 @@ export async function lmtpRcptCode(port: number, address: string): Promise<numbe
     c.close();
   }
 }
+
+/**
+ * One message for one recipient over a new LMTP connection: the RCPT reply
+ * line when it is refused, else the reply line after DATA. `message` is the
+ * message as the client writes it (CRLF line ends, dot-stuffed), without the
+ * final ".".
+ */
+export async function lmtpDeliver(port: number, rcpt: string, message = 'Subject: test\r\n\r\nbody\r\n'): Promise<string> {
+  const c = await RawClient.open({ port });
+  try {
+    await c.reply();
+    await c.command('LHLO client.test');
+    await c.command('MAIL FROM:<s@remote.test>');
+    const r = await c.command(`RCPT TO:<${rcpt}>`);
+    if (r.code !== 250) return r.line;
+    await c.command('DATA');
+    c.write(`${message}.\r\n`);
+    return (await c.reply()).line;
+  } finally {
+    c.close();
+  }
+}

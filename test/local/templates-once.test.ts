@@ -8,23 +8,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startDaemon } from '../helpers/daemon.js';
 import { newFiles } from '../helpers/mailbox.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { lmtpDeliver } from '../helpers/raw-client.js';
 
-async function lmtp(port: number, rcpt: string): Promise<string> {
-  const c = await RawClient.open({ port });
-  try {
-    await c.reply();
-    await c.command('LHLO client.test');
-    await c.command('MAIL FROM:<s@remote.test>');
-    const r = await c.command(`RCPT TO:<${rcpt}>`);
-    if (r.code !== 250) return r.line;
-    await c.command('DATA');
-    c.write('Subject: templates\r\n\r\nbody\r\n.\r\n');
-    return (await c.reply()).line;
-  } finally {
-    c.close();
-  }
-}
+const lmtp = (port: number, rcpt: string): Promise<string> => lmtpDeliver(port, rcpt, 'Subject: templates\r\n\r\nbody\r\n');
 
 test('bob+${home}@… lands in a folder named ".${home}", and bob+a/b@… in ".a_b"; no folder is named after a home', { timeout: 60_000 }, async () => {
   const d = await startDaemon();

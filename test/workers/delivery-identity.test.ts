@@ -9,24 +9,10 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { makeTestDir, startDaemon } from '../helpers/daemon.js';
 import { requireRoot } from '../helpers/components.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { lmtpDeliver } from '../helpers/raw-client.js';
 import { newFiles } from '../helpers/mailbox.js';
 
-async function deliver(port: number, rcpt: string): Promise<string> {
-  const c = await RawClient.open({ port });
-  try {
-    await c.reply();
-    await c.command('LHLO client.test');
-    await c.command('MAIL FROM:<s@remote.test>');
-    const r = await c.command(`RCPT TO:<${rcpt}>`);
-    if (r.code !== 250) return r.line;
-    await c.command('DATA');
-    c.write('Subject: who\r\n\r\nwho am I\r\n.\r\n');
-    return (await c.reply()).line;
-  } finally {
-    c.close();
-  }
-}
+const deliver = (port: number, rcpt: string): Promise<string> => lmtpDeliver(port, rcpt, 'Subject: who\r\n\r\nwho am I\r\n');
 
 function workerPids(parent: number): number[] {
   return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {

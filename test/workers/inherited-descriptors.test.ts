@@ -9,26 +9,12 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { requireRoot } from '../helpers/components.js';
 import { startDaemon } from '../helpers/daemon.js';
-import { RawClient } from '../helpers/raw-client.js';
+import { lmtpDeliver } from '../helpers/raw-client.js';
 import { childPids, ensureSystemUser } from '../helpers/users.js';
 
 const O_CLOEXEC = 0o2000000;
 
-async function lmtp(port: number, rcpt: string): Promise<string> {
-  const c = await RawClient.open({ port });
-  try {
-    await c.reply();
-    await c.command('LHLO client.test');
-    await c.command('MAIL FROM:<s@remote.test>');
-    const r = await c.command(`RCPT TO:<${rcpt}>`);
-    if (r.code !== 250) return r.line;
-    await c.command('DATA');
-    c.write('Subject: fds\r\n\r\nwhat do I hold?\r\n.\r\n');
-    return (await c.reply()).line;
-  } finally {
-    c.close();
-  }
-}
+const lmtp = (port: number, rcpt: string): Promise<string> => lmtpDeliver(port, rcpt, 'Subject: fds\r\n\r\nwhat do I hold?\r\n');
 
 /** fd number → where it points, from `ls -l /proc/N/fd` output ("lrwx… 3 -> /x"). */
 function parseListing(text: string): Map<number, string> {

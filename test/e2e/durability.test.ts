@@ -98,6 +98,21 @@ class Tracer {
     return new Tracer(proc, out);
   }
 
+  /**
+   * Waits until strace has written a completed call matching `seen` to its
+   * file. The client has its reply as soon as the daemon's write is in the
+   * kernel, which can be before strace, stopping that write on its way out,
+   * has printed it; detaching then could lose the line. Gives up after
+   * `ms` (the assertion on the calls then says what is missing).
+   */
+  async until(seen: (c: Call) => boolean, ms = 30_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (parseTrace(readFileSync(this.out, 'utf8')).some(seen)) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   /** Detaches (SIGINT) and returns the calls seen. */
   async stop(): Promise<Call[]> {
     if (this.proc.exitCode === null) {
@@ -144,6 +159,7 @@ async function traced(t: TestContext, run: (daemon: TestDaemon) => Promise<void>
     await tracer.stop();
     throw err;
   }
+  await tracer.until(reply250);
   return tracer.stop();
 }
 

@@ -36,6 +36,12 @@ export interface Gate {
   open(): void;
   /** What the deliveries let through wrote ("" before). */
   output(): string;
+  /**
+   * SIGKILLs the held deliveries by the pids they recorded (each is its own
+   * process group: the pipe leaf starts commands detached). For a test that
+   * killed the worker under them: nobody else ends an orphaned command.
+   */
+  kill(): void;
 }
 
 /** Gates in <dir>/gates; dir must exist and be reachable by the delivery user (makeTestDir's is). */
@@ -61,6 +67,15 @@ export function makeGates(dir: string): (name: string) => Gate {
       },
       open: () => appendFileSync(file('open'), ''),
       output: () => (existsSync(file('out')) ? readFileSync(file('out'), 'utf8') : ''),
+      kill: () => {
+        for (const pid of pids()) {
+          try {
+            process.kill(-pid, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }
+      },
     };
   };
 }

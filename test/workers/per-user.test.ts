@@ -149,7 +149,7 @@ test('a worker killed in the middle of a delivery: that recipient gets 451 4.3.0
     assert.match(next[0] ?? '', /^250 2\.0\.0 /, 'the next message is delivered by a new worker');
     assert.equal(newFiles(join(d.mail, 'alice', 'Maildir')).length, 1);
   } finally {
-    slow.open(); // the orphaned pipe goes on to read its closed stdin and exit
+    slow.kill(); // its worker was killed under it: the orphaned pipe is ours to end
     await d.stop();
     d.cleanup();
   }

@@ -2,6 +2,7 @@
 // entries (a line plus its continuation lines) and entries into words, plus
 // the value checks every table shares (account names, sizes, lengths). Pure
 // and internal to src/db; problems go to the caller's `report` and never throw.
+import { MAX_KEY_BYTES } from '../state/index.js';
 
 /** A word of a source line with its quotes removed, and where it stands. */
 export interface Token {
@@ -21,14 +22,14 @@ export function subToken(t: Token, from: number): Token {
 }
 
 /**
- * How long a value may be, in UTF-8 bytes. Keys: what LMDB can store (lmdb-js
- * keeps keys to 1978 bytes, its DEFAULT_MAX_KEY_SIZE; a compile with a longer
- * one would fail half-way). Values: what the system or the protocol takes, so
+ * How long a value may be, in UTF-8 bytes. Keys: what LMDB can store
+ * (src/state/keys.ts, the one statement of that limit; a compile with a
+ * longer one would fail half-way). Values: what the system or the protocol takes, so
  * a mistake (a pasted file, a missing quote) is caught here rather than at
  * delivery.
  */
 export const LIMITS = {
-  keyBytes: 1978,
+  keyBytes: MAX_KEY_BYTES,
   /** A user or group name: LOGIN_NAME_MAX (256) less its NUL. */
   accountBytes: 255,
   /** A maildir or mbox path, before variables are filled in: PATH_MAX (4096) less its NUL. */

@@ -12,6 +12,7 @@
 // Exports: parseTableSource, formatSourceError, SourceError, ParsedTable,
 // ParseOptions, MAX_KEY_BYTES.
 
+import { fitsKey, keyBytes } from '../state/index.js';
 import type { ListEntry, ListMode, Rule, TableName, TableValues } from '../classify/rules.js';
 import {
   byteLength, checkLength, columnOf, LIMITS, parseAccount, splitEntries, subToken,
@@ -102,8 +103,8 @@ function parseKey(t: Token, report: Report): string | undefined {
     return undefined;
   }
   // Lower-casing can change the length in bytes (İ is 2 bytes, i̇ 3): measure what is stored.
-  if (byteLength(key) > LIMITS.keyBytes) {
-    report(t.line, `key is ${byteLength(key)} bytes long, more than the ${LIMITS.keyBytes} LMDB can store`, columnOf(t, 0));
+  if (!fitsKey(key)) {
+    report(t.line, `key is ${keyBytes(key)} bytes long, more than the ${LIMITS.keyBytes} LMDB can store`, columnOf(t, 0));
     return undefined;
   }
   return key;

@@ -20,7 +20,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { TABLE_NAMES, type TableName, type TableValues } from '../classify/rules.js';
-import { MAX_KEY_BYTES, parseTableSource, type ParseOptions, type SourceError } from './source.js';
+import { fitsKey } from '../state/index.js';
+import { parseTableSource, type ParseOptions, type SourceError } from './source.js';
 
 export interface TableHit<T extends TableName> {
   /** The lookup key that hit, e.g. "@example.test" for a catch-all. */
@@ -157,7 +158,7 @@ export function openTables(dbDir: string): Tables {
       const db = env.tables[table];
       for (const key of keys) {
         // No such key can be stored (the compiler refuses it), and lmdb-js throws on one.
-        if (key.length > MAX_KEY_BYTES / 3 && Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) continue;
+        if (!fitsKey(key)) continue;
         // Values were written by compileTables from typed records, so they are trusted here.
         const value = db.get(key) as TableValues[T] | undefined;
         if (value !== undefined) return { key, value };

@@ -24,7 +24,7 @@
 // list must not do, and a temporary refusal costs a subscriber only a retry.
 import type { TableReader } from '../../db/index.js';
 import { lookupKeys, parseRecipient } from '../../mail/address.js';
-import { boundedKey, fitsKey } from '../../state/index.js';
+import { boundedKey } from '../../state/index.js';
 import { FAIL_CLOSED, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export interface ListsPluginOptions {
@@ -68,7 +68,7 @@ export function createListsPlugin(o: ListsPluginOptions): PolicyPlugin {
       const known = memo.get(memoKey);
       if (known !== undefined) return known;
     }
-    const hit = o.tables.lookup('lists', lookupKeys(parseRecipient(recipient, o.recipientDelimiter)).filter(fitsKey));
+    const hit = o.tables.lookup('lists', lookupKeys(parseRecipient(recipient, o.recipientDelimiter)));
     const found = hit === undefined || hit.value.mode !== 'closed' ? null : { key: hit.key, subscribers: new Set(hit.value.subscribers) };
     if (gen !== undefined) {
       if (memo.size >= MEMO_MAX) memo.clear();

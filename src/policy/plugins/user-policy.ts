@@ -96,7 +96,7 @@ export interface UserPolicyStore {
 export function createUserPolicyStore(state: StateStore, tables: TableReader, recipientDelimiter: string): UserPolicyStore {
   const db = state.userPolicy;
   const parse = (address: string): RecipientAddress => parseRecipient(address.toLowerCase(), recipientDelimiter);
-  const ownerEntry = (address: string): TableHit<'uid'> | undefined => tables.lookup('uid', exactKeys(parse(address)).filter(fitsKey));
+  const ownerEntry = (address: string): TableHit<'uid'> | undefined => tables.lookup('uid', exactKeys(parse(address)));
   const inForce = (address: string, p: UserPolicyRecord | undefined): p is UserPolicyRecord =>
     p !== undefined && (ownerEntry(address)?.value ?? '') === p.owner;
   const get = (address: string): UserPolicyRecord | undefined => {

@@ -180,13 +180,11 @@ export class WorkerPool {
     const key = `${identity.uid}:${identity.gid}`;
     if (job.concurrency !== undefined) this.slotOverrides.set(key, job.concurrency);
     const submitted = performance.now();
-    return new Promise<PoolResult>((resolve) => {
-      this.scheduler.submit(key, async () => {
-        const slotMs = performance.now() - submitted;
-        if (this.stopping || job.mayStart?.() === false) return resolve(answer(failAll(n, 'mail system is shutting down')));
-        const r = await this.send(key, identity, job);
-        resolve({ results: r.results, timing: { ...r.timing, slotMs } });
-      });
+    return this.runInSlot(identity, async () => {
+      const slotMs = performance.now() - submitted;
+      if (this.stopping || job.mayStart?.() === false) return answer(failAll(n, 'mail system is shutting down'));
+      const r = await this.send(key, identity, job);
+      return { results: r.results, timing: { ...r.timing, slotMs } };
     });
   }
 

@@ -5,3 +5,5 @@ export type { Delivery, MessageCopy } from './types.js';
 export { deliverMaildir, type MaildirOptions } from './maildir.js';
 export { deliverMbox, type MboxOptions } from './mbox.js';
 export { deliverPipe, type PipeOptions } from './pipe.js';
+// fsync of a directory, for the master's per-user directories under the mail root (workers/mail-root.ts).
+export { syncDirectory } from './fs-helpers.js';

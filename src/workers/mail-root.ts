@@ -31,6 +31,7 @@ import { constants } from 'node:fs';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Destination } from '../classify/rules.js';
+import { syncDirectory } from '../deliver/index.js';
 import { status, type Status } from '../mail/status.js';
 import { resolveIdentity, type Identity } from '../os/identity.js';
 
@@ -146,15 +147,6 @@ function refuse(dir: string, why: string): Status {
 function forget(dir: string): undefined {
   prepared.delete(dir);
   return undefined;
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  const fh = await open(path, DIR_FLAGS);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close().catch(() => undefined);
-  }
 }
 
 /** For tests: forget what was prepared. */

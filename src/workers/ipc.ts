@@ -15,19 +15,16 @@
 // Hand-written guards rather than a schema library: they run twice per
 // delivery on the LMTP fast path and in every worker, whose memory we count
 // (a schema library would be most of a worker's heap).
-import type { Destination } from '../classify/rules.js';
-import type { LeafOptions } from '../deliver/execute.js';
+import type { LeafOptions, WorkerDestination } from '../deliver/execute.js';
 import type { CopyRecipient, Delivery } from '../deliver/types.js';
 import { isEnhancedCode } from '../mail/status.js';
 
-export type { LeafOptions } from '../deliver/execute.js';
+export type { LeafOptions, WorkerDestination } from '../deliver/execute.js';
 export type DeliveryResult = Delivery;
 
 /** Bumped whenever a field changes meaning or shape; a mismatch is refused on both sides. */
 export const IPC_VERSION = 2;
 
-/** Destinations a worker executes; forward, list and reject never reach one. */
-export type WorkerDestination = Extract<Destination, { kind: 'maildir' | 'mbox' | 'pipe' | 'discard' }>;
 
 export interface DeliverRequest {
   readonly v: typeof IPC_VERSION;

@@ -98,7 +98,7 @@ my %opt = (
   'max-size'      => 10 * 1024 * 1024,
   'read-timeout'  => 30,
   'check-timeout' => 300,
-  'stop-timeout'  => 10,
+  'stop-timeout'  => 30,
   verbose         => 0,
 );
 
@@ -209,8 +209,19 @@ sub load_spamassassin {
       rules_filename       => $opt{rules} || 0,
       site_rules_filename  => $opt{'site-config'} || 0,
     });
+    # Sample messages must leave no trace: with the auto-welcomelist or TxRep
+    # on, a check writes to their database, and an admin may have put that
+    # at a global path (we are root here). Off while compiling and warming
+    # up; the admin's values come back before any fork.
+    $SA->init(0);
+    my %off = (use_auto_welcomelist => 0, use_txrep => 0, bayes_auto_learn => 0);
+    my %saved = map { $_ => [exists $SA->{conf}->{$_}, $SA->{conf}->{$_}] } keys %off;
+    $SA->{conf}->{$_} = $off{$_} for keys %off;
     $SA->compile_now(0, 1);
     warm_up();
+    for my $k (keys %saved) {
+      if ($saved{$k}[0]) { $SA->{conf}->{$k} = $saved{$k}[1] } else { delete $SA->{conf}->{$k} }
+    }
     # Modules a child would otherwise load on its first learn or report.
     for my $m (qw(Mail::SpamAssassin::BayesStore::DBM DB_File Mail::SpamAssassin::Locker::UnixNFSSafe)) {
       eval "require $m; 1" or log_parent("preloading $m: $@");
@@ -669,7 +680,8 @@ sub drop_privileges {
   my ($uid, $gid) = map { $_ + 0 } @_;     # numeric: syscall() passes strings as pointers
   die "refusing to run as root\n" if $uid == 0 || $gid == 0;
   if ($> == 0) {
-    syscall(SYS_setgroups(), 1, pack('L', $gid)) == 0 or die "setgroups($gid): $!\n";
+    my $list = pack('L', $gid);             # a gid_t array of one; a variable, since syscall() may write to it
+    syscall(SYS_setgroups(), 1, $list) == 0 or die "setgroups($gid): $!\n";
   }
   syscall(SYS_setresgid(), $gid, $gid, $gid) == 0 or die "setresgid($gid): $!\n";
   syscall(SYS_setresuid(), $uid, $uid, $uid) == 0 or die "setresuid($uid): $!\n";

@@ -368,17 +368,47 @@ test('the Bayes journal is synced after the configured number of messages', asyn
   assert.ok(!existsSync(join(sadir, 'bayes_journal')), 'two messages: synced');
 });
 
-test('a home that does not exist runs the checker without prefs and learning, and says so; it does not fail the start', async (t) => {
+test('a home that does not exist, or is not the user\'s, runs the checker without prefs and learning, and says so; it does not fail the start', async (t) => {
   if (!needs(t)) return;
-  const u = carol();
+  const [u, b] = [carol(), bob()];
   const h = makeHome(t, u);
+  const hb = makeHome(t, b);
   const c = await startChecker(t);
   await startUser(c, u, { home: '/nonexistent/mpt-sa-carol', sock: h.sock });
-  await waitFor('the log line about the home', () => c.stderr.find((l) => /\/nonexistent\/mpt-sa-carol.*without user_prefs, Bayes and auto-welcomelist learning/.test(l)));
+  await waitFor('the log line about the missing home', () => c.stderr.find((l) => /\/nonexistent\/mpt-sa-carol.*without user_prefs, Bayes and auto-welcomelist learning/.test(l)));
   const r = await spamc(u, h.sock, ['-c'], SPAM);
   assert.equal(r.code, 1, r.stderr);
   assert.match(await raw(h.sock, request('TELL', SPAM, 'Message-class: spam\r\nSet: local\r\n')), /^SPAMD\/1\.5 69 Service Unavailable: learning is off/);
   assert.ok(!existsSync('/nonexistent/mpt-sa-carol'));
+
+  // A home that belongs to root (with root's prefs in it): not read, not written.
+  const rootHome = join(hb.sockDir, '..', 'roots-home');
+  mkdirSync(join(rootHome, '.spamassassin'), { recursive: true, mode: 0o755 });
+  writeFileSync(join(rootHome, '.spamassassin', 'user_prefs'), 'required_score 0.1\n', { mode: 0o644 });
+  await startUser(c, b, { home: rootHome, sock: hb.sock });
+  await waitFor('the log line about the foreign home', () => c.stderr.find((l) => /roots-home is owned by uid 0, not \d+: running without user_prefs/.test(l)));
+  assert.match((await spamc(b, hb.sock, ['-c'], HAM)).stdout, /\/5\.0$/m, 'the prefs in a home that is not the user\'s are not read');
+  assert.deepEqual(readdirSync(join(rootHome, '.spamassassin')), ['user_prefs'], 'nothing written there');
+});
+
+test('--site-config: an admin\'s auto-welcomelist lives in the user\'s home, owned by the user', async (t) => {
+  if (!needs(t)) return;
+  const a = alice();
+  const h = makeHome(t, a);
+  const site = mkdtempSync(join(tmpdir(), 'spam-checker-site-'));
+  t.after(() => rmSync(site, { recursive: true, force: true }));
+  for (const f of readdirSync('/etc/spamassassin')) if (/\.(pre|cf)$/.test(f)) writeFileSync(join(site, f), readFileSync(join('/etc/spamassassin', f)));
+  writeFileSync(join(site, 'zz-awl.pre'), 'loadplugin Mail::SpamAssassin::Plugin::AWL\n');
+  // An admin's global path is overridden: each user's list is in their home.
+  writeFileSync(join(site, 'zz-awl.cf'), `use_auto_welcomelist 1\nauto_welcomelist_path ${site}/global-awl\n`);
+  const c = await startChecker(t, ['--site-config', site]);
+  await startUser(c, a, h);
+  const msg = `Received: from mail.example.org (mail.example.org [192.0.2.10])\n\tby mx.example.net with ESMTP; Mon, 06 Jan 2025 10:00:00 +0000\n${HAM}`;
+  assert.equal((await spamc(a, h.sock, ['-c'], msg)).code, 0);
+  const awl = readdirSync(join(h.home, '.spamassassin')).filter((f) => f.startsWith('auto-welcomelist'));
+  assert.ok(awl.length > 0, `an auto-welcomelist in the user's home: ${readdirSync(join(h.home, '.spamassassin')).join(' ')}`);
+  for (const f of awl) assert.equal(statSync(join(h.home, '.spamassassin', f)).uid, a.uid);
+  assert.ok(!readdirSync(site).some((f) => f.startsWith('global-awl')), 'nothing in the admin\'s global path');
 });
 
 test('protocol errors are answered with the SPAMD error line and the connection closed', async (t) => {

@@ -85,6 +85,7 @@ use constant {
   MAX_HEADERS      => 255,          # as spamd
   MAX_LINE         => 8192,         # request line and each protocol header
   MAX_CONTROL_LINE => 16384,
+  USER_PREFS_MAX   => 1024 * 1024,
 };
 
 # sysexits, as spamd names them in its replies
@@ -753,7 +754,7 @@ sub setup_user {
   if ($U{sadir}) {
     $U{learning} = 1;
     $SA->{home_dir_for_helpers} = $U{home};
-    $SA->read_scoreonly_config("$U{sadir}/user_prefs");   # missing file: quietly nothing
+    read_user_prefs("$U{sadir}/user_prefs");
     # Whatever the site config says, this user's state lives in their home,
     # is written to the journal, and is synced on our schedule only (never in
     # the middle of a check).
@@ -779,6 +780,18 @@ sub setup_user {
   refresh_score_set();
   $U{bayes_sig} = bayes_signature();
   %SYNC = (pending => 0, first => undef);
+}
+
+# Score-only, as spamd reads it. Bounded: a FIFO would block the start and
+# a huge file would bloat this user's checker, so only a regular file of at
+# most USER_PREFS_MAX bytes is read; anything else is ignored with a log line.
+sub read_user_prefs {
+  my ($path) = @_;
+  my @st = stat($path);
+  return unless @st;                                    # no prefs: site settings
+  return child_log("$path is not a regular file: ignored") unless -f _;
+  return child_log("$path is larger than " . USER_PREFS_MAX . ' bytes: ignored') if $st[7] > USER_PREFS_MAX;
+  $SA->read_scoreonly_config($path);
 }
 
 sub open_socket {

@@ -9,7 +9,7 @@
 // Timing is never asserted: every wait is a hang detector far above the real
 // latencies (CI is a loaded 2-core machine).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -368,7 +368,7 @@ test('the Bayes journal is synced after the configured number of messages', asyn
   assert.ok(!existsSync(join(sadir, 'bayes_journal')), 'two messages: synced');
 });
 
-test('a home that does not exist, or is not the user\'s, runs the checker without prefs and learning, and says so; it does not fail the start', async (t) => {
+test('a home that does not exist, or is not the user\'s, runs the checker without prefs and learning, and says so; a user_prefs that is not a regular file is ignored; neither fails the start', async (t) => {
   if (!needs(t)) return;
   const [u, b] = [carol(), bob()];
   const h = makeHome(t, u);
@@ -389,6 +389,17 @@ test('a home that does not exist, or is not the user\'s, runs the checker withou
   await waitFor('the log line about the foreign home', () => c.stderr.find((l) => /roots-home is owned by uid 0, not \d+: running without user_prefs/.test(l)));
   assert.match((await spamc(b, hb.sock, ['-c'], HAM)).stdout, /\/5\.0$/m, 'the prefs in a home that is not the user\'s are not read');
   assert.deepEqual(readdirSync(join(rootHome, '.spamassassin')), ['user_prefs'], 'nothing written there');
+
+  // A user_prefs that is a FIFO would block a plain open(): ignored, the start goes on.
+  const a = alice();
+  const ha = makeHome(t, a, '');
+  const prefs = join(ha.home, '.spamassassin', 'user_prefs');
+  rmSync(prefs);
+  execFileSync('mkfifo', ['-m', '0600', prefs]);
+  chownSync(prefs, a.uid, a.gid);
+  await startUser(c, a, ha);
+  await waitFor('the log line about the FIFO', () => c.stderr.find((l) => /user_prefs is not a regular file: ignored/.test(l)));
+  assert.equal((await spamc(a, ha.sock, ['-c'], SPAM)).code, 1);
 });
 
 test('--site-config: an admin\'s auto-welcomelist lives in the user\'s home, owned by the user', async (t) => {

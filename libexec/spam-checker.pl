@@ -369,6 +369,7 @@ sub handle_command {
     return emit('error', 'stop: expected 1 field (uid), got ' . scalar(@f)) if @f != 1;
     my ($uid) = @f;
     return emit('error', "stop: bad uid \"$uid\"") unless $uid =~ /^\d{1,10}\z/;
+    $uid += 0;
     my $pid = $PID_OF_UID{$uid};
     return emit('error', "stop: no checker runs for uid $uid") unless $pid;
     stop_child($CHILD{$pid});
@@ -380,6 +381,7 @@ sub handle_command {
 sub start_child {
   my ($uid, $gid, $user, $home, $sock, $sync_s, $sync_m) = @_;
   return emit('error', "start: bad uid \"$uid\"") unless $uid =~ /^\d{1,10}\z/ && $uid < 4294967295;
+  $uid += 0;                              # one spelling per uid in replies and in %PID_OF_UID
   my $fail = sub { emit('failed', $uid, 0, $_[0]) };
   return $fail->("bad gid \"$gid\"") unless $gid =~ /^\d{1,10}\z/ && $gid < 4294967295;
   return $fail->('refusing to run a checker as root (uid 0)') if $uid == 0;

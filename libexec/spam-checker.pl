@@ -29,8 +29,23 @@
 #   the same parameters answer `started` again (then `listening` if it is
 #   listening, else `listening`/`failed` follows in due course); different
 #   parameters, or a child still stopping, answer `failed <uid> 0 <reason>`.
+#   `stop` for a uid without a checker answers `error`. A stopped child ends
+#   its request, syncs Bayes, removes its socket, exits 0 (`exited`).
 #   stdin EOF, SIGTERM, SIGINT: TERM every child, wait --stop-timeout, KILL
 #   the rest, exit 0. The parent dies with the master (PR_SET_PDEATHSIG).
+#
+# Options: --local-tests-only (the default) | --network; --max-size BYTES
+# (default 10 MiB: a request over it is refused, not truncated); --read-timeout
+# S (30: the whole request must arrive within it); --check-timeout S (300);
+# --stop-timeout S (30: TERM, then KILL); --site-config DIR, --rules DIR
+# (SpamAssassin's site and default rule directories); --verbose (one log line
+# per request).
+#
+# SPAMD side: CHECK SYMBOLS REPORT REPORT_IFSPAM PROCESS HEADERS TELL PING
+# SKIP from SPAMC/1.0 to 1.5, replies in spamd's formats headed SPAMD/1.5.
+# `User:` must name this checker's user when present. TELL learns/forgets
+# locally (Set/Remove: local, Message-class needed to Set); remote is ignored
+# unless --network. `Compress:` is refused.
 #
 # How it fails. A bad command line: `error` then exit 64. SpamAssassin that
 # will not load or compile: `error` then exit 1. A child that cannot start
@@ -39,7 +54,7 @@
 # by the user is NOT a failure: that child runs without user_prefs, Bayes and
 # auto-welcomelist learning, and says so on stderr. Per connection a child
 # answers the proper SPAMD error line (76 bad request, 65 message too big,
-# 79 timeout, 69 learning off) and closes; a request not complete within
+# 67 another User:, 79 timeout, 69 learning off, 70 SpamAssassin died) and closes; a request not complete within
 # --read-timeout is dropped, so a half request never wedges the child. A
 # check that overruns --check-timeout is answered 79 and the child exits
 # (the master restarts it): its SpamAssassin state is not trusted after an

@@ -79,8 +79,16 @@ function readProc(path: string): string {
   }
 }
 
-async function startChecker(t: TestContext, extra: string[] = []): Promise<Checker> {
-  const child = spawn('perl', [CHECKER, '--local-tests-only', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
+/**
+ * Starts the parent. With `underShell`, a shell sits between the test and the
+ * parent (`sh -c 'perl …; :'`, no exec), so that killing the shell kills the
+ * parent's parent while the test still holds the parent's stdin open.
+ */
+async function startChecker(t: TestContext, extra: string[] = [], underShell = false): Promise<Checker> {
+  const argv = [CHECKER, '--local-tests-only', ...extra];
+  const child = underShell
+    ? spawn('sh', ['-c', 'perl "$@"; :', 'sh', ...argv], { stdio: ['pipe', 'pipe', 'pipe'] })
+    : spawn('perl', argv, { stdio: ['pipe', 'pipe', 'pipe'] });
   const lines: Line[] = [];
   const consumed = new Set<Line>();
   const stderr: string[] = [];
@@ -123,14 +131,16 @@ async function startChecker(t: TestContext, extra: string[] = []): Promise<Check
       }, timeoutMs, diagnose),
     exited: () => exit,
   };
+  let parentPid = c.pid;
   t.after(() => {
     // Only what this test started, by PID.
-    for (const pid of [...children, c.pid]) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+    for (const pid of [...children, parentPid, c.pid]) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
   });
   const ready = await c.next('the parent\'s ready line', (f) => f[0] === 'ready' || f[0] === 'error', READY_MS);
   assert.equal(ready[0], 'ready', `parent failed: ${ready.join(' ')}${diagnose()}`);
-  assert.equal(Number(ready[1]), c.pid, 'ready names the parent pid');
-  return { ...c, version: ready[2] ?? '' };
+  parentPid = Number(ready[1]);
+  if (!underShell) assert.equal(parentPid, c.pid, 'ready names the parent pid');
+  return { ...c, pid: parentPid, version: ready[2] ?? '' };
 }
 
 interface Home { readonly home: string; readonly sockDir: string; readonly sock: string }
@@ -531,6 +541,19 @@ test('SIGTERM to the parent stops its checkers; a checker dies with its parent',
   const pb = await startUser(c2, b, hb);
   c2.child.kill('SIGKILL'); // no chance to stop anyone: PR_SET_PDEATHSIG does it
   await waitFor('the orphaned checker to end', () => (alive(pb) ? undefined : true), STEP_MS);
+});
+
+test('the parent dies with the master (PR_SET_PDEATHSIG), stopping its checkers, though its stdin stays open', async (t) => {
+  if (!needs(t)) return;
+  const a = alice();
+  const h = makeHome(t, a);
+  const c = await startChecker(t, [], true);
+  assert.notEqual(c.pid, c.child.pid, 'a shell sits between');
+  const pa = await startUser(c, a, h);
+  process.kill(c.child.pid ?? -1, 'SIGKILL'); // the "master"
+  await waitFor('the parent to end', () => (alive(c.pid) ? undefined : true), STEP_MS);
+  await waitFor('its checker to end', () => (alive(pa) ? undefined : true), STEP_MS);
+  assert.ok(!existsSync(h.sock), 'the checker was stopped (it removed its socket), not killed');
 });
 
 test('memory: after 20 checks each for two users, every checker holds at most 40 MB of private memory', async (t) => {

@@ -1,7 +1,8 @@
 // The SPAMC/SPAMD wire format, as SpamAssassin 4.0.1's spamd speaks it: the one
 // module that builds requests and reads replies. Pure, no I/O: a request is
 // built as bytes, a reply is read incrementally from whatever pieces the socket
-// delivers (one byte at a time or all at once gives the same answer).
+// delivers (one byte at a time or all at once gives the same result, and the
+// same kind of error; an error quotes what had arrived when it was found).
 //
 // Exports: formatRequest (the request bytes), ReplyReader (push / end → the
 // typed result for the command), SpamdError (every fault, with a kind), the

@@ -35,9 +35,10 @@ import { Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
 import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
-import { createIntake, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext } from './local/index.js';
+import { createIntake, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext } from './local/index.js';
 import { clearIdentityCache, resolveIdentity } from './os/identity.js';
 import { WorkerPool } from './workers/pool.js';
+import { SpamCheckers, spamAssassinInstalled } from './workers/spam-checkers.js';
 import { TABLE_NAMES } from './classify/rules.js';
 
 /** After the shutdown grace, how long a busy worker has to end its pipe commands and exit before SIGKILL. */
@@ -167,6 +168,32 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger }): 
   }
 }
 
+/**
+ * The spam checkers, when spam.enabled allows and SpamAssassin is installed
+ * (auto: one log line when it is not, and mail is delivered unchecked). The
+ * parent starts now, in the background; each user's checker with the first
+ * message to check for them. The pool's
+ * settings are read at start: max_checkers, idle and the Bayes sync change on
+ * restart only.
+ */
+async function startSpamCheckers(config: Config, log: Logger): Promise<SpamCheckers | undefined> {
+  const s = config.spam;
+  if (s.enabled === false) return undefined;
+  if (!(await spamAssassinInstalled(s.perl))) {
+    if (s.enabled === 'auto') log.info('spam checking off: SpamAssassin is not installed (Debian: apt-get install spamassassin); mail is delivered unchecked');
+    else log.error(`spam.enabled is true but ${s.perl} cannot load Mail::SpamAssassin (Debian: apt-get install spamassassin); every check fails as spam.on_error (${s.on_error}) says`);
+    return undefined;
+  }
+  const checkers = new SpamCheckers({
+    runDir: config.paths.run, perl: s.perl, idleMs: s.idle, maxCheckers: s.max_checkers, startTimeoutMs: s.start_timeout,
+    networkTests: s.network_tests, bayesSyncMs: s.bayes_sync, bayesSyncMessages: s.bayes_sync_messages,
+    // Room for a request's headers beside the message; larger messages are never sent (src/local/spam.ts).
+    maxSize: s.max_size + 64 * 1024, log,
+  });
+  checkers.warm();
+  return checkers;
+}
+
 async function startLocked(first: Config, log: Logger, configFile: string | undefined, firstDefault: Destination, instance: InstanceLock): Promise<Daemon> {
   let config = first;
   let defaultDestination = firstDefault;
@@ -192,10 +219,13 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
       pipeUnknownExit: config.delivery.pipe_unknown_exit,
     }),
   });
+  const spam = await startSpamCheckers(config, log);
+  const verdicts = createSpamVerdicts({ checkers: spam, config: () => config.spam, log });
   // The recipient layer's context, read afresh per delivery (a reload changes config and the default).
   const deliveryContext = (mayStart?: () => boolean): DeliveryContext => ({
     pool,
     log,
+    verdicts,
     hostname: config.hostname,
     baseDir: process.cwd(),
     mailRoot: config.paths.mail,
@@ -235,8 +265,9 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     config: config.policy, tables, state, log, baseDir: process.cwd(),
     recipientDelimiter: config.delivery.recipient_delimiter, plugins,
   });
-  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, startedAt: Date.now() });
+  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, startedAt: Date.now(), ...(spam ? { spam } : {}) });
   const userSockets = await startUserSockets({
+    ...(spam ? { spam } : {}),
     runDir: config.paths.run, tables, policies: policy.userPolicies, applied: policy.userPoliciesApplied,
     recipientDelimiter: config.delivery.recipient_delimiter, log, generation: () => tables.info().generation,
   });
@@ -301,6 +332,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         // Outcomes of killed workers arrive as their exits are seen; past that, stop waiting.
         await queue.stop(Math.max(0, startedStop + grace + KILL_AFTER_MS + RECORD_MS - Date.now()));
         await pool.stop();
+        await spam?.close();
         clearTimeout(overdue);
         await terminated;
         relays.close();

@@ -33,8 +33,10 @@ export interface MessageFacts {
 }
 
 export interface SpamVerdict {
+  /** score >= required (the address's threshold from the spam table, else the owner's SpamAssassin required_score). */
   readonly isSpam: boolean;
   readonly score: number;
+  readonly required?: number;
   /** The rules that hit, by name (SpamAssassin's tests). */
   readonly tests?: readonly string[];
 }

@@ -74,13 +74,25 @@ export interface ListEntry {
   readonly origin: string;
 }
 
-/** The four tables and the value each key maps to. */
+/** The spam table: whether and how an address's mail is checked (db/README.md, "spam"). */
+export interface SpamSetting {
+  /** false ("off"): never checked, no headers added. */
+  readonly check: boolean;
+  /** The score from which the mail is spam for this address; absent = the owner's SpamAssassin required_score. */
+  readonly required?: number;
+  /** When the checker fails: deliver unchecked (open) or 451 4.7.1 (closed); absent = spam.on_error. */
+  readonly onError?: 'open' | 'closed';
+  readonly origin: string;
+}
+
+/** The tables and the value each key maps to. */
 export interface TableValues {
   rules: readonly Rule[];
   uid: string;
   gid: string;
   lists: ListEntry;
+  spam: SpamSetting;
 }
 
 export type TableName = keyof TableValues;
-export const TABLE_NAMES: readonly TableName[] = ['rules', 'uid', 'gid', 'lists'];
+export const TABLE_NAMES: readonly TableName[] = ['rules', 'uid', 'gid', 'lists', 'spam'];

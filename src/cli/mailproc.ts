@@ -13,10 +13,13 @@
 //   mailproc policy list | show ADDRESS | clear ADDRESS | set ADDRESS [OPTION…]
 //                                                   a mailbox owner's policies for their own addresses
 //                                                                                                   (mailproc/policy.ts)
+//   mailproc learn --spam|--ham [--forget] [--user USER] PATH…
+//                                                   teach a user's own SpamAssassin (Bayes) with a Maildir folder,
+//                                                   an mbox or message files, through their checker  (mailproc/learn.ts)
 // Shared: the usage text (mailproc/usage.ts), the control-socket client
 // (mailproc/control-client.ts), table and age formatting (mailproc/format.ts).
 // status and queue talk to the running daemon over <run>/control.sock.
-// policy is for ordinary users: it talks over the caller's own socket,
+// policy and learn are for ordinary users: they talk over the caller's own socket,
 // <run>/users/<uid>/control.sock (or --socket PATH, $MAILPROC_SOCKET), where
 // the daemon knows who is asking from the socket itself.
 // Exit codes: 0 done, 1 errors in the input (nothing was changed) or the
@@ -26,6 +29,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/index.js';
 import { runDb } from './mailproc/db.js';
+import { LEARN_OPTIONS, runLearn } from './mailproc/learn.js';
 import { runListsSync } from './mailproc/lists.js';
 import { POLICY_OPTIONS, runPolicy } from './mailproc/policy.js';
 import { runQueue } from './mailproc/queue.js';
@@ -38,17 +42,19 @@ const OPTIONS = {
   mailman: { type: 'string' }, user: { type: 'string' }, 'password-file': { type: 'string' }, file: { type: 'string' },
 } as const;
 
-/** Whether the first word of the command line is "policy", whatever options come before it. */
-function isPolicyCommand(argv: string[]): boolean {
+/** The first word of the command line, whatever options come before it (policy and learn parse their own). */
+function firstWord(argv: string[]): string | undefined {
   const { positionals } = parseArgs({
     args: argv, strict: false, allowPositionals: true,
-    options: { ...POLICY_OPTIONS, mailman: OPTIONS.mailman, user: OPTIONS.user, 'password-file': OPTIONS['password-file'], file: OPTIONS.file },
+    options: { ...POLICY_OPTIONS, ...LEARN_OPTIONS, mailman: OPTIONS.mailman, 'password-file': OPTIONS['password-file'], file: OPTIONS.file },
   });
-  return positionals[0] === 'policy';
+  return positionals[0];
 }
 
 async function main(argv: string[]): Promise<number> {
-  if (isPolicyCommand(argv)) return runPolicy(argv);
+  const first = firstWord(argv);
+  if (first === 'policy') return runPolicy(argv);
+  if (first === 'learn') return runLearn(argv);
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });

@@ -10,3 +10,4 @@ export {
   PLUGIN_NAMES, RATE_KEYS, accessActionSchema, dnsblOptionsSchema, policyConfigSchema, spfOptionsSchema,
   type DnsblOptions, type PluginName, type PolicyConfig, type PolicyConfigInput, type RateRuleConfig, type SpfOptions,
 } from './policy.js';
+export { spamConfigSchema, type SpamConfig, type SpamConfigInput } from './spam.js';

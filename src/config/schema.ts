@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
 import { policyConfigSchema } from './policy.js';
+import { spamConfigSchema } from './spam.js';
 import { duration, size } from './units.js';
 
 export { duration, size };
@@ -30,7 +31,7 @@ export const configSchema = z.object({
   paths: z.object({
     /** Everything the daemon writes lives under here unless set below. */
     state: z.string().default('./var'),
-    /** Text sources of the tables (rules, uid, gid, lists). */
+    /** Text sources of the tables (rules, uid, gid, lists, spam). */
     sources: z.string().default('./db'),
     /** Compiled admin tables (read-only for the daemon); default <state>/db. */
     db: z.string().optional(),
@@ -157,6 +158,8 @@ export const configSchema = z.object({
   }).strict().default({ retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000, active_limit: 1000 }),
   /** Postfix policy delegation (check_policy_service): see src/config/policy.ts for every key. */
   policy: policyConfigSchema,
+  /** SpamAssassin as each recipient's owner: see src/config/spam.ts for every key. */
+  spam: spamConfigSchema,
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

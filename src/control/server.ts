@@ -6,6 +6,7 @@
 //   {"cmd":"queue.show","id":ID}    → one message: envelope, progress, headers
 //   {"cmd":"queue.flush"}           → attempt every waiting message now
 //   {"cmd":"queue.delete","id":ID}  → remove a message without delivering it
+//   {"cmd":"spam.checker","user":U} → U's spam checker (a name or uid), started if need be (`mailproc learn --user`)
 // Replies are {"ok":true,...} or {"ok":false,"error":"…"}. A malformed line
 // gets an error reply; the connection stays open for the next line.
 import { createServer, type Server, type Socket } from 'node:net';
@@ -15,6 +16,9 @@ import { headerEnd, normaliseLineEndings } from '../mail/message.js';
 import type { QueueManager } from '../queue/manager.js';
 import type { Spool } from '../queue/spool.js';
 import type { WorkerPool } from '../workers/pool.js';
+import type { SpamCheckers } from '../workers/spam-checkers.js';
+import { resolveIdentity } from '../os/identity.js';
+import { spamChecker } from './user-sockets.js';
 
 export interface ControlDeps {
   readonly path: string;
@@ -23,6 +27,8 @@ export interface ControlDeps {
   readonly spool: Spool;
   readonly log: Logger;
   readonly startedAt: number;
+  /** undefined: spam checking off or SpamAssassin not installed. */
+  readonly spam?: SpamCheckers;
 }
 
 const MAX_LINE = 64 * 1024;
@@ -31,7 +37,8 @@ export type ControlRequest =
   | { readonly cmd: 'status' }
   | { readonly cmd: 'queue.list' }
   | { readonly cmd: 'queue.flush' }
-  | { readonly cmd: 'queue.show' | 'queue.delete'; readonly id: string };
+  | { readonly cmd: 'queue.show' | 'queue.delete'; readonly id: string }
+  | { readonly cmd: 'spam.checker'; readonly user: string };
 
 /** The one parser of control requests. */
 export function parseControlRequest(line: string): ControlRequest | string {
@@ -51,6 +58,8 @@ export function parseControlRequest(line: string): ControlRequest | string {
     case 'queue.show':
     case 'queue.delete':
       return typeof r.id === 'string' && /^[0-9A-F]{6,32}$/.test(r.id) ? { cmd: r.cmd, id: r.id } : 'id: expected a queue id';
+    case 'spam.checker':
+      return typeof r.user === 'string' && /^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$/.test(r.user) ? { cmd: r.cmd, user: r.user } : 'user: expected a user name or uid';
     default:
       return `unknown command ${JSON.stringify(r.cmd)}`;
   }
@@ -63,6 +72,7 @@ async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<strin
       return {
         ok: true, pid: process.pid, uptime: Math.round((Date.now() - d.startedAt) / 1000),
         workers: d.pool.list(), load: d.pool.load(),
+        spam: d.spam === undefined ? { enabled: false } : { enabled: true, parent: d.spam.parentPid() ?? null, checkers: await d.spam.list() },
         queue: { messages: queue.length, recipients: queue.reduce((n, q) => n + q.recipients.length - q.done.length, 0) },
       };
     }
@@ -76,6 +86,12 @@ async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<strin
       const entry = await d.spool.read(req.id);
       const body = normaliseLineEndings(entry.raw);
       return { ok: true, message: info, headers: body.subarray(0, headerEnd(body)).toString('utf8') };
+    }
+    case 'spam.checker': {
+      const who = await resolveIdentity(req.user);
+      if (typeof who === 'string') return { ok: false, error: who };
+      if (who.uid === 0) return { ok: false, error: 'root has no spam checker: SpamAssassin never runs as root' };
+      return spamChecker(d.spam, who);
     }
     case 'queue.delete':
       return (await d.queue.delete(req.id)) ? { ok: true } : { ok: false, error: `${req.id}: not in the queue, or being delivered right now` };

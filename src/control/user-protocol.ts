@@ -4,6 +4,8 @@
 //   {"cmd":"policy.show","address":A}              → A's policy (null when none)
 //   {"cmd":"policy.set","address":A,"policy":P}    → change A's policy; P's keys that are present replace
 //   {"cmd":"policy.clear","address":A}             → remove A's policy
+//   {"cmd":"spam.checker"}                          → the caller's spam checker, started if need be:
+//                                                     its socket, for `mailproc learn` (TELL)
 // P = { allow?: [GLOB…], deny?: [GLOB…], onlyAllowed?: bool, greylist?: bool|null, maxSize?: bytes|null }
 // (null = back to the default: the site's greylisting, no size limit).
 // Replies are {"ok":true,…} or {"ok":false,"error":"…"}; the caller is not in
@@ -35,7 +37,7 @@ export interface PolicyChange {
 }
 
 export type UserRequest =
-  | { readonly cmd: 'policy.list' }
+  | { readonly cmd: 'policy.list' | 'spam.checker' }
   | { readonly cmd: 'policy.show' | 'policy.clear'; readonly address: string }
   | { readonly cmd: 'policy.set'; readonly address: string; readonly change: PolicyChange };
 
@@ -129,6 +131,7 @@ export function parseUserRequest(line: string): UserRequest | string {
   const r = m as Record<string, unknown>;
   switch (r.cmd) {
     case 'policy.list':
+    case 'spam.checker':
       return { cmd: r.cmd };
     case 'policy.show':
     case 'policy.clear':
@@ -140,7 +143,7 @@ export function parseUserRequest(line: string): UserRequest | string {
       return typeof change === 'string' ? change : { cmd: r.cmd, address: a.address, change };
     }
     default:
-      return `unknown command ${JSON.stringify(r.cmd)} (known: policy.list, policy.show, policy.set, policy.clear)`;
+      return `unknown command ${JSON.stringify(r.cmd)} (known: policy.list, policy.show, policy.set, policy.clear, spam.checker)`;
   }
 }
 

@@ -42,6 +42,7 @@ import type { Logger } from '../log.js';
 import { parseRecipient } from '../mail/address.js';
 import type { UserPolicyStore } from '../policy/index.js';
 import { resolveIdentity, type Identity } from '../os/identity.js';
+import type { SpamCheckers } from '../workers/spam-checkers.js';
 import { applyPolicyChange, describePolicy, isEmptyPolicy, parseUserRequest, type UserRequest } from './user-protocol.js';
 
 export interface UserSocketsOptions {
@@ -59,6 +60,8 @@ export interface UserSocketsOptions {
   readonly generation?: () => number;
   /** How often generation() is looked at; default 10 s. */
   readonly pollMs?: number;
+  /** The spam checkers (undefined: SpamAssassin off or not installed): spam.checker starts the caller's. */
+  readonly spam?: SpamCheckers;
 }
 
 export interface UserSockets {
@@ -68,6 +71,18 @@ export interface UserSockets {
   refresh(): Promise<void>;
   /** Stops listening, removes the sockets, ends open connections. */
   close(): Promise<void>;
+}
+
+/** Starts (or finds) the user's checker and says where it listens; held for nothing, the caller talks to it directly. */
+export async function spamChecker(spam: SpamCheckers | undefined, who: Identity): Promise<Record<string, unknown>> {
+  if (spam === undefined) return { ok: false, error: 'spam checking is off on this server (spam.enabled, or SpamAssassin is not installed)' };
+  try {
+    const lease = await spam.acquire(who);
+    lease.release();
+    return { ok: true, user: who.user, uid: who.uid, socket: lease.socket, pid: lease.pid };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
 }
 
 export const userSocketPath = (runDir: string, uid: number): string => join(runDir, 'users', String(uid), 'control.sock');
@@ -153,7 +168,8 @@ export async function startUserSockets(o: UserSocketsOptions): Promise<UserSocke
       const policies = o.policies.listByUid(who.uid).map((e) => ({ address: e.address, policy: describePolicy(e.policy) }));
       return { ok: true, applied, user: who.user, policies, addresses: await addressesOf(who) };
     }
-    const { address } = req;
+    if (req.cmd === 'spam.checker') return spamChecker(o.spam, who);
+    const { address } = req as Extract<UserRequest, { address: string }>;
     const own = await ownership(who, address);
     if (typeof own === 'string') return { ok: false, error: own };
     switch (req.cmd) {

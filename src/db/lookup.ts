@@ -1,4 +1,4 @@
-// Recipient resolution: what the four tables say about one RCPT address,
+// Recipient resolution: what the tables say about one RCPT address,
 // each looked up in ../shared/DESIGN.md's order (user+ext@domain, user@domain,
 // user+ext, user, @domain; first hit wins). Pure over a TableReader, so the
 // tables can be faked in tests. Never throws beyond what the reader throws.
@@ -13,6 +13,7 @@ export interface Resolution {
   readonly uid?: TableHit<'uid'>;
   readonly gid?: TableHit<'gid'>;
   readonly list?: TableHit<'lists'>;
+  readonly spam?: TableHit<'spam'>;
 }
 
 /**
@@ -25,17 +26,19 @@ export function resolveRecipient(tables: TableReader, address: RecipientAddress)
   const uid = tables.lookup('uid', keys);
   const gid = tables.lookup('gid', keys);
   const list = tables.lookup('lists', keys);
+  const spam = tables.lookup('spam', keys);
   return {
     ...(rules ? { rules } : {}),
     ...(uid ? { uid } : {}),
     ...(gid ? { gid } : {}),
     ...(list ? { list } : {}),
+    ...(spam ? { spam } : {}),
   };
 }
 
 /**
  * A recipient we accept at RCPT: it has rules, a uid or is a list. A gid
- * alone does not make an address deliverable (there is no user to deliver as).
+ * or a spam entry alone does not make an address deliverable (there is no user to deliver as).
  */
 export function isKnown(r: Resolution): boolean {
   return r.rules !== undefined || r.uid !== undefined || r.list !== undefined;

@@ -1,5 +1,5 @@
 // Table sources: the one parser for the text files an administrator edits
-// (rules, uid, gid, lists; the format is in db/README.md). Pure, no I/O:
+// (rules, uid, gid, lists, spam; the format is in db/README.md). Pure, no I/O:
 // text in, typed entries and EVERY error out, each naming file and line, and
 // the column where one character is to blame (a regex feature the linear-time
 // matcher lacks, a NUL). Never throws on bad input; a caller must not compile
@@ -13,7 +13,7 @@
 // ParseOptions, MAX_KEY_BYTES.
 
 import { fitsKey, keyBytes } from '../state/index.js';
-import type { ListEntry, ListMode, Rule, TableName, TableValues } from '../classify/rules.js';
+import type { ListEntry, ListMode, Rule, SpamSetting, TableName, TableValues } from '../classify/rules.js';
 import {
   byteLength, checkLength, columnOf, LIMITS, parseAccount, splitEntries, subToken,
   type AccountContext, type Report, type Token, type Where,
@@ -54,7 +54,7 @@ export function parseTableSource<T extends TableName>(table: T, text: string, fi
   const report: Report = (line, message, column) => errors.push({ file, line, ...(column !== undefined ? { column } : {}), message });
   const allowRoot = new Set((options.allowRoot ?? []).map((k) => k.toLowerCase()));
   const rules = new Map<string, Rule[]>();
-  const values = new Map<string, string | ListEntry>();
+  const values = new Map<string, string | ListEntry | SpamSetting>();
   const firstLine = new Map<string, number>();
   for (const entry of splitEntries(text, report)) {
     const [keyToken, ...rest] = entry.tokens;
@@ -75,7 +75,9 @@ export function parseTableSource<T extends TableName>(table: T, text: string, fi
       continue;
     }
     firstLine.set(key, entry.line);
-    const value = table === 'lists' ? parseList(rest, where, report) : parseAccountValue(table, rest, where, accounts, report);
+    const value = table === 'lists' ? parseList(rest, where, report)
+      : table === 'spam' ? parseSpam(rest, where, report)
+      : parseAccountValue(table, rest, where, accounts, report);
     if (value !== undefined) values.set(key, value);
   }
   // The casts are safe: which map was filled follows from `table`, which fixes T.
@@ -172,4 +174,38 @@ function addSubscriber(subscribers: Set<string>, item: string, line: number, fai
   else if (!SUBSCRIBER_RE.test(address)) fail(line, `bad subscriber "${item}" (want user@domain)`);
   else if (subscribers.has(address)) fail(line, `subscriber "${address}" listed twice`);
   else subscribers.add(address);
+}
+
+const NUMBER_RE = /^-?\d{1,6}(?:\.\d{1,3})?$/;
+
+/** `on|off [required=N] [on_error=open|closed]`. */
+function parseSpam(tokens: readonly Token[], where: Where, report: Report): SpamSetting | undefined {
+  let ok = true;
+  const fail: Report = (line, message, column) => {
+    ok = false;
+    report(line, message, column);
+  };
+  const [switchToken, ...rest] = tokens;
+  const check = switchToken?.text === 'on' ? true : switchToken?.text === 'off' ? false : undefined;
+  if (check === undefined) fail(switchToken?.line ?? where.line, `want on or off after the key, found ${switchToken === undefined ? 'nothing' : `"${switchToken.text}"`}`);
+  let required: number | undefined;
+  let onError: 'open' | 'closed' | undefined;
+  for (const t of rest) {
+    const eq = t.text.indexOf('=');
+    const name = eq < 0 ? t.text : t.text.slice(0, eq);
+    const value = t.text.slice(eq + 1);
+    if (eq > 0 && name === 'required' && required === undefined) {
+      if (NUMBER_RE.test(value)) required = Number(value);
+      else fail(t.line, `bad required "${value}" (want a score such as 5, 3.5 or -1)`, columnOf(t, eq + 1));
+    } else if (eq > 0 && name === 'on_error' && onError === undefined) {
+      if (value === 'open' || value === 'closed') onError = value;
+      else fail(t.line, `bad on_error "${value}" (want open or closed)`, columnOf(t, eq + 1));
+    } else if (eq > 0 && (name === 'required' || name === 'on_error')) {
+      fail(t.line, `${name}= given twice`, columnOf(t, 0));
+    } else {
+      fail(t.line, `unknown spam option "${t.text}" (want required=N or on_error=open|closed)`, columnOf(t, 0));
+    }
+  }
+  if (!ok || check === undefined) return undefined;
+  return { check, ...(required !== undefined ? { required } : {}), ...(onError !== undefined ? { onError } : {}), origin: where.origin };
 }

@@ -1,5 +1,5 @@
 // The compiled tables: one LMDB environment (a directory such as ./var/db)
-// holding the named sub-databases rules, uid, gid, lists, and meta (compile
+// holding the named sub-databases rules, uid, gid, lists, spam, and meta (compile
 // generation and, per table, its source, time and entry count).
 //
 // compileTables parses every requested source first and writes only if all
@@ -58,7 +58,7 @@ export interface Tables extends TableReader {
 }
 
 export interface CompileOptions {
-  /** Holds one source file per table, named after it: rules, uid, gid, lists. */
+  /** Holds one source file per table, named after it: rules, uid, gid, lists, spam. */
   readonly sourceDir: string;
   readonly dbDir: string;
   /** Tables to replace; the others are left as they are. Default: all four. */
@@ -96,7 +96,7 @@ interface ParsedSource {
 }
 
 /**
- * A missing uid, gid or lists source is an empty table (most sites need no
+ * A missing uid, gid, lists or spam source is an empty table (most sites need no
  * entries there). A missing rules source is an error: it almost always means
  * a wrong source directory, and compiling it would make every address unknown.
  */

@@ -5,9 +5,10 @@
 //   2. identities: every user the recipient's rules could deliver as (rule
 //      uid=, the uid table, the default) resolved to uid/gid/home; the owner is
 //      the uid table's user (or the default);
-//   3. spam verdict for the owner, when a checker is configured, obtained
-//      inside the owner's delivery slots (pool.runInSlot): a flood to A waits
-//      in A's queue and never delays B's checks;
+//   3. spam check for the owner (src/local/spam.ts: the owner's checker, one
+//      check per message per owner), obtained inside the owner's delivery
+//      slots (pool.runInSlot): a flood to A waits in A's queue and never
+//      delays B's checks; its X-Spam-* lines go on this recipient's copies;
 //   4. plan (src/classify/plan.ts, pure) with the verdict in the facts and
 //      templates expanded once, ${home} included;
 //   5. copies: grouped per identity; the per-user directory under the mail
@@ -25,7 +26,7 @@
 // RecipientOutcome. An identity that does not resolve is an admin error →
 // 4.3.0 for its copies (never a bounce). A verdict source that throws is
 // treated as "no verdict" (fail open) and logged; a source that wants to fail
-// closed returns a Status instead.
+// closed returns a Status instead (src/local/spam.ts applies on_error).
 import { isAbsolute, resolve } from 'node:path';
 import { candidateUsers, ownerOf, planDelivery, type PlanDefaults, type PlanStep, type SpamVerdict } from '../classify/plan.js';
 import type { Destination } from '../classify/rules.js';
@@ -45,14 +46,21 @@ import type { Tables } from '../db/index.js';
 import { parseRecipient } from '../mail/address.js';
 import { lookupRecipient, unknownUser, type Recipient } from './resolve.js';
 
+/** What a spam check gives the recipient's copies: a verdict for the rules (none when unchecked) and the X-Spam-* lines to add. */
+export interface SpamCheck {
+  readonly verdict?: SpamVerdict;
+  /** Header lines (LF-terminated) prepended to this recipient's copies after the trace header. */
+  readonly header?: string;
+}
+
 /**
  * Where a spam verdict comes from (the owner's checker, running as the
- * owner). Called inside the owner's slots. undefined = no verdict (checking
- * off for this owner, or failing open); a Status = refuse the recipient with
- * it (a checker that is down and configured to fail closed: 4.x.x).
+ * owner: src/local/spam.ts). Called inside the owner's slots. A Status =
+ * refuse the recipient with it (a checker that is down and configured to
+ * fail closed: 4.x.x).
  */
 export interface VerdictSource {
-  check(owner: Identity, message: ParsedMessage, r: Recipient): Promise<SpamVerdict | Status | undefined>;
+  check(owner: Identity, message: ParsedMessage, r: Recipient): Promise<SpamCheck | Status>;
 }
 
 export interface DeliveryContext {
@@ -104,8 +112,9 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   for (const [key, id] of identities) if (typeof id !== 'string') homes.set(key.slice(0, key.indexOf('\0')), id.home);
 
   const owner = ownerOf(owned);
-  const verdict = await spamVerdict(ctx, message, r, identities.get(identityKey(owner.user, owner.group)));
-  if (verdict !== undefined && 'code' in verdict) return { status: verdict, detail: verdict.text, relay: 'spam' };
+  const checked = await spamCheck(ctx, message, r, identities.get(identityKey(owner.user, owner.group)));
+  if ('code' in checked) return { status: checked, detail: checked.text, relay: 'spam' };
+  const verdict = checked.verdict;
 
   const plan = planDelivery({
     recipient: rcpt,
@@ -129,7 +138,8 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   }
   if (byIdentity.size === 0 && unsupported.length === 0) return { status: ok('Discarded by rule'), relay };
 
-  const header = traceHeader({ ...env, hostname: ctx.hostname, recipient: rcpt.address });
+  const trace = traceHeader({ ...env, hostname: ctx.hostname, recipient: rcpt.address });
+  const header = checked.header !== undefined ? Buffer.concat([trace, Buffer.from(checked.header, 'utf8')]) : trace;
   // a = from the end of DATA (or, from the queue, the message's arrival) to the dispatch of the copies.
   const beforeMs = Math.max(0, Date.now() - env.arrival.getTime());
   const timings: WorkerTiming[] = [];
@@ -160,16 +170,16 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   return { status: folded.status, detail: folded.detail, relay, ...(timing !== undefined ? { timing } : {}) };
 }
 
-/** The owner's verdict, obtained in the owner's slots; undefined without a source or when it fails open. */
-async function spamVerdict(ctx: DeliveryContext, message: ParsedMessage, r: Recipient, owner: Identity | string | undefined): Promise<SpamVerdict | Status | undefined> {
+/** The owner's check, made in the owner's slots; nothing without a source. */
+async function spamCheck(ctx: DeliveryContext, message: ParsedMessage, r: Recipient, owner: Identity | string | undefined): Promise<SpamCheck | Status> {
   const source = ctx.verdicts;
-  if (source === undefined) return undefined;
-  if (owner === undefined || typeof owner === 'string') return undefined; // its copies get 4.3.0 below
+  if (source === undefined) return {};
+  if (owner === undefined || typeof owner === 'string') return {}; // its copies get 4.3.0 below
   try {
     return await ctx.pool.runInSlot(owner, () => source.check(owner, message, r));
   } catch (err) {
     ctx.log.error(`spam check for ${r.rcpt.address} failed, delivering without a verdict: ${(err as Error).stack ?? String(err)}`);
-    return undefined;
+    return {};
   }
 }
 

@@ -6,7 +6,8 @@
 // (intake.ts) and the one writer of the delivery log line (delivery-log.ts).
 // NOTES.md beside this file says why planning runs here, in the master.
 export { createIntake, type IntakeDeps, type IntakeHandlers, type IntakeResult } from './intake.js';
-export { deliverToAddress, deliverToRecipient, type DeliveryContext, type VerdictSource } from './deliver.js';
+export { deliverToAddress, deliverToRecipient, type DeliveryContext, type SpamCheck, type VerdictSource } from './deliver.js';
+export { createSpamVerdicts, type SpamVerdictsOptions } from './spam.js';
 export { acceptRecipient, lookupRecipient, unknownUser, type Recipient, type ResolvedRecipient } from './resolve.js';
 export { foldCopies } from './fold.js';
 export { formatSeconds, logDelivery, type DeliveryLogEntry } from './delivery-log.js';

@@ -11,7 +11,7 @@
 // an owner here, as in Postfix) → 550 5.1.1; a table that cannot be read →
 // 451 4.3.0 (logged); a declared SIZE over the address's maxsize → 552 5.2.3.
 import { addressSizeLimit } from '../classify/plan.js';
-import type { ListEntry, Rule } from '../classify/rules.js';
+import type { ListEntry, Rule, SpamSetting } from '../classify/rules.js';
 import { isKnown, resolveRecipient, type Tables } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { parseRecipient, type RecipientAddress } from '../mail/address.js';
@@ -24,6 +24,8 @@ export interface ResolvedRecipient {
   readonly uid?: string;
   readonly gid?: string;
   readonly list?: ListEntry;
+  /** The spam table's entry: checking on/off, threshold, failure mode for this address. */
+  readonly spam?: SpamSetting;
 }
 
 /** An accepted recipient: its address parsed and what the tables say about it. */
@@ -41,6 +43,7 @@ export function lookupRecipient(tables: Tables, rcpt: RecipientAddress): Resolve
     ...(r.uid ? { uid: r.uid.value } : {}),
     ...(r.gid ? { gid: r.gid.value } : {}),
     ...(r.list ? { list: r.list.value } : {}),
+    ...(r.spam ? { spam: r.spam.value } : {}),
   };
 }
 

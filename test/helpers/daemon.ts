@@ -25,6 +25,8 @@ export interface DaemonOptions {
   readonly uid?: string;
   readonly gid?: string;
   readonly lists?: string;
+  /** Contents of the spam table source. */
+  readonly spam?: string;
   /** Extra config merged over the test defaults. */
   readonly config?: Record<string, unknown>;
   /** Reuse a directory (restart after a kill). */
@@ -82,6 +84,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   writeFileSync(join(sources, 'uid'), opts.uid ?? '');
   writeFileSync(join(sources, 'gid'), opts.gid ?? '');
   writeFileSync(join(sources, 'lists'), opts.lists ?? '');
+  writeFileSync(join(sources, 'spam'), opts.spam ?? '');
   const config = merge({
     hostname: 'mx.test.local',
     paths: { state: join(dir, 'state'), sources, mail },
@@ -89,12 +92,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     smtp: { listen: ['127.0.0.1:0'] },
     policy: { listen: [`unix:${join(dir, 'policy.sock')}`, '127.0.0.1:0'] },
     delivery: { default: `maildir:${mail}/\${user}/Maildir/`, mbox_lock_delay: '50ms' },
+    // Off unless a test turns it on (test/local/spam.test.ts): the other tests compare delivered bytes.
+    spam: { enabled: false },
     log: { level: 'debug' },
   }, opts.config ?? {});
   const configFile = join(dir, 'mailprocd.yaml');
   writeFileSync(configFile, stringify(config));
 
-  if (opts.runAs) for (const f of [sources, join(sources, 'rules'), join(sources, 'uid'), join(sources, 'gid'), join(sources, 'lists'), configFile]) chownSync(f, opts.runAs.uid, opts.runAs.gid);
+  if (opts.runAs) for (const f of [sources, join(sources, 'rules'), join(sources, 'uid'), join(sources, 'gid'), join(sources, 'lists'), join(sources, 'spam'), configFile]) chownSync(f, opts.runAs.uid, opts.runAs.gid);
   const child = spawn(process.execPath, [DAEMON, '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(opts.runAs ? { uid: opts.runAs.uid, gid: opts.runAs.gid, cwd: dir } : {}),

@@ -131,7 +131,7 @@ for (const c of cases) {
         check: async (owner) => {
           // Inside the owner's slot: the scheduler counts this check as one of the owner's active deliveries.
           seen.push({ owner: owner.user, activeInSlot: s.pool.load().find((l) => l.key === `${owner.uid}:${owner.gid}`)?.active ?? 0 });
-          return c.verdict;
+          return c.verdict === undefined ? {} : { verdict: c.verdict };
         },
       };
       const o = await deliverToRecipient(s.ctx(source), envelope(), MESSAGE, recipient(s));

@@ -4,7 +4,8 @@
 // caller's decision, not this folder's.
 //
 // Exports: ping, check, symbols, report, reportIfSpam, processMessage,
-// headers, tell; SpamdError; the option and result types.
+// headers, tell; SpamdError; the option and result types; spamHeaders and
+// uncheckedHeader (headers.ts: the X-Spam-* lines added to an owner's copies).
 export { check, headers, ping, processMessage, report, reportIfSpam, symbols, tell, type SpamcOptions, type SpamdTarget } from './client.js';
 export {
   SpamdError,
@@ -15,3 +16,4 @@ export {
   type TellRequest,
   type TellResult,
 } from './protocol.js';
+export { spamHeaders, uncheckedHeader, type HeaderVerdict } from './headers.js';

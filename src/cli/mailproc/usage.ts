@@ -14,5 +14,8 @@ export const USAGE = `usage: mailproc db compile [--config FILE] [TABLE...]
                 [--only-allowed on|off] [--greylist on|off|default] [--max-size SIZE|none]
          (run as the mailbox owner, for their own addresses; --allow/--deny replace that list;
           GLOB is a sender pattern like *@example.org, "<>" the null sender; SIZE like 10M)
+       mailproc learn --spam|--ham [--forget] PATH...   [--socket PATH] [--config FILE]
+         (teach your own SpamAssassin: PATH is a Maildir folder, an mbox or message files;
+          root gives --user USER to teach that user's)
 tables: ${TABLE_NAMES.join(', ')}
 `;

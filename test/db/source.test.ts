@@ -153,6 +153,13 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
     want: ['db/rules:2: bad subscriber "bob" (want user@domain)', 'db/rules:3: empty subscriber (two commas in a row, or a trailing comma at the end of the entry)', 'db/rules:3: subscriber "a@x" listed twice'],
   },
   { name: 'duplicate list', table: 'lists', text: 'dev@x open\ndev@x closed', want: ['db/rules:2: duplicate key "dev@x" (first given at line 1)'] },
+  { name: 'spam without on or off', table: 'spam', text: 'a@x yes', want: ['db/rules:1: want on or off after the key, found "yes"'] },
+  { name: 'spam with nothing after the key', table: 'spam', text: 'a@x', want: ['db/rules:1: want on or off after the key, found nothing'] },
+  { name: 'spam threshold not a number', table: 'spam', text: 'a@x on required=high', want: ['db/rules:1:17: bad required "high" (want a score such as 5, 3.5 or -1)'] },
+  { name: 'spam on_error unknown', table: 'spam', text: 'a@x on on_error=maybe', want: ['db/rules:1:17: bad on_error "maybe" (want open or closed)'] },
+  { name: 'spam option twice', table: 'spam', text: 'a@x on required=1 required=2', want: ['db/rules:1:19: required= given twice'] },
+  { name: 'spam option unknown', table: 'spam', text: 'a@x on threshold=3', want: ['db/rules:1:8: unknown spam option "threshold=3" (want required=N or on_error=open|closed)'] },
+  { name: 'duplicate spam key', table: 'spam', text: 'a@x on\na@x off', want: ['db/rules:2: duplicate key "a@x" (first given at line 1)'] },
 ];
 
 for (const c of bad) {
@@ -217,6 +224,17 @@ const goodValues: { name: string; table: TableName; text: string; want: [string,
       ['b@x', { mode: 'moderated', manager: 'lmtp:inet:[::1]:8024', subscribers: [], origin: 'db/lists:2' }],
       ['c@x', { mode: 'open', manager: 'lmtp:inet:localhost:8024', subscribers: [], origin: 'db/lists:3' }],
       ['d@x', { mode: 'closed', manager: 'pipe:/usr/lib/mailman/mail/mailman post d', subscribers: [], origin: 'db/lists:4' }],
+    ],
+  },
+  {
+    name: 'spam on and off, with a threshold and a failure mode',
+    table: 'spam',
+    text: '@Example.Test on\npostmaster@example.test off\nalice@example.test on required=3.5 on_error=closed\nbob@example.test on required=-1',
+    want: [
+      ['@example.test', { check: true, origin: 'db/spam:1' }],
+      ['postmaster@example.test', { check: false, origin: 'db/spam:2' }],
+      ['alice@example.test', { check: true, required: 3.5, onError: 'closed', origin: 'db/spam:3' }],
+      ['bob@example.test', { check: true, required: -1, origin: 'db/spam:4' }],
     ],
   },
 ];

@@ -286,3 +286,33 @@ test('mailproc learn, run by the user, teaches their own checker: Bayes files ow
   // Not root, --user is refused; root without --user too.
   await assert.rejects(run(process.execPath, [MAILPROC, 'learn', '--ham', '--config', d.configFile, hamFile]), (e: { code: number }) => e.code === 64);
 });
+
+test('fairness: with a flood of mail for A waiting on A\'s checker, B\'s message is checked and delivered before half of A\'s backlog', { timeout: 600_000 }, async (t) => {
+  if (!needs(t)) return;
+  const { d } = await start(t);
+  const FLOOD = 40;
+  // SMTP intake: each message is answered once it is in our queue, so all of A's wait before B's is sent.
+  const c = await RawClient.open({ port: d.smtpPort });
+  try {
+    await c.reply();
+    await c.command('EHLO client.test');
+    const send = async (rcpt: string, n: number): Promise<void> => {
+      assert.equal((await c.command('MAIL FROM:<s@remote.test>')).code, 250);
+      assert.equal((await c.command(`RCPT TO:<${rcpt}>`)).code, 250);
+      assert.equal((await c.command('DATA')).code, 354);
+      c.write(`${HAM.replace('lunch-4711', `flood-${n}`)}.\r\n`);
+      assert.equal((await c.reply(SLOW)).code, 250);
+    };
+    for (let i = 0; i < FLOOD; i++) await send('a@example.test', i);
+    await send('b@example.test', 0);
+  } finally {
+    c.close();
+  }
+  const aDir = maildir(d, 'mpt-spam-a');
+  const bDir = maildir(d, 'mpt-spam-b');
+  // Sampled when B's copy appears: how many of A's were delivered by then.
+  const aDone = await waitFor('B\'s message', () => (newFiles(bDir).length === 1 ? newFiles(aDir).length + newFiles(join(aDir, '.Junk')).length : undefined), SLOW);
+  assert.ok(aDone < FLOOD / 2, `B's message was delivered when ${aDone} of A's ${FLOOD} were`);
+  assert.match(spamBlock(only(bDir)).block, /^X-Spam-Flag: NO\n/, 'B\'s message was checked, not passed unchecked');
+  await waitFor('A\'s backlog', () => (newFiles(aDir).length + newFiles(join(aDir, '.Junk')).length === FLOOD ? true : undefined), SLOW);
+});

@@ -30,7 +30,8 @@ const fixed = (n: number): string => (Math.round(n * 10) / 10).toFixed(1);
 export function spamHeaders(v: HeaderVerdict): string {
   const stars = v.score >= 1 ? '*'.repeat(Math.min(MAX_STARS, Math.floor(v.score))) : '';
   const head = `X-Spam-Status: ${v.isSpam ? 'Yes' : 'No'}, score=${fixed(v.score)} required=${fixed(v.required)} tests=`;
-  const tests = v.tests.length === 0 ? ['none'] : v.tests.filter((t) => /^[A-Za-z0-9_]+$/.test(t));
+  const named = v.tests.filter((t) => /^[A-Za-z0-9_]+$/.test(t));
+  const tests = named.length === 0 ? ['none'] : named;
   let line = head;
   const lines: string[] = [];
   tests.forEach((t, i) => {

@@ -68,8 +68,14 @@ test('the example sources in db/ compile and say what the embedded default expec
     assert.equal(r.uid, undefined, `${who} has no uid: the configured default applies`);
   }
   const kinds = (a: string): string[] => resolve(a).rules?.value.map((rule) => rule.destination.kind) ?? [];
-  assert.deepEqual(kinds('alice@example.test'), ['maildir', 'maildir']);
-  const [devRule] = resolve('alice@example.test').rules?.value ?? [];
+  assert.deepEqual(kinds('alice@example.test'), ['maildir', 'maildir', 'maildir']);
+  const [junkRule, devRule] = resolve('alice@example.test').rules?.value ?? [];
+  // First: a score of 5 or more goes to Junk, when SpamAssassin is installed.
+  assert.deepEqual([junkRule?.destination, junkRule?.conditions, junkRule?.stop], [
+    { kind: 'maildir', path: './var/mail/${user}/Maildir/', folder: 'Junk' },
+    [{ kind: 'score', op: '>=', value: 5 }],
+    true,
+  ]);
   assert.deepEqual([devRule?.destination, devRule?.conditions, devRule?.stop], [
     { kind: 'maildir', path: './var/mail/${user}/Maildir/', folder: 'dev' },
     [{ kind: 'header', name: 'List-Id', pattern: { kind: 'glob', glob: '*dev.example.test*' }, negate: false }],

@@ -316,3 +316,19 @@ test('fairness: with a flood of mail for A waiting on A\'s checker, B\'s message
   assert.match(spamBlock(only(bDir)).block, /^X-Spam-Flag: NO\n/, 'B\'s message was checked, not passed unchecked');
   await waitFor('A\'s backlog', () => (newFiles(aDir).length + newFiles(join(aDir, '.Junk')).length === FLOOD ? true : undefined), SLOW);
 });
+
+test('at most spam.max_checkers run: the least recently used one is stopped to make room, and started again when its user has mail', { timeout: 300_000 }, async (t) => {
+  if (!needs(t)) return;
+  const { d, u } = await start(t, { config: { spam: { max_checkers: 1 } } });
+  assert.deepEqual(await lmtp(d, ['a@example.test'], HAM), [250]);
+  const a1 = (await checkers(d)).find((r) => r.uid === u.a.uid);
+  assert.ok(a1 !== undefined);
+  assert.deepEqual(await lmtp(d, ['b@example.test'], SPAM), [250]);
+  await d.waitForLog(/spam checker for mpt-spam-a stopped to make room \(spam\.max_checkers 1\)/, SLOW);
+  await waitFor('A\'s checker to exit', () => (existsSync(`/proc/${a1.pid}`) ? undefined : true), SLOW);
+  assert.deepEqual((await checkers(d)).map((r) => r.uid), [u.b.uid], 'only B\'s checker runs');
+  assert.equal(newFiles(maildir(d, 'mpt-spam-b', 'Junk')).length, 1);
+  assert.deepEqual(await lmtp(d, ['a@example.test'], SPAM), [250]);
+  assert.equal(newFiles(maildir(d, 'mpt-spam-a', 'Junk')).length, 1, 'A\'s mail is checked by a new checker');
+  assert.deepEqual((await checkers(d)).map((r) => r.uid), [u.a.uid]);
+});

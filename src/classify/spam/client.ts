@@ -97,7 +97,7 @@ export function tell(o: SpamcOptions, message: Buffer, request: TellRequest): Pr
   return exchange(o, 'TELL', message, request);
 }
 
-function describe(t: SpamdTarget): string {
+function describeTarget(t: SpamdTarget): string {
   if ('path' in t) return `unix:${t.path}`;
   return t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
 }
@@ -121,7 +121,7 @@ async function exchange<C extends SpamdCommand>(o: SpamcOptions, command: C, mes
   const cap = o.maxReplyBytes ?? (rewrites ? (message?.length ?? 0) + REWRITE_ALLOWANCE : DEFAULT_MAX_REPLY_BYTES);
   if (!Number.isSafeInteger(cap) || cap <= 0) throw new RangeError(`maxReplyBytes must be a positive integer, not ${cap}`);
   const reader = new ReplyReader(command, cap);
-  const where = describe(o.target);
+  const where = describeTarget(o.target);
 
   return new Promise<SpamdReplies[C]>((resolve, reject) => {
     let settled = false;

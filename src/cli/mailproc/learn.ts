@@ -187,7 +187,8 @@ export async function runLearn(argv: string[]): Promise<number> {
           }
           counts[result === 'learned' ? 'learned' : 'known']++;
         } catch (err) {
-          if (err instanceof SpamdError && err.kind === 'too-large') counts.large++;
+          // EX_DATAERR (65): the checker refuses a message over its size limit (spam.max_size and a little).
+          if (err instanceof SpamdError && (err.kind === 'too-large' || (err.kind === 'server' && err.exitCode === 65))) counts.large++;
           else {
             counts.failed++;
             if (tty) process.stderr.write('\n');

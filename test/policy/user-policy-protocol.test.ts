@@ -18,7 +18,7 @@ const PARSE: { name: string; line: string; want: unknown }[] = [
   { name: 'the null sender pattern', line: '{"cmd":"policy.set","address":"a@b","policy":{"deny":["<>"]}}', want: { cmd: 'policy.set', address: 'a@b', change: { deny: ['<>'] } } },
   { name: 'not JSON', line: 'policy.list', want: 'not JSON' },
   { name: 'not an object', line: '["policy.list"]', want: 'not an object' },
-  { name: 'an unknown command', line: '{"cmd":"rules.set"}', want: 'unknown command "rules.set" (known: policy.list, policy.show, policy.set, policy.clear)' },
+  { name: 'an unknown command', line: '{"cmd":"rules.set"}', want: 'unknown command "rules.set" (known: policy.list, policy.show, policy.set, policy.clear, spam.checker)' },
   { name: 'an address without a domain', line: '{"cmd":"policy.show","address":"alice"}', want: 'address: expected user@domain, got "alice"' },
   { name: 'an address with a space', line: '{"cmd":"policy.show","address":"al ice@x.test"}', want: 'address: expected user@domain, got "al ice@x.test"' },
   { name: 'a catch-all is no address', line: '{"cmd":"policy.show","address":"@users.test"}', want: 'address: expected user@domain, got "@users.test"' },

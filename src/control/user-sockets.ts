@@ -78,7 +78,7 @@ export async function spamChecker(spam: SpamCheckers | undefined, who: Identity)
   if (spam === undefined) return { ok: false, error: 'spam checking is off on this server (spam.enabled, or SpamAssassin is not installed)' };
   try {
     const lease = await spam.acquire(who);
-    lease.release();
+    lease.release(false, false);
     return { ok: true, user: who.user, uid: who.uid, socket: lease.socket, pid: lease.pid };
   } catch (err) {
     return { ok: false, error: (err as Error).message };

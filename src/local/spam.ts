@@ -68,8 +68,9 @@ export function createSpamVerdicts(o: SpamVerdictsOptions): VerdictSource {
       return { ok: { score: r.score, required: r.required, tests: r.tests } };
     } catch (err) {
       const e = err as SpamdError;
-      // A checker that does not take connections any more (its socket removed) is started anew next time.
-      broken = e.kind === 'connect';
+      // A checker that takes no connections (its socket removed), hangs (stopped with SIGSTOP, a runaway
+      // rule) or talks nonsense is replaced: stopped now, started anew for the next message.
+      broken = e.kind === 'connect' || e.kind === 'timeout' || e.kind === 'protocol';
       const short = e.kind === 'timeout' ? 'checker timed out' : e.kind === 'connect' ? 'checker not available' : 'checker failed';
       return { error: `checker of ${owner.user}: ${e.message}`, short };
     } finally {

@@ -83,9 +83,10 @@ export interface CheckerLease {
   /**
    * Counts the use (a check, a learn) and frees the checker for idle expiry;
    * broken = it could not be reached (its socket gone): stopped, and started
-   * anew on the next acquire().
+   * anew on the next acquire(); counted = false for a lease that checked
+   * nothing (`mailproc learn` asking where the checker is).
    */
-  release(broken?: boolean): void;
+  release(broken?: boolean, counted?: boolean): void;
 }
 
 interface Checker {
@@ -228,11 +229,11 @@ export class SpamCheckers {
     return {
       socket: c.socket,
       pid: c.pid,
-      release: (broken = false) => {
+      release: (broken = false, counted = true) => {
         if (done) return;
         done = true;
         c.busy--;
-        c.checked++;
+        if (counted) c.checked++;
         c.lastUsed = Date.now();
         if (broken && c.state === 'listening' && this.checkers.get(c.identity.uid) === c) {
           this.o.log.warn(`spam checker for ${c.identity.user} cannot be reached on ${c.socket}; it is started again`, { uid: c.identity.uid, pid: c.pid });

@@ -13,15 +13,20 @@
 //   mailproc policy list | show ADDRESS | clear ADDRESS | set ADDRESS [OPTION…]
 //                                                   a mailbox owner's policies for their own addresses
 //                                                                                                   (mailproc/policy.ts)
+//   mailproc rules list|add|remove|move|clear|test|log ADDRESS …
+//                                                   a mailbox owner's own rules for their addresses: edit them, try
+//                                                   them on a message (test), see where each message went (log)
+//                                                                                                   (mailproc/rules.ts)
 //   mailproc learn --spam|--ham [--forget] [--user USER] PATH…
 //                                                   teach a user's own SpamAssassin (Bayes) with a Maildir folder,
 //                                                   an mbox or message files, through their checker  (mailproc/learn.ts)
 // Shared: the usage text (mailproc/usage.ts), the control-socket client
 // (mailproc/control-client.ts), table and age formatting (mailproc/format.ts).
 // status and queue talk to the running daemon over <run>/control.sock.
-// policy and learn are for ordinary users: they talk over the caller's own socket,
+// policy, rules and learn are for ordinary users: they talk over the caller's own socket,
 // <run>/users/<uid>/control.sock (or --socket PATH, $MAILPROC_SOCKET), where
-// the daemon knows who is asking from the socket itself.
+// the daemon knows who is asking from the socket itself (rules and learn run
+// as root use <run>/control.sock instead, for any address or user).
 // Exit codes: 0 done, 1 errors in the input (nothing was changed) or the
 // daemon refused, 64 usage, 69 the daemon is not running, 77 permission
 // denied (another user's socket). Anything thrown (e.g. a bad config file)
@@ -33,20 +38,21 @@ import { LEARN_OPTIONS, runLearn } from './mailproc/learn.js';
 import { runListsSync } from './mailproc/lists.js';
 import { POLICY_OPTIONS, runPolicy } from './mailproc/policy.js';
 import { runQueue } from './mailproc/queue.js';
+import { RULES_OPTIONS, runRules } from './mailproc/rules.js';
 import { runStatus } from './mailproc/status.js';
 import { USAGE } from './mailproc/usage.js';
 
-/** The options of every subcommand but policy, which parses its own. */
+/** The options of every subcommand but policy, rules and learn, which parse their own. */
 const OPTIONS = {
   config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
   mailman: { type: 'string' }, user: { type: 'string' }, 'password-file': { type: 'string' }, file: { type: 'string' },
 } as const;
 
-/** The first word of the command line, whatever options come before it (policy and learn parse their own). */
+/** The first word of the command line, whatever options come before it (policy, rules and learn parse their own). */
 function firstWord(argv: string[]): string | undefined {
   const { positionals } = parseArgs({
     args: argv, strict: false, allowPositionals: true,
-    options: { ...POLICY_OPTIONS, ...LEARN_OPTIONS, mailman: OPTIONS.mailman, 'password-file': OPTIONS['password-file'], file: OPTIONS.file },
+    options: { ...POLICY_OPTIONS, ...LEARN_OPTIONS, ...RULES_OPTIONS, mailman: OPTIONS.mailman, 'password-file': OPTIONS['password-file'], file: OPTIONS.file },
   });
   return positionals[0];
 }
@@ -54,6 +60,7 @@ function firstWord(argv: string[]): string | undefined {
 async function main(argv: string[]): Promise<number> {
   const first = firstWord(argv);
   if (first === 'policy') return runPolicy(argv);
+  if (first === 'rules') return runRules(argv);
   if (first === 'learn') return runLearn(argv);
   let parsed;
   try {

@@ -14,6 +14,13 @@ export const USAGE = `usage: mailproc db compile [--config FILE] [TABLE...]
                 [--only-allowed on|off] [--greylist on|off|default] [--max-size SIZE|none]
          (run as the mailbox owner, for their own addresses; --allow/--deny replace that list;
           GLOB is a sender pattern like *@example.org, "<>" the null sender; SIZE like 10M)
+       mailproc rules list ADDRESS | clear ADDRESS   [--json] [--socket PATH] [--config FILE]
+       mailproc rules add ADDRESS 'RULE' [--at N] | remove ADDRESS N | move ADDRESS FROM TO
+       mailproc rules test ADDRESS [--from SENDER] [--spam] < MESSAGE
+       mailproc rules log ADDRESS [--last N]
+         (your own rules for an address of yours, between the administrator's locked rules and
+          their other rules; RULE is one quoted argument in the tables' language, e.g.
+          'folder:Invoices header:Subject=Invoice* stop'; root may give any address)
        mailproc learn --spam|--ham [--forget] PATH...   [--socket PATH] [--config FILE]
          (teach your own SpamAssassin: PATH is a Maildir folder, an mbox or message files;
           root gives --user USER to teach that user's)

@@ -160,7 +160,7 @@ const yoursNumber = (origin: string): string | undefined => /^yours:(\d+)$/.exec
 
 /** How an origin reads in a plan or a log: "your rule 1", "locked rule db/rules:3", "rule db/rules:5", "the default". */
 function describeOrigin(origin: string, locked: ReadonlySet<string> = new Set()): string {
-  if (origin === 'default') return 'the default destination (no rule delivered a copy)';
+  if (origin === 'default') return 'the default: no rule delivered a copy';
   const n = yoursNumber(origin);
   if (n !== undefined) return `your rule ${n}`;
   return `${locked.has(origin) ? 'locked rule' : 'rule'} ${printable(origin)}`;
@@ -223,7 +223,7 @@ function ruleLabel(r: RuleTraceView): string {
 export function formatTestReport(t: TestReport): string {
   const out = [`Dry run for ${printable(t.address)}: nothing was delivered.`, ''];
   const owner = t.owner === undefined || t.owner === null
-    ? '(none: the uid table names no user for this address)'
+    ? '(none named by the uid table)'
     : `${printable(t.owner.user)}${t.owner.uid !== undefined ? ` (uid ${t.owner.uid})` : ''}`;
   out.push(...aligned([
     ['matched', t.keys.length === 0 ? '(no table key)' : t.keys.map((k) => `${printable(k.table)} table, key ${printable(k.key)}`).join('; ')],

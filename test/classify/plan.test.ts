@@ -165,27 +165,27 @@ const rejects: { name: string; rules: Rule[]; want: Plan }[] = [
   {
     name: 'a reject rule refuses the recipient with its code and text',
     rules: [rule({ kind: 'reject', code: '5.7.1', text: 'Not here' })],
-    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Not here' } },
+    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Not here' }, origin: 'db/rules:1' },
   },
   {
     name: 'a temporary reject rule refuses with its 4.x.x code',
     rules: [rule({ kind: 'reject', code: '4.2.1', text: 'Later' })],
-    want: { kind: 'refuse', status: { code: '4.2.1', text: 'Later' } },
+    want: { kind: 'refuse', status: { code: '4.2.1', text: 'Later' }, origin: 'db/rules:1' },
   },
   {
     name: 'a reject rule without text refuses with a generic text',
     rules: [rule({ kind: 'reject', code: '5.7.1', text: '' })],
-    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Rejected by the recipient\'s rules' } },
+    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Rejected by the recipient\'s rules' }, origin: 'db/rules:1' },
   },
   {
     name: 'a reject rule with a malformed code refuses with 5.7.1',
     rules: [rule({ kind: 'reject', code: '550', text: 'Go away' })],
-    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Go away' } },
+    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Go away' }, origin: 'db/rules:1' },
   },
   {
     name: 'a reject rule after matching delivery rules still refuses the recipient',
     rules: [rule(A), rule({ kind: 'reject', code: '5.7.1', text: 'No' })],
-    want: { kind: 'refuse', status: { code: '5.7.1', text: 'No' } },
+    want: { kind: 'refuse', status: { code: '5.7.1', text: 'No' }, origin: 'db/rules:1' },
   },
   {
     name: 'a reject rule after a stop rule is never reached',

@@ -18,7 +18,8 @@ import type { Decision } from '../mail/outcome.js';
 import { fitsKey, type DecisionRecord, type StateStore } from '../state/index.js';
 
 export interface DecisionLog {
-  record(queueId: string, recipient: string, code: string, decision: Decision, at?: Date): void;
+  /** Resolves once written (or the failure logged); never rejects, and no caller needs to wait. */
+  record(queueId: string, recipient: string, code: string, decision: Decision, at?: Date): Promise<void>;
   /** The newest `last` records for the address (without extension), oldest first. */
   read(address: string, last: number): DecisionRecord[];
   /** Drops records older than rules.log_max_age. */
@@ -59,14 +60,14 @@ export function createDecisionLog(state: StateStore, config: () => RulesConfig, 
     record(queueId, recipient, code, decision, at = new Date()) {
       const address = decision.address;
       const key = decisionKey(address, at.getTime(), queueId, recipient.toLowerCase());
-      if (config().log_entries === 0 || !fits(key)) return;
+      if (config().log_entries === 0 || !fits(key)) return Promise.resolve();
       const value: DecisionRecord = {
         time: at.toISOString(), queueId, recipient, sender: decision.sender, subject: decision.subject.slice(0, 500), status: code, copies: decision.copies,
       };
       const n = writes.get(address) ?? 0;
       if (writes.size > 100_000) writes.clear();
       writes.set(address, n + 1);
-      db.put(key, value)
+      return db.put(key, value)
         .then(() => (n % TRIM_EVERY === 0 ? trim(address) : undefined))
         .catch((err: unknown) => log.error(`rules log for ${address}: ${(err as Error).message}`, {}, queueId));
     },

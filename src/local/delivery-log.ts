@@ -36,7 +36,7 @@ export interface DeliveryLogEntry {
 export function logDelivery(log: Logger, e: DeliveryLogEntry, decisions?: DecisionLog): void {
   const s = e.final ?? e.outcome.status;
   const decision = e.outcome.decision;
-  if (decisions !== undefined && decision !== undefined && !isTemporary(s)) decisions.record(e.queueId, e.to, s.code, decision, e.now !== undefined ? new Date(e.now) : undefined);
+  if (decisions !== undefined && decision !== undefined && !isTemporary(s)) void decisions.record(e.queueId, e.to, s.code, decision, e.now !== undefined ? new Date(e.now) : undefined);
   const text = s === e.outcome.status ? e.outcome.detail ?? s.text : s.text;
   const t = e.outcome.timing;
   const delays = t === undefined ? undefined

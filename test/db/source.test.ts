@@ -93,6 +93,7 @@ const goodRules: { name: string; line: string; want: Rule }[] = [
     line: 'maildir:/m stop uid=alice spam gid=100 maxsize=10M concurrency=4',
     want: rule(MAILDIR, { conditions: [{ kind: 'spam', is: true }], uid: 'alice', gid: '100', maxsize: 10485760, concurrency: 4, stop: true }),
   },
+  { name: 'a locked rule (before the owner\'s own)', line: 'maildir:/archive locked', want: rule({ kind: 'maildir', path: '/archive' }, { locked: true }) },
 ];
 
 for (const c of goodRules) {

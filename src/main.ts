@@ -21,6 +21,7 @@
 // stay), then rebuild the per-user control sockets from the uid table.
 // `mailproc db compile` needs no signal: LMDB readers see each compile.
 import { chmod, mkdir, stat } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Destination } from './classify/rules.js';
 import { loadConfig, type Config } from './config/index.js';
@@ -28,6 +29,7 @@ import { compileTables, formatSourceError, openTables, parseTableSource, type Ta
 import { createLogger, type Logger } from './log.js';
 import { lookupKeys } from './mail/address.js';
 import { startControl } from './control/server.js';
+import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
 import { createDnsblPlugin, createSpfPlugin, startPolicyService } from './policy/index.js';
 import { QueueManager } from './queue/manager.js';
@@ -35,7 +37,10 @@ import { Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
 import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
-import { createIntake, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext } from './local/index.js';
+import {
+  createDecisionLog, createIntake, createOwnerRules, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext,
+} from './local/index.js';
+import type { PlanDefaults } from './classify/plan.js';
 import { clearIdentityCache, resolveIdentity } from './os/identity.js';
 import { WorkerPool } from './workers/pool.js';
 import { SpamCheckers, spamAssassinInstalled } from './workers/spam-checkers.js';
@@ -45,6 +50,8 @@ import { TABLE_NAMES } from './classify/rules.js';
 const KILL_AFTER_MS = 2_000;
 /** After that, how long the queue may take to record the killed deliveries' outcomes before the daemon stops waiting. */
 const RECORD_MS = 1_000;
+/** How often decisions older than rules.log_max_age are dropped from the rules log. */
+const DECISION_PRUNE_MS = 3_600_000;
 /** stop() ends within limits.shutdown_grace plus this (the CLI exits there whatever is left). */
 export const STOP_SLACK_MS = 4_500;
 
@@ -219,6 +226,17 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
       pipeUnknownExit: config.delivery.pipe_unknown_exit,
     }),
   });
+  const { store: state, migrated } = await openStateMigrating(config.paths.state_db, config.paths.state);
+  if (migrated !== undefined) log.info(`state: ${migrated}`);
+  const defaults = (): PlanDefaults => ({ destination: defaultDestination, user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) });
+  const ownerRules = createOwnerRules({
+    state, tables, config: () => config.rules, defaults, mailRoot: () => config.paths.mail, baseDir: process.cwd(), log,
+  });
+  const decisions = createDecisionLog(state, () => config.rules, log);
+  const pruneDecisions = setInterval(() => {
+    decisions.prune().catch((err: unknown) => log.error(`rules log pruning failed: ${(err as Error).message}`));
+  }, DECISION_PRUNE_MS);
+  pruneDecisions.unref();
   const spam = await startSpamCheckers(config, log);
   const verdicts = createSpamVerdicts({ checkers: spam, config: () => config.spam, log });
   // The recipient layer's context, read afresh per delivery (a reload changes config and the default).
@@ -234,7 +252,8 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
       const allowed = config.delivery.allow_root;
       return allowed.length > 0 && lookupKeys(rcpt).some((k) => allowed.some((a) => a.toLowerCase() === k));
     },
-    defaults: { destination: defaultDestination, user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) },
+    defaults: defaults(),
+    ownerRules,
   });
 
   const spool = new Spool(config.paths.spool, config.delivery.fsync);
@@ -244,10 +263,10 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     spool, config: () => config, log, relays,
     // The queue's deliveries that still wait for a worker slot when SIGTERM arrives are not started.
     deliver: (env, message, address) => deliverToAddress(deliveryContext(() => queue.mayStart()), tables, config.delivery.recipient_delimiter, env, message, address),
-    report: (r) => logDelivery(log, r),
+    report: (r) => logDelivery(log, r, decisions),
   });
   const handlers = createIntake({
-    config: () => config, log, tables, spool, queue,
+    config: () => config, log, tables, spool, queue, decisions,
     deliver: (env, message, r) => deliverToRecipient(deliveryContext(), env, message, r),
   });
   const listeners = [
@@ -259,15 +278,26 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     ...(config.policy.chain.includes('dnsbl') ? { dnsbl: createDnsblPlugin(config.policy.dnsbl, { log }) } : {}),
     ...(config.policy.chain.includes('spf') ? { spf: createSpfPlugin(config.policy.spf, { log }) } : {}),
   };
-  const { store: state, migrated } = await openStateMigrating(config.paths.state_db, config.paths.state);
-  if (migrated !== undefined) log.info(`state: ${migrated}`);
   const policy = await startPolicyService({
     config: config.policy, tables, state, log, baseDir: process.cwd(),
     recipientDelimiter: config.delivery.recipient_delimiter, plugins,
   });
-  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, startedAt: Date.now(), ...(spam ? { spam } : {}) });
+  const asRoot = process.getuid?.() === 0;
+  const self = userInfo();
+  const defaultUser = (): { user: string; group?: string } => ({ user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) });
+  const rules = createRulesService({
+    tables, state, ownerRules, decisions, log,
+    ownership: () => ({
+      tables, recipientDelimiter: config.delivery.recipient_delimiter, defaultUser: defaultUser(), asRoot,
+      self: { user: self.username, uid: self.uid, gid: self.gid, home: self.homedir },
+    }),
+    config: () => config.rules,
+    delivery: () => deliveryContext(),
+  });
+  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, startedAt: Date.now(), ...(spam ? { spam } : {}) });
   const userSockets = await startUserSockets({
     ...(spam ? { spam } : {}),
+    rules, defaultUser,
     runDir: config.paths.run, tables, policies: policy.userPolicies, applied: policy.userPoliciesApplied,
     recipientDelimiter: config.delivery.recipient_delimiter, log, generation: () => tables.info().generation,
   });
@@ -336,6 +366,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         clearTimeout(overdue);
         await terminated;
         relays.close();
+        clearInterval(pruneDecisions);
         await state.close();
         await tables.close();
         await instance.release();

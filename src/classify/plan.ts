@@ -60,10 +60,24 @@ export interface PlanStep {
   readonly concurrency?: number;
 }
 
-export type Plan =
+/** What became of one rule in an evaluation (`mailproc rules test`). */
+export interface RuleTrace {
+  /** Index into PlanInput.rules. */
+  readonly index: number;
+  /** applied: every condition held; not applied: `failed` did not; not reached: a rule before it applied with stop (or refused). */
+  readonly result: 'applied' | 'not applied' | 'not reached';
+  /** The first condition that did not hold. */
+  readonly failed?: Condition;
+}
+
+export type Plan = (
   | { readonly kind: 'deliver'; readonly steps: readonly PlanStep[] }
   /** `internal`: the text names our files (a broken table), for the log; the client gets the code's standard text. */
-  | { readonly kind: 'refuse'; readonly status: Status; readonly internal?: boolean };
+  | { readonly kind: 'refuse'; readonly status: Status; readonly internal?: boolean; readonly origin?: string }
+) & {
+  /** Each rule's fate, in evaluation order: only when PlanInput.explain asked for it. */
+  readonly trace?: readonly RuleTrace[];
+};
 
 export interface PlanInput {
   readonly recipient: RecipientAddress;
@@ -80,6 +94,8 @@ export interface PlanInput {
    * "${home}" stays that text.
    */
   readonly homeOf?: (user: string) => string | undefined;
+  /** Record each rule's fate in Plan.trace (the same evaluation, watched: no second evaluator). */
+  readonly explain?: boolean;
 }
 
 export type Owner = Pick<PlanInput, 'uid' | 'gid' | 'defaults'>;
@@ -192,19 +208,27 @@ export function addressSizeLimit(rules: readonly Rule[]): number | undefined {
 
 export function planDelivery(input: PlanInput): Plan {
   const { recipient: r, rules, facts, defaults } = input;
+  const trace: RuleTrace[] | undefined = input.explain === true ? [] : undefined;
+  const finish = (plan: Plan): Plan => {
+    if (trace === undefined) return plan;
+    for (let index = trace.length; index < rules.length; index++) trace.push({ index, result: 'not reached' });
+    return { ...plan, trace };
+  };
   const limit = addressSizeLimit(rules);
   if (limit !== undefined && facts.size > limit) {
-    return { kind: 'refuse', status: status('5.2.3', `Message too large for ${r.address} (limit ${limit} bytes)`, 552) };
+    return finish({ kind: 'refuse', status: status('5.2.3', `Message too large for ${r.address} (limit ${limit} bytes)`, 552) });
   }
   const steps: PlanStep[] = [];
-  for (const rule of rules) {
+  for (const [index, rule] of rules.entries()) {
     const unusable = unusablePattern(rule);
-    if (unusable !== undefined) return { kind: 'refuse', status: status('4.3.0', `rule ${rule.origin}: ${unusable}; recompile the tables (mailproc db compile)`), internal: true };
-    if (!rule.conditions.every((c) => holds(c, r, facts))) continue;
+    if (unusable !== undefined) return finish({ kind: 'refuse', status: status('4.3.0', `rule ${rule.origin}: ${unusable}; recompile the tables (mailproc db compile)`), internal: true });
+    const failed = rule.conditions.find((c) => !holds(c, r, facts));
+    trace?.push(failed !== undefined ? { index, result: 'not applied', failed } : { index, result: 'applied' });
+    if (failed !== undefined) continue;
     const d = rule.destination;
     if (d.kind === 'reject') {
       const code = isEnhancedCode(d.code) ? d.code : '5.7.1';
-      return { kind: 'refuse', status: status(code, d.text !== '' ? d.text : 'Rejected by the recipient\'s rules') };
+      return finish({ kind: 'refuse', status: status(code, d.text !== '' ? d.text : 'Rejected by the recipient\'s rules'), origin: rule.origin });
     }
     const group = groupOf(input, rule);
     const user = userOf(input, rule);
@@ -219,5 +243,5 @@ export function planDelivery(input: PlanInput): Plan {
     const user = userOf(input);
     steps.push({ destination: expandDestination(defaults.destination, r, input.homeOf?.(user)), user, ...(group !== undefined ? { group } : {}), origin: 'default' });
   }
-  return { kind: 'deliver', steps };
+  return finish({ kind: 'deliver', steps });
 }

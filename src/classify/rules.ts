@@ -56,6 +56,11 @@ export interface Rule {
   readonly concurrency?: number;
   /** Stop evaluating further rules once this one applies. */
   readonly stop: boolean;
+  /**
+   * An admin rule the address's owner cannot get around: evaluated before
+   * the owner's own rules (db/README.md, "Your users' own rules").
+   */
+  readonly locked?: boolean;
   /** Where the rule came from, "file:line", for `rules test` and log lines. */
   readonly origin: string;
 }

@@ -11,3 +11,4 @@ export {
   type DnsblOptions, type PluginName, type PolicyConfig, type PolicyConfigInput, type RateRuleConfig, type SpfOptions,
 } from './policy.js';
 export { spamConfigSchema, type SpamConfig, type SpamConfigInput } from './spam.js';
+export { rulesConfigSchema, type RulesConfig } from './rules.js';

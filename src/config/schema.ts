@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
 import { policyConfigSchema } from './policy.js';
+import { rulesConfigSchema } from './rules.js';
 import { spamConfigSchema } from './spam.js';
 import { duration, size } from './units.js';
 
@@ -160,6 +161,8 @@ export const configSchema = z.object({
   policy: policyConfigSchema,
   /** SpamAssassin as each recipient's owner: see src/config/spam.ts for every key. */
   spam: spamConfigSchema,
+  /** What mailbox owners may do with their own rules, and the decision log: see src/config/rules.ts. */
+  rules: rulesConfigSchema,
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

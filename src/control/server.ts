@@ -7,6 +7,8 @@
 //   {"cmd":"queue.flush"}           → attempt every waiting message now
 //   {"cmd":"queue.delete","id":ID}  → remove a message without delivering it
 //   {"cmd":"spam.checker","user":U} → U's spam checker (a name or uid), started if need be (`mailproc learn --user`)
+//   {"cmd":"rules.…","address":A,…} → any address's owner rules, dry run and decision log, as on a
+//                                     user's socket (user-protocol.ts, user-rules.ts), for root
 // Replies are {"ok":true,...} or {"ok":false,"error":"…"}. A malformed line
 // gets an error reply; the connection stays open for the next line.
 import { createServer, type Server, type Socket } from 'node:net';
@@ -18,6 +20,8 @@ import type { Spool } from '../queue/spool.js';
 import type { WorkerPool } from '../workers/pool.js';
 import type { SpamCheckers } from '../workers/spam-checkers.js';
 import { resolveIdentity } from '../os/identity.js';
+import { parseRulesRequest, type RulesRequest } from './user-protocol.js';
+import type { RulesService } from './user-rules.js';
 import { spamChecker } from './user-sockets.js';
 
 export interface ControlDeps {
@@ -29,16 +33,19 @@ export interface ControlDeps {
   readonly startedAt: number;
   /** undefined: spam checking off or SpamAssassin not installed. */
   readonly spam?: SpamCheckers;
+  readonly rules?: RulesService;
 }
 
-const MAX_LINE = 64 * 1024;
+/** A rules.test request carries its message (up to 8 MiB, base64). */
+const MAX_LINE = 12 * 1024 * 1024;
 
 export type ControlRequest =
   | { readonly cmd: 'status' }
   | { readonly cmd: 'queue.list' }
   | { readonly cmd: 'queue.flush' }
   | { readonly cmd: 'queue.show' | 'queue.delete'; readonly id: string }
-  | { readonly cmd: 'spam.checker'; readonly user: string };
+  | { readonly cmd: 'spam.checker'; readonly user: string }
+  | RulesRequest;
 
 /** The one parser of control requests. */
 export function parseControlRequest(line: string): ControlRequest | string {
@@ -50,6 +57,8 @@ export function parseControlRequest(line: string): ControlRequest | string {
   }
   if (typeof m !== 'object' || m === null || Array.isArray(m)) return 'not an object';
   const r = m as Record<string, unknown>;
+  const rules = parseRulesRequest(r);
+  if (rules !== undefined) return rules;
   switch (r.cmd) {
     case 'status':
     case 'queue.list':
@@ -93,6 +102,9 @@ async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<strin
       if (who.uid === 0) return { ok: false, error: 'root has no spam checker: SpamAssassin never runs as root' };
       return spamChecker(d.spam, who);
     }
+    case 'rules.list': case 'rules.add': case 'rules.remove': case 'rules.move':
+    case 'rules.clear': case 'rules.test': case 'rules.log':
+      return d.rules === undefined ? { ok: false, error: 'rules cannot be changed on this server' } : d.rules.answer({ root: true }, req);
     case 'queue.delete':
       return (await d.queue.delete(req.id)) ? { ok: true } : { ok: false, error: `${req.id}: not in the queue, or being delivered right now` };
   }

@@ -6,12 +6,21 @@
 //   {"cmd":"policy.clear","address":A}             → remove A's policy
 //   {"cmd":"spam.checker"}                          → the caller's spam checker, started if need be:
 //                                                     its socket, for `mailproc learn` (TELL)
+//   {"cmd":"rules.list","address":A}                      → A's own rules, with the admin's locked and other rules
+//   {"cmd":"rules.add","address":A,"rule":TEXT,"position":N?}  (N from 1; absent = at the end)
+//   {"cmd":"rules.remove","address":A,"n":N}
+//   {"cmd":"rules.move","address":A,"from":N,"to":M}
+//   {"cmd":"rules.clear","address":A}
+//   {"cmd":"rules.test","address":A,"sender":S?,"spam":BOOL?,"message":BASE64,"size":BYTES?}
+//                                                    → the dry run: what would happen, nothing delivered
+//   {"cmd":"rules.log","address":A,"last":N?}        → the newest N decisions (default 20, at most 1000)
+// The rules.* requests are served on the admin socket too (root: any address).
 // P = { allow?: [GLOB…], deny?: [GLOB…], onlyAllowed?: bool, greylist?: bool|null, maxSize?: bytes|null }
 // (null = back to the default: the site's greylisting, no size limit).
 // Replies are {"ok":true,…} or {"ok":false,"error":"…"}; the caller is not in
 // the protocol: the socket it came in on says who it is (user-sockets.ts).
 //
-// Exports: parseUserRequest, applyPolicyChange, isEmptyPolicy, normaliseAddress,
+// Exports: parseUserRequest, parseRulesRequest, RulesRequest, applyPolicyChange, isEmptyPolicy, normaliseAddress,
 // normalisePattern, describePolicy, UserRequest, PolicyChange,
 // PolicySettings, PolicyView, and the limits. Pure; a bad request is
 // answered with a string naming the field, never thrown. Sender patterns are
@@ -36,7 +45,20 @@ export interface PolicyChange {
   readonly maxSize?: number | null;
 }
 
+/** A dry run's message, base64: room for 8 MiB (the CLI sends at most that, with the real size beside it). */
+export const MAX_TEST_MESSAGE = 8 * 1024 * 1024;
+export const MAX_LOG_ENTRIES = 1000;
+
+export type RulesRequest =
+  | { readonly cmd: 'rules.list' | 'rules.clear'; readonly address: string }
+  | { readonly cmd: 'rules.add'; readonly address: string; readonly rule: string; readonly position?: number }
+  | { readonly cmd: 'rules.remove'; readonly address: string; readonly n: number }
+  | { readonly cmd: 'rules.move'; readonly address: string; readonly from: number; readonly to: number }
+  | { readonly cmd: 'rules.test'; readonly address: string; readonly sender: string; readonly spam: boolean; readonly message: Buffer; readonly size: number }
+  | { readonly cmd: 'rules.log'; readonly address: string; readonly last: number };
+
 export type UserRequest =
+  | RulesRequest
   | { readonly cmd: 'policy.list' | 'spam.checker' }
   | { readonly cmd: 'policy.show' | 'policy.clear'; readonly address: string }
   | { readonly cmd: 'policy.set'; readonly address: string; readonly change: PolicyChange };
@@ -119,6 +141,64 @@ function parseChange(value: unknown): PolicyChange | string {
   return change;
 }
 
+const position = (value: unknown, field: string): number | string =>
+  typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 100_000 ? value : `${field}: expected a rule number (1, 2, …)`;
+
+const RULES_COMMANDS = ['rules.list', 'rules.add', 'rules.remove', 'rules.move', 'rules.clear', 'rules.test', 'rules.log'];
+
+/** The rules.* requests (user sockets and the admin socket alike); undefined when `r.cmd` is not one. */
+export function parseRulesRequest(r: Record<string, unknown>): RulesRequest | string | undefined {
+  const cmd = r.cmd;
+  if (typeof cmd !== 'string' || !cmd.startsWith('rules.')) return undefined;
+  if (!RULES_COMMANDS.includes(cmd)) return `unknown command ${JSON.stringify(cmd)} (known: ${RULES_COMMANDS.join(', ')})`;
+  const a = normaliseAddress(r.address);
+  if (typeof a === 'string') return a;
+  const { address } = a;
+  switch (cmd) {
+    case 'rules.list':
+    case 'rules.clear':
+      return { cmd, address };
+    case 'rules.add': {
+      if (typeof r.rule !== 'string' || r.rule.trim() === '') return 'rule: expected the text of a rule';
+      if (r.position === undefined) return { cmd, address, rule: r.rule };
+      const p = position(r.position, 'position');
+      return typeof p === 'string' ? p : { cmd, address, rule: r.rule, position: p };
+    }
+    case 'rules.remove': {
+      const n = position(r.n, 'n');
+      return typeof n === 'string' ? n : { cmd, address, n };
+    }
+    case 'rules.move': {
+      const from = position(r.from, 'from');
+      if (typeof from === 'string') return from;
+      const to = position(r.to, 'to');
+      return typeof to === 'string' ? to : { cmd, address, from, to };
+    }
+    case 'rules.test': {
+      if (typeof r.message !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(r.message)) return 'message: expected the message in base64';
+      const message = Buffer.from(r.message, 'base64');
+      if (message.length > MAX_TEST_MESSAGE) return `message: at most ${MAX_TEST_MESSAGE} bytes (send the start and give its size)`;
+      let sender = '';
+      if (r.sender !== undefined && r.sender !== '' && r.sender !== '<>') {
+        const s = normaliseAddress(r.sender);
+        if (typeof s === 'string') return `sender: ${s.replace(/^address: /, '')}`;
+        sender = s.address;
+      }
+      if (r.spam !== undefined && typeof r.spam !== 'boolean') return 'spam: expected true or false';
+      const size = r.size ?? message.length;
+      if (typeof size !== 'number' || !Number.isInteger(size) || size < message.length || size > MAX_SIZE) return 'size: expected the message\'s size in bytes';
+      return { cmd, address, sender, spam: r.spam === true, message, size };
+    }
+    case 'rules.log': {
+      const last = r.last ?? 20;
+      if (typeof last !== 'number' || !Number.isInteger(last) || last < 1 || last > MAX_LOG_ENTRIES) return `last: expected a number from 1 to ${MAX_LOG_ENTRIES}`;
+      return { cmd, address, last };
+    }
+    default:
+      return `unknown command ${JSON.stringify(cmd)} (known: ${RULES_COMMANDS.join(', ')})`;
+  }
+}
+
 /** The one parser of per-user control requests. */
 export function parseUserRequest(line: string): UserRequest | string {
   let m: unknown;
@@ -129,6 +209,8 @@ export function parseUserRequest(line: string): UserRequest | string {
   }
   if (typeof m !== 'object' || m === null || Array.isArray(m)) return 'not an object';
   const r = m as Record<string, unknown>;
+  const rules = parseRulesRequest(r);
+  if (rules !== undefined) return rules;
   switch (r.cmd) {
     case 'policy.list':
     case 'spam.checker':
@@ -143,7 +225,7 @@ export function parseUserRequest(line: string): UserRequest | string {
       return typeof change === 'string' ? change : { cmd: r.cmd, address: a.address, change };
     }
     default:
-      return `unknown command ${JSON.stringify(r.cmd)} (known: policy.list, policy.show, policy.set, policy.clear, spam.checker)`;
+      return `unknown command ${JSON.stringify(r.cmd)} (known: policy.list, policy.show, policy.set, policy.clear, spam.checker, rules.list, rules.add, rules.remove, rules.move, rules.clear, rules.test, rules.log)`;
   }
 }
 

@@ -3,8 +3,8 @@
 // (and root) can connect, so every request on a socket is that user's: the
 // file system is the authentication, and the protocol carries no credentials
 // (../shared/DESIGN.md, "Address lookup and the databases"). Requests and replies are
-// JSON lines (user-protocol.ts); today they read and change the user's
-// policies (`mailproc policy`); user-edited delivery rules will be served here too.
+// JSON lines (user-protocol.ts): the user's policies (`mailproc policy`), their
+// own delivery rules (`mailproc rules`, user-rules.ts) and their spam checker.
 //
 // Which users: run as root, every user the uid table names for an exact
 // address key (user@domain or user+ext@domain; not user, user+ext or
@@ -37,13 +37,15 @@ import { chmod, chown, lstat, mkdir, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { isKnown, resolveRecipient, type TableReader, type Tables } from '../db/index.js';
+import type { TableReader, Tables } from '../db/index.js';
 import type { Logger } from '../log.js';
-import { parseRecipient } from '../mail/address.js';
+import { lookupKeys, parseRecipient } from '../mail/address.js';
 import type { UserPolicyStore } from '../policy/index.js';
 import { resolveIdentity, type Identity } from '../os/identity.js';
 import type { SpamCheckers } from '../workers/spam-checkers.js';
+import { ownerOfAddress, type OwnershipOptions } from './ownership.js';
 import { applyPolicyChange, describePolicy, isEmptyPolicy, parseUserRequest, type UserRequest } from './user-protocol.js';
+import type { RulesService } from './user-rules.js';
 
 export interface UserSocketsOptions {
   /** paths.run: the sockets go under <run>/users/<uid>/. */
@@ -62,6 +64,10 @@ export interface UserSocketsOptions {
   readonly pollMs?: number;
   /** The spam checkers (undefined: SpamAssassin off or not installed): spam.checker starts the caller's. */
   readonly spam?: SpamCheckers;
+  /** The rules.* requests (user-rules.ts); undefined: refused. */
+  readonly rules?: RulesService;
+  /** delivery.user (and group): the owner of addresses the rules table has by name and the uid table not at all (ownership.ts). */
+  readonly defaultUser: () => { readonly user: string; readonly group?: string };
 }
 
 export interface UserSockets {
@@ -87,7 +93,8 @@ export async function spamChecker(spam: SpamCheckers | undefined, who: Identity)
 
 export const userSocketPath = (runDir: string, uid: number): string => join(runDir, 'users', String(uid), 'control.sock');
 
-const MAX_LINE = 64 * 1024;
+/** A rules.test request carries its message (up to 8 MiB, base64). */
+const MAX_LINE = 12 * 1024 * 1024;
 /** Per user: `mailproc policy` needs one; a few more for scripts. */
 const MAX_CONNECTIONS = 16;
 const IDLE_MS = 60_000;
@@ -129,10 +136,24 @@ export async function startUserSockets(o: UserSocketsOptions): Promise<UserSocke
     return out;
   };
 
+  /** Does the rules table have an address by name that no uid entry covers (the default user's, ownership.ts)? */
+  const defaultOwnsSome = (): boolean => {
+    for (const { key } of o.tables.entries('rules')) {
+      if (key.indexOf('@') <= 0) continue;
+      if (o.tables.lookup('uid', lookupKeys(parseRecipient(key, o.recipientDelimiter))) === undefined) return true;
+    }
+    return false;
+  };
+
+  const ownershipOptions = (): OwnershipOptions => ({
+    tables: o.tables, recipientDelimiter: o.recipientDelimiter, defaultUser: o.defaultUser(), asRoot, self,
+  });
+
   const wantedUsers = async (): Promise<Map<number, Identity>> => {
     const wanted = new Map<number, Identity>();
     if (!asRoot) return wanted.set(self.uid, self);
     const names = [...new Set(exactEntries().map((e) => e.value))];
+    if (defaultOwnsSome()) names.push(o.defaultUser().user);
     const unknown: string[] = [];
     await forEachLimited(names, RESOLVE_CONCURRENCY, async (name) => {
       const who = await resolveIdentity(name);
@@ -144,21 +165,18 @@ export async function startUserSockets(o: UserSocketsOptions): Promise<UserSocke
   };
 
   const addressesOf = async (who: Identity): Promise<string[]> => {
+    const keys = new Set<string>();
+    for (const e of exactEntries()) keys.add(e.key);
+    for (const { key } of o.tables.entries('rules')) if (key.indexOf('@') > 0) keys.add(key);
     const mine: string[] = [];
-    for (const e of exactEntries()) {
-      const id = await resolveIdentity(e.value);
-      if (typeof id !== 'string' && id.uid === who.uid) mine.push(e.key);
-    }
+    for (const key of keys) if ((await ownerOfAddress(ownershipOptions(), key))?.identity.uid === who.uid) mine.push(key);
     return mine.sort();
   };
 
   const ownership = async (who: Identity, address: string): Promise<{ owner: string } | string> => {
-    const hit = o.policies.ownerEntry(address);
-    if (hit !== undefined) {
-      const id = await resolveIdentity(hit.value);
-      return typeof id !== 'string' && id.uid === who.uid ? { owner: hit.value } : `${address} is not yours`;
-    }
-    if (!asRoot && isKnown(resolveRecipient(o.tables, parseRecipient(address, o.recipientDelimiter)))) return { owner: '' };
+    const own = await ownerOfAddress(ownershipOptions(), address);
+    if (own !== undefined && own.identity.uid === who.uid) return { owner: own.owner };
+    if (own !== undefined) return `${address} is not yours`;
     return `${address} is not yours (a policy can be set only for an address the uid table gives you by name, as user@domain)`;
   };
 
@@ -169,6 +187,10 @@ export async function startUserSockets(o: UserSocketsOptions): Promise<UserSocke
       return { ok: true, applied, user: who.user, policies, addresses: await addressesOf(who) };
     }
     if (req.cmd === 'spam.checker') return spamChecker(o.spam, who);
+    if (req.cmd.startsWith('rules.')) {
+      if (o.rules === undefined) return { ok: false, error: 'rules cannot be changed on this server' };
+      return o.rules.answer({ root: false, who }, req as Parameters<RulesService['answer']>[1]);
+    }
     const { address } = req as Extract<UserRequest, { address: string }>;
     const own = await ownership(who, address);
     if (typeof own === 'string') return { ok: false, error: own };
@@ -198,6 +220,8 @@ export async function startUserSockets(o: UserSocketsOptions): Promise<UserSocke
         });
         return { ok: true, applied, address, policy: describePolicy(record) };
       }
+      default:
+        return { ok: false, error: `unexpected request ${req.cmd}` };
     }
   };
 

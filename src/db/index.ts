@@ -14,3 +14,4 @@ export {
   type TablesInfo,
 } from './tables.js';
 export { isKnown, resolveRecipient, type Resolution } from './lookup.js';
+export { checkUserRuleSet, MAX_USER_RULE_CHARS, parseUserRule, type UserRulePolicy } from './user-rule.js';

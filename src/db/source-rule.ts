@@ -42,6 +42,7 @@ export function parseRule(tokens: readonly Token[], where: Where, accounts: Acco
   const conditions: Condition[] = [];
   const options = new Map<string, Token>();
   let stop = false;
+  let locked = false;
   for (const t of rest) {
     if (byteLength(t.text) > MAX_WORD_BYTES && !MATCH_RE.test(t.text)) {
       fail(t.line, `word of ${byteLength(t.text)} bytes, more than the ${MAX_WORD_BYTES} a rule's word may have`, t.column);
@@ -50,6 +51,11 @@ export function parseRule(tokens: readonly Token[], where: Where, accounts: Acco
     if (t.text === 'stop') {
       if (stop) fail(t.line, 'option stop given twice');
       stop = true;
+      continue;
+    }
+    if (t.text === 'locked') {
+      if (locked) fail(t.line, 'option locked given twice');
+      locked = true;
       continue;
     }
     const option = OPTION_RE.exec(t.text);
@@ -86,6 +92,7 @@ export function parseRule(tokens: readonly Token[], where: Where, accounts: Acco
     ...(maxBytes !== undefined ? { maxsize: maxBytes } : {}),
     ...(slots !== undefined ? { concurrency: slots } : {}),
     stop,
+    ...(locked ? { locked } : {}),
     origin: where.origin,
   };
 }
@@ -201,7 +208,7 @@ function parseCondition(t: Token, fail: Report): Condition | undefined {
   const hint = t.text.replace(/^!/, '').startsWith('header:')
     ? ' (want header:NAME=GLOB or header:NAME~/REGEX/FLAGS)'
     : '';
-  fail(t.line, `unknown condition or option "${t.text}"${hint}`);
+  fail(t.line, `unknown condition or option "${t.text}"${hint}`, t.column);
   return undefined;
 }
 

@@ -4,7 +4,9 @@
 //   1. loop check: a Delivered-To naming this recipient → 5.4.6, nothing written;
 //   2. identities: every user the recipient's rules could deliver as (rule
 //      uid=, the uid table, the default) resolved to uid/gid/home; the owner is
-//      the uid table's user (or the default);
+//      the uid table's user (or the default); the rules are the admin's
+//      locked ones, the owner's own (`mailproc rules`, user-rules.ts), the
+//      admin's others, in that order;
 //   3. spam check for the owner (src/local/spam.ts: the owner's checker, one
 //      check per message per owner), obtained inside the owner's delivery
 //      slots (pool.runInSlot): a flood to A waits in A's queue and never
@@ -16,9 +18,12 @@
 //      to that identity's worker (a rule's uid= naming another user is
 //      written as that user); forward and list defer (4.3.5) until the relay
 //      carries them;
-//   6. fold (fold.ts) into one outcome, with numeric timings.
+//   6. fold (fold.ts) into one outcome, with numeric timings, and the
+//      decision (which rule placed each copy) for the decision log.
+// Steps 2–4 are decideRecipient, which `mailproc rules test` calls too: a
+// dry run is this code path stopping before step 5.
 //
-// Exports: deliverToRecipient, deliverToAddress (the queue's way in: the
+// Exports: deliverToRecipient, decideRecipient, RecipientDecision, DecideOptions, deliverToAddress (the queue's way in: the
 // tables are asked again, as the queue picks the message up), DeliveryContext,
 // VerdictSource.
 //
@@ -28,13 +33,14 @@
 // treated as "no verdict" (fail open) and logged; a source that wants to fail
 // closed returns a Status instead (src/local/spam.ts applies on_error).
 import { isAbsolute, resolve } from 'node:path';
-import { candidateUsers, ownerOf, planDelivery, type PlanDefaults, type PlanStep, type SpamVerdict } from '../classify/plan.js';
+import { candidateUsers, ownerOf, planDelivery, type Plan, type PlanDefaults, type PlanStep, type SpamVerdict } from '../classify/plan.js';
+import { formatDestination } from '../classify/rule-text.js';
 import type { Destination } from '../classify/rules.js';
 import type { Logger } from '../log.js';
 import type { RecipientAddress } from '../mail/address.js';
 import type { Envelope } from '../mail/envelope.js';
 import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
-import type { DeliveryTiming, RecipientOutcome } from '../mail/outcome.js';
+import type { Decision, DecisionCopy, DeliveryTiming, RecipientOutcome } from '../mail/outcome.js';
 import { ok, status, type Status } from '../mail/status.js';
 import { traceHeader } from '../mail/trace.js';
 import { resolveIdentity, type Identity } from '../os/identity.js';
@@ -45,6 +51,7 @@ import { foldCopies } from './fold.js';
 import type { Tables } from '../db/index.js';
 import { parseRecipient } from '../mail/address.js';
 import { lookupRecipient, unknownUser, type Recipient } from './resolve.js';
+import { ruleOwnerAddress, type LayeredRule, type OwnerRules } from './user-rules.js';
 
 /** What a spam check gives the recipient's copies: a verdict for the rules (none when unchecked) and the X-Spam-* lines to add. */
 export interface SpamCheck {
@@ -77,12 +84,14 @@ export interface DeliveryContext {
   /** False when a job reaches its slot means "do not start" (the queue after SIGTERM). */
   readonly mayStart?: () => boolean;
   readonly verdicts?: VerdictSource;
+  /** The owners' own rules (`mailproc rules`); undefined: the tables' rules alone. */
+  readonly ownerRules?: OwnerRules;
   readonly log: Logger;
 }
 
 const identityKey = (user: string, group: string | undefined): string => `${user}\0${group ?? ''}`;
 
-function absolute(d: WorkerDestination, base: string): WorkerDestination {
+function absolute<D extends Destination>(d: D, base: string): D {
   return (d.kind === 'maildir' || d.kind === 'mbox') && !isAbsolute(d.path) ? { ...d, path: resolve(base, d.path) } : d;
 }
 
@@ -93,36 +102,92 @@ function slowest(timings: readonly WorkerTiming[]): WorkerTiming {
   return timings.reduce((a, b) => (b.slotMs + b.transferMs + b.workMs > a.slotMs + a.transferMs + a.workMs ? b : a));
 }
 
-export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, message: ParsedMessage, r: Recipient): Promise<RecipientOutcome> {
+/** Everything decided for one recipient before anything is written: `mailproc rules test` shows it, delivery executes it. */
+export interface RecipientDecision {
+  /** The owner's identity (or why it does not resolve). */
+  readonly owner: Identity | string;
+  /** Every rule in evaluation order (locked, the owner's, the admin's), as the plan saw them. */
+  readonly rules: readonly LayeredRule[];
+  readonly identities: ReadonlyMap<string, Identity | string>;
+  /** The spam check (a Status: refuse the recipient, fail closed); `skipped` when the caller asked for none. */
+  readonly spam: SpamCheck | Status;
+  readonly spamSkipped: boolean;
+  readonly plan: Plan;
+  /** What the decision log records of it. */
+  readonly decision: Decision;
+}
+
+export interface DecideOptions {
+  /** Record each rule's fate in plan.trace. */
+  readonly explain?: boolean;
+  /** false: no spam check (a dry run without --spam). Default true. */
+  readonly spam?: boolean;
+}
+
+function firstValue(headers: ReadonlyMap<string, readonly string[]>, name: string): string {
+  return headers.get(name)?.[0] ?? '';
+}
+
+/**
+ * Steps 2–4 of the header: identities, the owner's spam check in their
+ * slots, the plan over the owner's and the admin's rules. No file is
+ * written; the same function serves delivery and the dry run.
+ */
+export async function decideRecipient(ctx: DeliveryContext, env: Envelope, message: ParsedMessage, r: Recipient, o: DecideOptions = {}): Promise<RecipientDecision> {
   const { rcpt, resolved } = r;
-  if (hasDeliveredTo(message.headers, rcpt.address)) {
-    return { status: status('5.4.6', `mail forwarding loop for ${rcpt.address}`), relay: 'none' };
-  }
-  const owned = {
-    rules: resolved.rules,
+  const base = {
     ...(resolved.uid !== undefined ? { uid: resolved.uid } : {}),
     ...(resolved.gid !== undefined ? { gid: resolved.gid } : {}),
     defaults: ctx.defaults,
   };
-  const identities = new Map<string, Identity | string>();
+  const owner = ownerOf(base);
+  const ownerIdentity = await resolveIdentity(owner.user, owner.group);
+  const rules: LayeredRule[] = ctx.ownerRules !== undefined
+    ? ctx.ownerRules.layered(rcpt, resolved.rules, typeof ownerIdentity === 'string' ? undefined : ownerIdentity)
+    : resolved.rules.map((rule) => ({ rule, layer: 'admin' as const, text: '' }));
+  const owned = { ...base, rules: rules.map((l) => l.rule) };
+  const identities = new Map<string, Identity | string>([[identityKey(owner.user, owner.group), ownerIdentity]]);
   await Promise.all(candidateUsers(owned).map(async (c) => {
-    identities.set(identityKey(c.user, c.group), await resolveIdentity(c.user, c.group));
+    const key = identityKey(c.user, c.group);
+    if (!identities.has(key)) identities.set(key, await resolveIdentity(c.user, c.group));
   }));
   const homes = new Map<string, string>();
   for (const [key, id] of identities) if (typeof id !== 'string') homes.set(key.slice(0, key.indexOf('\0')), id.home);
 
-  const owner = ownerOf(owned);
-  const checked = await spamCheck(ctx, message, r, identities.get(identityKey(owner.user, owner.group)));
-  if ('code' in checked) return { status: checked, detail: checked.text, relay: 'spam' };
-  const verdict = checked.verdict;
-
+  const spamSkipped = o.spam === false;
+  const checked: SpamCheck | Status = spamSkipped ? {} : await spamCheck(ctx, message, r, ownerIdentity);
+  const verdict = 'code' in checked ? undefined : checked.verdict;
   const plan = planDelivery({
     recipient: rcpt,
     ...owned,
     facts: { sender: env.sender, size: message.receivedSize, headers: message.headers, ...(verdict !== undefined ? { spam: verdict } : {}) },
     homeOf: (user) => homes.get(user),
+    ...(o.explain === true ? { explain: true } : {}),
   });
-  if (plan.kind === 'refuse') return { status: plan.status, relay: 'rules', ...(plan.internal === true ? { detail: plan.status.text } : {}) };
+  const textOf = new Map(rules.filter((l) => l.layer === 'yours').map((l) => [l.rule.origin, l.text]));
+  const copy = (origin: string, destination: string, user: string): DecisionCopy => {
+    const rule = textOf.get(origin);
+    return { origin, ...(rule !== undefined ? { rule } : {}), destination, user };
+  };
+  const copies = plan.kind === 'deliver'
+    ? plan.steps.map((s) => copy(s.origin, formatDestination(absolute(s.destination, ctx.baseDir)), s.user))
+    : plan.origin !== undefined ? [copy(plan.origin, `reject:${plan.status.code}`, owner.user)] : [];
+  const decision: Decision = {
+    address: ruleOwnerAddress(rcpt), sender: env.sender, subject: firstValue(message.headers, 'subject'), copies,
+  };
+  return { owner: ownerIdentity, rules, identities, spam: checked, spamSkipped, plan, decision };
+}
+
+export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, message: ParsedMessage, r: Recipient): Promise<RecipientOutcome> {
+  const { rcpt } = r;
+  if (hasDeliveredTo(message.headers, rcpt.address)) {
+    return { status: status('5.4.6', `mail forwarding loop for ${rcpt.address}`), relay: 'none' };
+  }
+  const decided = await decideRecipient(ctx, env, message, r);
+  const { identities, plan, decision } = decided;
+  const checked = decided.spam;
+  if ('code' in checked) return { status: checked, detail: checked.text, relay: 'spam' };
+  if (plan.kind === 'refuse') return { status: plan.status, relay: 'rules', decision, ...(plan.internal === true ? { detail: plan.status.text } : {}) };
 
   const relay = [...new Set(plan.steps.map((s) => s.destination.kind))].join('+');
   // Kinds without a leaf yet defer: a configuration the admin can still fix, and unknown means temporary.
@@ -136,7 +201,7 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
     if (list) list.push(step);
     else byIdentity.set(key, [step]);
   }
-  if (byIdentity.size === 0 && unsupported.length === 0) return { status: ok('Discarded by rule'), relay };
+  if (byIdentity.size === 0 && unsupported.length === 0) return { status: ok('Discarded by rule'), relay, decision };
 
   const trace = traceHeader({ ...env, hostname: ctx.hostname, recipient: rcpt.address });
   const header = checked.header !== undefined ? Buffer.concat([trace, Buffer.from(checked.header, 'utf8')]) : trace;
@@ -167,7 +232,7 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   }));
   const folded = foldCopies([...copies.flat(), ...unsupported]);
   const timing: DeliveryTiming | undefined = timings.length === 0 ? undefined : { beforeMs, ...slowest(timings) };
-  return { status: folded.status, detail: folded.detail, relay, ...(timing !== undefined ? { timing } : {}) };
+  return { status: folded.status, detail: folded.detail, relay, decision, ...(timing !== undefined ? { timing } : {}) };
 }
 
 /** The owner's check, made in the owner's slots; nothing without a source. */

@@ -7,10 +7,15 @@
 // parentheses is the detail (what the leaves said: paths, owners) when there
 // is one: the log is where an administrator reads them, never the client.
 //
-// Exports: logDelivery, formatSeconds. Never throws (the logger does not).
+// The same record, when it is final (delivered, or refused for good), goes to
+// the decision log (decision-log.ts) for `mailproc rules log`: one writer of
+// both, from one outcome record.
+//
+// Exports: logDelivery, formatSeconds. Never throws (the logger and the decision log do not).
 import type { Logger } from '../log.js';
 import type { RecipientOutcome } from '../mail/outcome.js';
-import { statusWord, type Status } from '../mail/status.js';
+import { isTemporary, statusWord, type Status } from '../mail/status.js';
+import type { DecisionLog } from './decision-log.js';
 
 /** Seconds as Postfix prints them in delays=: 3 decimals below 10 s, 1 above, trailing zeros dropped. */
 export function formatSeconds(ms: number): string {
@@ -28,8 +33,10 @@ export interface DeliveryLogEntry {
   readonly now?: number;
 }
 
-export function logDelivery(log: Logger, e: DeliveryLogEntry): void {
+export function logDelivery(log: Logger, e: DeliveryLogEntry, decisions?: DecisionLog): void {
   const s = e.final ?? e.outcome.status;
+  const decision = e.outcome.decision;
+  if (decisions !== undefined && decision !== undefined && !isTemporary(s)) void decisions.record(e.queueId, e.to, s.code, decision, e.now !== undefined ? new Date(e.now) : undefined);
   const text = s === e.outcome.status ? e.outcome.detail ?? s.text : s.text;
   const t = e.outcome.timing;
   const delays = t === undefined ? undefined

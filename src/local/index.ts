@@ -3,10 +3,17 @@
 // address (resolve.ts), what happens to it (deliver.ts: loop check, the
 // owner's spam verdict in the owner's slots, the plan, the copies), the one
 // status its copies fold into (fold.ts), intake's LMTP/SMTP semantics
-// (intake.ts) and the one writer of the delivery log line (delivery-log.ts).
+// (intake.ts), the owners' own rules layered with the admin's (user-rules.ts)
+// and the one writer of the delivery log line and the decision log
+// (delivery-log.ts, decision-log.ts).
 // NOTES.md beside this file says why planning runs here, in the master.
 export { createIntake, type IntakeDeps, type IntakeHandlers, type IntakeResult } from './intake.js';
-export { deliverToAddress, deliverToRecipient, type DeliveryContext, type SpamCheck, type VerdictSource } from './deliver.js';
+export {
+  decideRecipient, deliverToAddress, deliverToRecipient,
+  type DecideOptions, type DeliveryContext, type RecipientDecision, type SpamCheck, type VerdictSource,
+} from './deliver.js';
+export { createDecisionLog, type DecisionLog } from './decision-log.js';
+export { createOwnerRules, ruleOwnerAddress, userRulePolicyFor, type LayeredRule, type OwnerRules, type OwnerRulesOptions } from './user-rules.js';
 export { createSpamVerdicts, type SpamVerdictsOptions } from './spam.js';
 export { acceptRecipient, lookupRecipient, unknownUser, type Recipient, type ResolvedRecipient } from './resolve.js';
 export { foldCopies } from './fold.js';

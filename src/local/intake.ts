@@ -27,6 +27,7 @@ import type { RecipientOutcome } from '../mail/outcome.js';
 import { isSuccess, status, type Status } from '../mail/status.js';
 import type { QueueManager } from '../queue/manager.js';
 import type { Spool } from '../queue/spool.js';
+import type { DecisionLog } from './decision-log.js';
 import { logDelivery } from './delivery-log.js';
 import { acceptRecipient, type Recipient } from './resolve.js';
 
@@ -53,6 +54,8 @@ export interface IntakeDeps {
   readonly queue: QueueManager;
   /** One recipient, now (deliver.ts with the daemon's context). */
   readonly deliver: (env: Envelope, message: ParsedMessage, r: Recipient) => Promise<RecipientOutcome>;
+  /** Where final decisions are recorded for `mailproc rules log` (decision-log.ts); undefined: nowhere. */
+  readonly decisions?: DecisionLog;
 }
 
 const MAX_HOPS = 100;
@@ -104,7 +107,7 @@ export function createIntake(d: IntakeDeps): IntakeHandlers {
       let handedOver = false;
       const log = (e: Running, o: RecipientOutcome): void => {
         e.logged = true;
-        logDelivery(d.log, { queueId: env.queueId, to: e.r.rcpt.address, outcome: o, arrival: env.arrival });
+        logDelivery(d.log, { queueId: env.queueId, to: e.r.rcpt.address, outcome: o, arrival: env.arrival }, d.decisions);
       };
       for (const r of recipients) {
         const key = r.rcpt.address.toLowerCase();

@@ -12,7 +12,7 @@
 // rule's own reject text, 5.1.1 unknown user, 5.2.3 too large, 5.4.6 loop —
 // carry no `detail` and are sent as they are.
 //
-// Exports: RecipientOutcome, DeliveryTiming, publicStatus, codeName.
+// Exports: RecipientOutcome, DeliveryTiming, Decision, DecisionCopy, publicStatus, codeName.
 import { isSuccess, isTemporary, status, type Status } from './status.js';
 
 /**
@@ -28,6 +28,28 @@ export interface DeliveryTiming {
   readonly workMs: number;
 }
 
+/** Where one copy went and which rule sent it there (`mailproc rules log`). */
+export interface DecisionCopy {
+  /** "yours:2" (the owner's own rule 2), "db/rules:12" or "default". */
+  readonly origin: string;
+  /** The rule's text, for the owner's own rules (an admin rule is named by its origin). */
+  readonly rule?: string;
+  /** The destination as table text, templates expanded. */
+  readonly destination: string;
+  /** Who it was written as. */
+  readonly user: string;
+}
+
+/** What the rules decided for one recipient of one message: the decision log's record of it. */
+export interface Decision {
+  /** The address the log is kept under: the recipient without extension, lower case. */
+  readonly address: string;
+  readonly sender: string;
+  /** Decoded; "" when there is none. */
+  readonly subject: string;
+  readonly copies: readonly DecisionCopy[];
+}
+
 export interface RecipientOutcome {
   /** The one status for the recipient; a success says only "Saved" — no paths or user names go back to the sender. */
   readonly status: Status;
@@ -37,6 +59,8 @@ export interface RecipientOutcome {
   readonly relay: string;
   /** Absent when nothing reached a worker. */
   readonly timing?: DeliveryTiming;
+  /** Present when the rules were evaluated (not for a loop, an unknown user, a deferred spam check). */
+  readonly decision?: Decision;
 }
 
 /** RFC 3463 §3 names of the detail codes a local delivery reports, "class.subject.detail" with the class left out. */

@@ -10,6 +10,10 @@
 //   roster-info       "list"                   → RosterInfo
 //   user-policy       "address"                → UserPolicyRecord (lower case; what a mailbox owner set
 //                                                for their address with `mailproc policy`, see plugins/user-policy.ts)
+//   user-rules        "address"                → UserRulesRecord (lower case; the owner's own rules as they
+//                                                wrote them, `mailproc rules`; one put replaces the whole list)
+//   rules-log         [address, TIME, QUEUEID, RCPT] → DecisionRecord (an array key; address = the recipient
+//                                                without extension, lower case; TIME = ms, 15 digits, so keys sort by time)
 // Values are arrays of numbers or plain records: no msgpack record
 // structures to share between processes (see src/db/NOTES.md).
 //
@@ -25,12 +29,14 @@
 // bytes, the control socket refuses them), and greylist keys that cannot fit
 // are stored under a digest (storageKey).
 //
-// Exports: openState, StateStore, RosterInfo, UserPolicyRecord, TripletRecord,
+// Exports: openState, StateStore, RosterInfo, UserPolicyRecord, UserRulesRecord,
+// DecisionRecord, TripletRecord,
 // ClientRecord, rosterKey, rosterRange, openStateMigrating, LEGACY_DIR.
 // Throws only for LMDB trouble (permissions, disk), like src/db; never for a key's length.
 import { mkdir, rename, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import type { DecisionCopy } from '../mail/outcome.js';
 import { fitsKey } from './keys.js';
 
 export type TripletRecord = readonly [firstSeen: number, lastSeen: number, passedAt: number];
@@ -72,6 +78,30 @@ export interface UserPolicyRecord {
   readonly updatedAt: string;
 }
 
+/** A mailbox owner's own rules for one address (src/control/user-rules.ts). */
+export interface UserRulesRecord {
+  /** Each rule as its owner wrote it, in evaluation order. */
+  readonly rules: readonly string[];
+  /** As UserPolicyRecord.owner: the uid-table value that made the address the setter's ("" = the default user's, or not root). */
+  readonly owner: string;
+  readonly uid: number;
+  /** ISO 8601. */
+  readonly updatedAt: string;
+}
+
+/** One message's fate for one recipient, for `mailproc rules log`. */
+export interface DecisionRecord {
+  /** ISO 8601. */
+  readonly time: string;
+  readonly queueId: string;
+  readonly recipient: string;
+  readonly sender: string;
+  readonly subject: string;
+  /** The enhanced status code recorded (2.0.0 delivered, 5.x.x refused by a rule). */
+  readonly status: string;
+  readonly copies: readonly DecisionCopy[];
+}
+
 export interface StateStore {
   readonly root: RootDatabase;
   readonly greylist: Database<TripletRecord, string>;
@@ -79,6 +109,8 @@ export interface StateStore {
   readonly roster: Database<number, string>;
   readonly rosterInfo: Database<RosterInfo, string>;
   readonly userPolicy: Database<UserPolicyRecord, string>;
+  readonly userRules: Database<UserRulesRecord, string>;
+  readonly rulesLog: Database<DecisionRecord, [string, string, string, string]>;
   /** A synced subscriber of `list` (its key in the lists table)? Both lower case. False for an address too long to be a key. */
   isSubscriber(list: string, address: string): boolean;
   close(): Promise<void>;
@@ -89,7 +121,7 @@ export const rosterKey = (list: string, member: string): string => `${list}\0${m
 export const rosterRange = (list: string): { start: string; end: string } => ({ start: `${list}\0`, end: `${list}\x01` });
 
 export function openState(dir: string): StateStore {
-  const root = open({ path: dir, maxDbs: 8 });
+  const root = open({ path: dir, maxDbs: 12 });
   const roster = root.openDB<number, string>('roster', {});
   return {
     root,
@@ -98,6 +130,8 @@ export function openState(dir: string): StateStore {
     roster,
     rosterInfo: root.openDB<RosterInfo, string>('roster-info', {}),
     userPolicy: root.openDB<UserPolicyRecord, string>('user-policy', {}),
+    userRules: root.openDB<UserRulesRecord, string>('user-rules', {}),
+    rulesLog: root.openDB<DecisionRecord, [string, string, string, string]>('rules-log', {}),
     isSubscriber: (list, address) => {
       const key = rosterKey(list, address);
       return fitsKey(key) && roster.get(key) !== undefined;

@@ -165,27 +165,27 @@ const rejects: { name: string; rules: Rule[]; want: Plan }[] = [
   {
     name: 'a reject rule refuses the recipient with its code and text',
     rules: [rule({ kind: 'reject', code: '5.7.1', text: 'Not here' })],
-    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Not here' } },
+    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Not here' }, origin: 'db/rules:1' },
   },
   {
     name: 'a temporary reject rule refuses with its 4.x.x code',
     rules: [rule({ kind: 'reject', code: '4.2.1', text: 'Later' })],
-    want: { kind: 'refuse', status: { code: '4.2.1', text: 'Later' } },
+    want: { kind: 'refuse', status: { code: '4.2.1', text: 'Later' }, origin: 'db/rules:1' },
   },
   {
     name: 'a reject rule without text refuses with a generic text',
     rules: [rule({ kind: 'reject', code: '5.7.1', text: '' })],
-    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Rejected by the recipient\'s rules' } },
+    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Rejected by the recipient\'s rules' }, origin: 'db/rules:1' },
   },
   {
     name: 'a reject rule with a malformed code refuses with 5.7.1',
     rules: [rule({ kind: 'reject', code: '550', text: 'Go away' })],
-    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Go away' } },
+    want: { kind: 'refuse', status: { code: '5.7.1', text: 'Go away' }, origin: 'db/rules:1' },
   },
   {
     name: 'a reject rule after matching delivery rules still refuses the recipient',
     rules: [rule(A), rule({ kind: 'reject', code: '5.7.1', text: 'No' })],
-    want: { kind: 'refuse', status: { code: '5.7.1', text: 'No' } },
+    want: { kind: 'refuse', status: { code: '5.7.1', text: 'No' }, origin: 'db/rules:1' },
   },
   {
     name: 'a reject rule after a stop rule is never reached',
@@ -351,4 +351,29 @@ test('a stored rule whose regex the linear-time matcher refuses defers the recip
 
 test('the old g and y flags are refused like any flag other than i, m, s and u', () => {
   for (const flags of ['g', 'gi', 'y']) assert.throws(() => matchPattern(regex('spam', flags), 'spam'), /regex flag "[gy]" not allowed/);
+});
+
+test('an explained plan says of each rule whether it applied, which condition failed, or that a stop came first', () => {
+  const always: Condition = { kind: 'size', op: '>=', bytes: 0 };
+  const p = plan([
+    rule(A, { conditions: [always, NEVER] }, 1),
+    rule(B, { conditions: [always] }, 2),
+    rule(C, { stop: true }, 3),
+    rule(A, {}, 4),
+  ], { explain: true });
+  assert.deepEqual(p.trace, [
+    { index: 0, result: 'not applied', failed: NEVER },
+    { index: 1, result: 'applied' },
+    { index: 2, result: 'applied' },
+    { index: 3, result: 'not reached' },
+  ]);
+  assert.deepEqual(steps(p).map((s) => s.origin), ['db/rules:2', 'db/rules:3']);
+  assert.equal(plan([rule(A)]).trace, undefined, 'no trace unless asked for');
+});
+
+test('an explained refusal names the rule, and the rules after it were not reached', () => {
+  const p = plan([rule({ kind: 'reject', code: '5.7.1', text: 'No' }, {}, 1), rule(A, {}, 2)], { explain: true });
+  assert.equal(p.kind, 'refuse');
+  assert.equal(p.kind === 'refuse' ? p.origin : '', 'db/rules:1');
+  assert.deepEqual(p.trace, [{ index: 0, result: 'applied' }, { index: 1, result: 'not reached' }]);
 });

@@ -93,6 +93,7 @@ const goodRules: { name: string; line: string; want: Rule }[] = [
     line: 'maildir:/m stop uid=alice spam gid=100 maxsize=10M concurrency=4',
     want: rule(MAILDIR, { conditions: [{ kind: 'spam', is: true }], uid: 'alice', gid: '100', maxsize: 10485760, concurrency: 4, stop: true }),
   },
+  { name: 'a locked rule (before the owner\'s own)', line: 'maildir:/archive locked', want: rule({ kind: 'maildir', path: '/archive' }, { locked: true }) },
 ];
 
 for (const c of goodRules) {
@@ -116,7 +117,7 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
   { name: 'forward with a variable', table: 'rules', text: 'a forward:${user}@x.test', want: ['db/rules:1: forward address "${user}@x.test" cannot use variables'] },
   { name: 'discard with an argument', table: 'rules', text: 'a discard:now', want: ['db/rules:1: discard takes no argument'] },
   { name: 'reject with a 2xx code', table: 'rules', text: 'a reject:"2.0.0 ok"', want: ['db/rules:1: reject code "2.0.0" must be an enhanced status code 4.x.x or 5.x.x (quote it with the text: reject:"5.7.1 text")'] },
-  { name: 'reject text not quoted', table: 'rules', text: 'a reject:5.7.1 Go', want: ['db/rules:1: unknown condition or option "Go"'] },
+  { name: 'reject text not quoted', table: 'rules', text: 'a reject:5.7.1 Go', want: ['db/rules:1:16: unknown condition or option "Go"'] },
   { name: 'unknown variable', table: 'rules', text: 'a maildir:/m/${usr}/', want: ['db/rules:1: unknown variable ${usr} in "/m/${usr}/" (known: user, local, extension, domain, address, home)'] },
   { name: 'unterminated variable', table: 'rules', text: 'a mbox:/m/${user', want: ['db/rules:1: unterminated "${" in "/m/${user"'] },
   { name: 'folder on mbox', table: 'rules', text: 'a mbox:/m folder=x', want: ['db/rules:1: folder= applies only to a maildir destination'] },
@@ -124,7 +125,7 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
   { name: 'bad regex', table: 'rules', text: 'a discard header:X~/a(/', want: ['db/rules:1:22: bad regex in "header:X~/a(/": missing closing ")"'] },
   { name: 'regex g flag', table: 'rules', text: 'a discard sender~/x/g', want: ['db/rules:1:21: bad regex in "sender~/x/g": regex flag "g" not allowed (use i, m, s, u)'] },
   { name: 'regex without slashes', table: 'rules', text: 'a discard sender~x', want: ['db/rules:1:18: bad regex "x" in "sender~x" (want /REGEX/FLAGS)'] },
-  { name: 'malformed header condition', table: 'rules', text: 'a discard header:=x', want: ['db/rules:1: unknown condition or option "header:=x" (want header:NAME=GLOB or header:NAME~/REGEX/FLAGS)'] },
+  { name: 'malformed header condition', table: 'rules', text: 'a discard header:=x', want: ['db/rules:1:11: unknown condition or option "header:=x" (want header:NAME=GLOB or header:NAME~/REGEX/FLAGS)'] },
   { name: 'bad size', table: 'rules', text: 'a discard size>10X', want: ['db/rules:1: bad size "10X" (want bytes or a number with k, M or G, e.g. 512k, 10M)'] },
   { name: 'bad maxsize', table: 'rules', text: 'a discard maxsize=lots', want: ['db/rules:1: bad size "lots" (want bytes or a number with k, M or G, e.g. 512k, 10M)'] },
   { name: 'zero maxsize', table: 'rules', text: 'a discard maxsize=0', want: ['db/rules:1: maxsize must be more than 0'] },
@@ -134,7 +135,7 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
   { name: 'negated size', table: 'rules', text: 'a discard !size>1M', want: ['db/rules:1: "!size>1M" cannot be negated: use the opposite comparison'] },
   { name: 'option twice', table: 'rules', text: 'a discard stop uid=x uid=y stop', want: ['db/rules:1: option uid given twice', 'db/rules:1: option stop given twice'] },
   { name: 'bad uid option', table: 'rules', text: 'a discard uid=-x', want: ['db/rules:1: bad uid "-x" (want a user name or a number up to 4294967294)'] },
-  { name: 'unknown option', table: 'rules', text: 'a discard foo=bar', want: ['db/rules:1: unknown condition or option "foo=bar"'] },
+  { name: 'unknown option', table: 'rules', text: 'a discard foo=bar', want: ['db/rules:1:11: unknown condition or option "foo=bar"'] },
   { name: 'bad key', table: 'rules', text: 'a@ discard\n@ discard\na@b@c discard', want: ['db/rules:1: bad key "a@" (want user@domain, user+ext@domain, user or @domain)', 'db/rules:2: bad key "@" (want user@domain, user+ext@domain, user or @domain)', 'db/rules:3: bad key "a@b@c" (want user@domain, user+ext@domain, user or @domain)'] },
   { name: 'unterminated double quote', table: 'rules', text: 'a reject:"5.7.1 oops', want: ['db/rules:1:10: unterminated double quote'] },
   { name: 'continuation with nothing before it', table: 'rules', text: '# header\n  discard', want: ['db/rules:2: continuation line (it starts with white space) but no entry before it'] },

@@ -119,7 +119,7 @@ describe('rules log: each message, and which rule placed each copy where', () =>
             ],
           },
           {
-            time: '2025-01-06T10:05:00.000Z', queueId: '3F2A1B0D', recipient: 'alice@example.test', sender: '', status: '2.0.0',
+            time: '2025-01-06T10:05:00.000Z', queueId: '3F2A1B0D', recipient: 'alice@example.test', sender: '', subject: '', status: '2.0.0',
             copies: [{ origin: 'default', destination: 'maildir:/var/mail/alice/Maildir/', user: 'alice' }],
           },
         ],

@@ -60,7 +60,7 @@ export interface RuleListView {
 
 export type SpamView =
   | { readonly checked: false; readonly reason?: string }
-  | { readonly checked: true; readonly isSpam: boolean; readonly score: number; readonly required?: number; readonly tests?: readonly string[] };
+  | { readonly checked: true; readonly isSpam: boolean; readonly score: number; readonly required?: number | null; readonly tests?: readonly string[] };
 
 export interface RuleTraceView {
   readonly layer: 'locked' | 'yours' | 'admin';
@@ -188,7 +188,7 @@ function formatSpam(s: SpamView): string {
     const reason = s.reason === undefined || s.reason === '' || s.reason === 'not checked' ? undefined : printable(s.reason);
     return reason === undefined ? 'not checked (add --spam to have your spam checker look at it)' : `not checked: ${reason}`;
   }
-  const required = s.required !== undefined ? ` (required ${s.required.toFixed(1)})` : '';
+  const required = s.required !== undefined && s.required !== null ? ` (required ${s.required.toFixed(1)})` : '';
   const tests = s.tests !== undefined ? `, tests ${s.tests.length > 0 ? s.tests.map(printable).join(',') : 'none'}` : '';
   return `${s.isSpam ? 'spam' : 'not spam'}, score ${s.score.toFixed(1)}${required}${tests}`;
 }
@@ -266,7 +266,7 @@ export function formatDecisionLog(v: DecisionLogView): string {
     out.push(`${printable(e.time)}  ${printable(e.queueId)}  ${printable(e.status)}  to ${printable(e.recipient)}`);
     const rows: [string, string][] = [
       ['from', e.sender === '' ? '<> (the null sender)' : printable(e.sender)],
-      ['subject', e.subject === undefined ? '(none)' : printable(e.subject)],
+      ['subject', e.subject === undefined || e.subject === '' ? '(none)' : printable(e.subject)],
     ];
     if (e.copies.length === 0) rows.push(['copy', '(none)']);
     for (const c of e.copies) {

@@ -20,7 +20,8 @@ export const USAGE = `usage: mailproc db compile [--config FILE] [TABLE...]
        mailproc rules log ADDRESS [--last N]
          (your own rules for an address of yours, between the administrator's locked rules and
           their other rules; RULE is one quoted argument in the tables' language, e.g.
-          'folder:Invoices header:Subject=Invoice* stop'; root may give any address)
+          'folder:Invoices header:Subject=Invoice* stop'; test delivers nothing, and without --from
+          the sender is the null sender; root may give any address)
        mailproc learn --spam|--ham [--forget] PATH...   [--socket PATH] [--config FILE]
          (teach your own SpamAssassin: PATH is a Maildir folder, an mbox or message files;
           root gives --user USER to teach that user's)

@@ -151,50 +151,60 @@ export function createRulesService(o: RulesServiceOptions): RulesService {
     };
   };
 
-  return {
-    async answer(caller, req) {
-      const own = await ownership(caller, req.address);
-      if (typeof own === 'string') return { ok: false, error: own };
-      const { address } = req;
-      const current = inForce(o.state.userRules.get(address), own);
-      const rules = [...(current?.rules ?? [])];
-      const numbered = (n: number): string | undefined =>
-        n > rules.length ? `${address} has ${rules.length === 0 ? 'no rules of yours' : `only ${rules.length} rule${rules.length === 1 ? '' : 's'}`}, no rule ${n}` : undefined;
-      switch (req.cmd) {
-        case 'rules.list':
-          return view(address, own, current);
-        case 'rules.add': {
-          const at = Math.min(req.position ?? rules.length + 1, rules.length + 1);
-          rules.splice(at - 1, 0, req.rule.trim());
-          return store(caller, address, own, rules, 'add', `${req.position !== undefined ? `at ${at} ` : ''}${JSON.stringify(req.rule.trim())}`);
-        }
-        case 'rules.remove': {
-          const bad = numbered(req.n);
-          if (bad !== undefined) return { ok: false, error: bad };
-          const [gone] = rules.splice(req.n - 1, 1);
-          return store(caller, address, own, rules, 'remove', `${req.n} ${JSON.stringify(gone)}`);
-        }
-        case 'rules.move': {
-          const bad = numbered(req.from) ?? numbered(req.to);
-          if (bad !== undefined) return { ok: false, error: bad };
-          const [moved] = rules.splice(req.from - 1, 1);
-          rules.splice(req.to - 1, 0, moved as string);
-          return store(caller, address, own, rules, 'move', `${req.from} to ${req.to}`);
-        }
-        case 'rules.clear': {
-          const removed = rules.length;
-          const reply = await store(caller, address, own, [], 'clear', `(${removed} rule${removed === 1 ? '' : 's'})`);
-          return { ...reply, removed };
-        }
-        case 'rules.test':
-          return test(req, own);
-        case 'rules.log': {
-          const rcpt = rcptOf(address);
-          const all = o.decisions.read(ruleOwnerAddress(rcpt), rcpt.extension === '' ? req.last : 1000);
-          const entries = rcpt.extension === '' ? all : all.filter((e) => e.recipient.toLowerCase() === address).slice(-req.last);
-          return { ok: true, address, entries };
-        }
+  // Changes are read-modify-write of one record: one at a time, so two at once cannot lose one.
+  let changing: Promise<unknown> = Promise.resolve();
+  const serialised = <T>(work: () => Promise<T>): Promise<T> => {
+    const run = changing.then(work, work);
+    changing = run.catch(() => undefined);
+    return run;
+  };
+
+  const answer = async (caller: RulesCaller, req: RulesRequest): Promise<Record<string, unknown>> => {
+    const own = await ownership(caller, req.address);
+    if (typeof own === 'string') return { ok: false, error: own };
+    const { address } = req;
+    const current = inForce(o.state.userRules.get(address), own);
+    const rules = [...(current?.rules ?? [])];
+    const numbered = (n: number): string | undefined =>
+      n > rules.length ? `${address} has ${rules.length === 0 ? 'no rules of yours' : `only ${rules.length} rule${rules.length === 1 ? '' : 's'}`}, no rule ${n}` : undefined;
+    switch (req.cmd) {
+      case 'rules.list':
+        return view(address, own, current);
+      case 'rules.add': {
+        const at = Math.min(req.position ?? rules.length + 1, rules.length + 1);
+        rules.splice(at - 1, 0, req.rule.trim());
+        return store(caller, address, own, rules, 'add', `${req.position !== undefined ? `at ${at} ` : ''}${JSON.stringify(req.rule.trim())}`);
       }
-    },
+      case 'rules.remove': {
+        const bad = numbered(req.n);
+        if (bad !== undefined) return { ok: false, error: bad };
+        const [gone] = rules.splice(req.n - 1, 1);
+        return store(caller, address, own, rules, 'remove', `${req.n} ${JSON.stringify(gone)}`);
+      }
+      case 'rules.move': {
+        const bad = numbered(req.from) ?? numbered(req.to);
+        if (bad !== undefined) return { ok: false, error: bad };
+        const [moved] = rules.splice(req.from - 1, 1);
+        rules.splice(req.to - 1, 0, moved as string);
+        return store(caller, address, own, rules, 'move', `${req.from} to ${req.to}`);
+      }
+      case 'rules.clear': {
+        const removed = rules.length;
+        const reply = await store(caller, address, own, [], 'clear', `(${removed} rule${removed === 1 ? '' : 's'})`);
+        return { ...reply, removed };
+      }
+      case 'rules.test':
+        return test(req, own);
+      case 'rules.log': {
+        const rcpt = rcptOf(address);
+        const all = o.decisions.read(ruleOwnerAddress(rcpt), rcpt.extension === '' ? req.last : 1000);
+        const entries = rcpt.extension === '' ? all : all.filter((e) => e.recipient.toLowerCase() === address).slice(-req.last);
+        return { ok: true, address, entries };
+      }
+    }
+  };
+
+  return {
+    answer: (caller, req) => (req.cmd === 'rules.test' || req.cmd === 'rules.log' || req.cmd === 'rules.list' ? answer(caller, req) : serialised(() => answer(caller, req))),
   };
 }

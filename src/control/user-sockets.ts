@@ -8,7 +8,9 @@
 //
 // Which users: run as root, every user the uid table names for an exact
 // address key (user@domain or user+ext@domain; not user, user+ext or
-// @domain, which give no one an address to set a policy for), except root.
+// @domain, which give no one an address to set a policy for), except root;
+// and the default delivery user when the rules table has an address by name
+// that no uid entry covers (that address is theirs: ownership.ts).
 // Not root (a developer's `npm start`), one socket for the daemon's own user,
 // who every delivery runs as anyway. The set is built at start and again on
 // refresh(): SIGHUP, and a change of the tables' compile generation (polled),
@@ -16,11 +18,10 @@
 // no longer named loses the socket (the directory stays: other things live
 // there). A user who removes their own socket gets it back at the next refresh.
 //
-// Ownership of an address (a policy may be shown, set or cleared only for
-// the caller's own): the uid table's entry for it, by an exact key, names
-// a user whose uid is the caller's. A catch-all (@domain) or domain-less key
-// does not: it would let one user claim every address it covers, lists
-// included. Not root, any address the daemon accepts is its own user's.
+// Ownership of an address (a policy or a rule may be changed only for the
+// caller's own) is ownership.ts's: the uid table's exact entry, or the
+// default user for an address only the rules table names; a catch-all or a
+// list makes no owner. Not root, any address the daemon accepts is its own user's.
 //
 // Why creating the socket is safe as root: <run>/users is ours and writable
 // by no one else, so a user cannot swap their directory for a symlink. While

@@ -16,7 +16,7 @@
 //
 // Exports: syncListSubscribers, readListRoster, ListSource, ListSyncOutcome.
 import { readFile } from 'node:fs/promises';
-import { openState, rosterKey, rosterRange, type StateStore, type RosterInfo } from '../state/index.js';
+import { openState, rosterKey, rosterMembers, type StateStore, type RosterInfo } from '../state/index.js';
 import { parseMailmanPage, parseSubscriberFile } from './roster-formats.js';
 
 export type ListSource =
@@ -108,14 +108,11 @@ function writeRoster(state: StateStore, list: string, emails: ReadonlySet<string
   return state.root.transactionSync(() => {
     let removed = 0;
     const kept = new Set<string>();
-    const prefix = rosterRange(list).start.length;
     // Collected first: deleting under a live cursor in the same transaction is asking for skipped keys.
-    const existing = [...state.roster.getKeys(rosterRange(list))];
-    for (const key of existing) {
-      const member = key.slice(prefix);
+    for (const { key, member } of rosterMembers(state.roster, list)) {
       if (emails.has(member)) kept.add(member);
       else {
-        state.roster.removeSync(key);
+        state.roster.removeSync(key as string);
         removed++;
       }
     }
@@ -152,8 +149,7 @@ export async function readListRoster(dbDir: string, list: string): Promise<(Rost
   try {
     const info = state.rosterInfo.get(key);
     if (info === undefined) return undefined;
-    const prefix = rosterRange(key).start.length;
-    const members = [...state.roster.getKeys(rosterRange(key))].map((k) => k.slice(prefix));
+    const members = rosterMembers(state.roster, key).map((m) => m.member).sort();
     return { ...info, members };
   } finally {
     await state.close();

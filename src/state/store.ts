@@ -31,7 +31,7 @@
 //
 // Exports: openState, StateStore, RosterInfo, UserPolicyRecord, UserRulesRecord,
 // DecisionRecord, TripletRecord,
-// ClientRecord, rosterKey, rosterRange, openStateMigrating, LEGACY_DIR.
+// ClientRecord, rosterKey, rosterRange, rosterMembers, openStateMigrating, LEGACY_DIR.
 // Throws only for LMDB trouble (permissions, disk), like src/db; never for a key's length.
 import { mkdir, rename, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -117,8 +117,25 @@ export interface StateStore {
 }
 
 export const rosterKey = (list: string, member: string): string => `${list}\0${member}`;
-/** Every roster key of one list sorts in [start, end). */
+/** Every roster key of one list that is shorter than 64 characters sorts in [start, end) — see rosterMembers. */
 export const rosterRange = (list: string): { start: string; end: string } => ({ start: `${list}\0`, end: `${list}\x01` });
+
+/**
+ * Every member of a list's synced roster, with the key it is stored under.
+ * lmdb-js encodes a string key with a NUL in it like an array once it is 64
+ * characters or longer (and hands it back as one), so such keys sort apart
+ * from the short ones: both ranges are read.
+ */
+export function rosterMembers(roster: Database<number, string>, list: string): { key: string | string[]; member: string }[] {
+  const out: { key: string | string[]; member: string }[] = [];
+  const prefix = list.length + 1;
+  for (const key of roster.getKeys(rosterRange(list))) out.push({ key, member: key.slice(prefix) });
+  const long = { start: [list], end: [list, '\uffff'] } as unknown as { start: string; end: string };
+  for (const key of roster.getKeys(long) as Iterable<string | string[]>) {
+    if (Array.isArray(key)) out.push({ key, member: key.slice(1).join('\0') });
+  }
+  return out;
+}
 
 export function openState(dir: string): StateStore {
   const root = open({ path: dir, maxDbs: 12 });

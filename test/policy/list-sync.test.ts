@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { readListRoster, syncListSubscribers, type ListSource } from '../../src/policy/index.js';
+import { openState } from '../../src/state/index.js';
 
 interface FakeMailman {
   readonly url: string;
@@ -110,6 +111,23 @@ test('a second sync adds the new and removes the departed, and nothing else', as
   assert.deepEqual(out, { ok: true, list: 'dev@example.test', subscribers: 3, added: 1, removed: 1, skipped: [] });
   assert.deepEqual((await readListRoster(dbDir, 'dev@example.test'))?.members, ['b@x.test', 'c@x.test', 'd@x.test']);
   assert.deepEqual((await readListRoster(dbDir, 'ops@example.test'))?.members, ['z@x.test'], 'another list is untouched');
+});
+
+test('a departed subscriber with a long address is removed too, and can no longer post', async (t) => {
+  const mm = await startMailman(t);
+  // list + NUL + member of 64 characters or more: lmdb-js stores such a key apart from the short ones.
+  const long = `${'a'.repeat(60)}@x.test`;
+  mm.lists.set('dev@example.test', ['b@x.test', long]);
+  const dbDir = tempDb(t);
+  await syncListSubscribers({ list: 'dev@example.test', source: mailman(mm.url), dbDir });
+  assert.deepEqual((await readListRoster(dbDir, 'dev@example.test'))?.members, [long, 'b@x.test']);
+  mm.lists.set('dev@example.test', ['b@x.test']);
+  const out = await syncListSubscribers({ list: 'dev@example.test', source: mailman(mm.url), dbDir });
+  assert.deepEqual(out, { ok: true, list: 'dev@example.test', subscribers: 1, added: 0, removed: 1, skipped: [] });
+  assert.deepEqual((await readListRoster(dbDir, 'dev@example.test'))?.members, ['b@x.test']);
+  const state = openState(dbDir);
+  t.after(() => state.close());
+  assert.equal(state.isSubscriber('dev@example.test', long), false);
 });
 
 /** A loopback port nothing listens on (fetch refuses to try the "bad ports" such as 1). */

@@ -13,7 +13,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { requireRoot } from '../helpers/components.js';
+import { requireProgram, requireRoot } from '../helpers/components.js';
 import { MAILPROC, startDaemon, type DaemonOptions, type TestDaemon } from '../helpers/daemon.js';
 import { newFiles } from '../helpers/mailbox.js';
 import { lmtpDeliver } from '../helpers/raw-client.js';
@@ -264,6 +264,31 @@ ${B}  maildir:\${MAIL}/\${user}/Maildir/
   assert.equal(newFiles(join(s.d.mail, 'archive', 'Maildir')).length, 1, 'the locked copy');
   assert.equal(newFiles(s.maildir('a', 'Everything')).length, 1, 'A\'s own');
   assert.equal(newFiles(s.maildir('a')).length, 0, 'the admin\'s other rule is not reached');
+});
+
+test('rules test --spam asks the owner\'s own checker: GTUBE is spam and A\'s spam rule applies; without --spam the verdict is "not checked" and the rule does not hold', { timeout: 600_000 }, async (t) => {
+  if (requireProgram(t, 'spamassassin', 'spamassassin') === undefined || requireProgram(t, 'spamd', 'spamd') === undefined) return;
+  const s = await setup(t, { config: { spam: { enabled: true, timeout: '120s' } } });
+  if (!s) return;
+  const added = await s.rules(s.a, ['add', A, 'folder:Junk spam stop']);
+  assert.equal(added.status, 0, added.stderr);
+  const gtube = `${message('Cheap offer', 'gtube')}\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n`;
+
+  const unchecked = await s.rules(s.a, ['test', A], gtube);
+  assert.equal(unchecked.status, 0, unchecked.stderr);
+  assert.match(unchecked.stdout, /\nspam +not checked \(add --spam to have your spam checker look at it\)\n/);
+  assert.match(unchecked.stdout, /\n {2}yours 1 +folder:Junk spam stop\n +-> not applied: spam did not hold\n/);
+
+  const checked = await s.rules(s.a, ['test', A, '--spam'], gtube);
+  assert.equal(checked.status, 0, checked.stderr);
+  assert.match(checked.stdout, /\nspam +spam, score \d+\.\d \(required \d+\.\d\), tests [^\n]*GTUBE/);
+  assert.match(checked.stdout, /\n {2}yours 1 +folder:Junk spam stop\n +-> applied: every condition held; stop: no further rules\n/);
+  assert.match(checked.stdout, /\nPlan: deliver 1 copy:\n {2}maildir:\S+ folder=Junk {2}as mpt-rules-a {2}\(your rule 1\)\n$/);
+  assert.deepEqual(filed(s.maildir('a')), new Map(), 'nothing delivered');
+  const json = await s.rules(s.a, ['test', A, '--spam', '--json'], gtube);
+  assert.equal(json.status, 0, json.stderr);
+  const spam = (JSON.parse(json.stdout) as { test: { spam: { checked: boolean; isSpam?: boolean; tests?: string[] } } }).test.spam;
+  assert.deepEqual([spam.checked, spam.isSpam, spam.tests?.includes('GTUBE')], [true, true, true]);
 });
 
 test('a rule added while 100 messages flow: each message follows the old list or the new one, never a mix; the list survives a restart and a db compile', { timeout: 600_000 }, async (t) => {

@@ -146,6 +146,12 @@ test('A adds a rule with mailproc rules: the next message lands in that folder, 
   const other = await s.rules(s.a, ['test', A], message('Lunch on Thursday?'));
   assert.equal(other.status, 0, other.stderr);
   assert.match(other.stdout, /\n {2}yours 1 +folder:Invoices header:Subject=Invoice\* stop\n +-> not applied: header:Subject=Invoice\* did not hold\n/);
+  // A message over the 8 MiB the command sends: the headers are in what is sent, the size is the real one.
+  const big = `${message('Invoice 13', 'big')}${`${'y'.repeat(1022)}\r\n`.repeat(9 * 1024)}`;
+  const large = await s.rules(s.a, ['test', A], big);
+  assert.equal(large.status, 0, large.stderr);
+  assert.match(large.stdout, new RegExp(`\nsize +${Buffer.byteLength(big)} bytes \\(9\\.0M\\)\n`));
+  assert.match(large.stdout, /\n {2}yours 1 +folder:Invoices header:Subject=Invoice\* stop\n +-> applied/);
   assert.deepEqual(filed(s.maildir('a')), new Map(), 'the dry runs delivered nothing');
 
   // The next message follows the rule, without a restart.

@@ -530,8 +530,12 @@ export function controlStatus(path) {
  * exactly the listeners given (every other one off: the policy default would
  * listen on a fixed port, 127.0.0.1:10040), log.level warn, or info with
  * --log-info. delivery: { default, fsync } when the part delivers mail.
+ * spam: the `spam` section's keys (src/config/spam.ts) for the part that
+ * measures spam checking; without it spam checking is off, so that a part
+ * measures its own service and not SpamAssassin (the default, auto, checks
+ * every message when SpamAssassin is installed).
  */
-export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], chain, delivery }) {
+export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], chain, delivery, spam }) {
   const q = (s) => JSON.stringify(s);
   const list = (a) => `[${a.map(q).join(', ')}]`;
   writeFileSync(file, [
@@ -549,6 +553,8 @@ export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, po
     `  listen: ${list(policy)}`,
     ...(chain !== undefined ? [`  chain: ${list(chain)}`] : []),
     ...(delivery !== undefined ? ['delivery:', `  default: ${q(delivery.default)}`, `  fsync: ${delivery.fsync}`] : []),
+    'spam:',
+    ...Object.entries(spam ?? { enabled: false }).map(([k, v]) => `  ${k}: ${q(v)}`),
     'log:',
     `  level: ${opts['log-info'] ? 'info' : 'warn'}`,
     '',
@@ -612,10 +618,10 @@ export async function stopDaemon(d) {
   return { ms };
 }
 
-/** Spawns a helper process (its own process group, stopped with the bench); output piped. */
-export function startChild(cmd, args) {
+/** Spawns a helper process (its own process group, stopped with the bench); output piped; env added to ours. */
+export function startChild(cmd, args, env = {}) {
   const child = spawn(cmd, args, {
-    cwd: tmp, detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: SBIN_PATH },
+    cwd: tmp, detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: SBIN_PATH, ...env },
   });
   children.add(child);
   child.on('exit', () => children.delete(child));

@@ -11,10 +11,15 @@
 // connection. Per-message latency = connect (or MAIL FROM when reused) until
 // the LMTP reply after the final ".". Only unix sockets and loopback TCP.
 // `signal` (an AbortSignal) stops it after the messages in flight.
+// Two hooks let a caller send other mail (the spam part sends the labelled
+// corpus to its users): `rcptOf(seq)` gives message seq's recipient, and
+// `messageOf(seq, from, rcpt)` its DATA on the wire (CRLF, dot-stuffed,
+// ending in ".\r\n"; toWire() makes that from a file's bytes). `perMessage`
+// in the result is the latency of each message that was accepted, by seq.
 //
 //   import { runLmtpLoad } from './lmtp-driver.mjs';
 //   const r = await runLmtpLoad({ target: 'unix:/tmp/x/lmtp.sock', count: 5000 });
-//   // { msgs, ok, failed, secs, msgsPerSec, p50, p90, p99, max, errors: Map }
+//   // { msgs, ok, failed, secs, msgsPerSec, p50, p90, p99, max, errors: Map, perMessage: Map }
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
@@ -36,6 +41,18 @@ export function makeMessage(size, from, to, seq) {
   while (body.length + line.length <= size) body += line;
   body += 'x'.repeat(Math.max(0, size - body.length - 2)) + '\r\n';
   return Buffer.from(`${hdr}${body}.\r\n`, 'latin1');
+}
+
+/**
+ * A message file's bytes as LMTP DATA: every line ending (LF or CRLF) sent
+ * as CRLF, a leading "." doubled, a last line without an end closed, then the
+ * terminating ".". A bare CR inside a line stays content.
+ */
+export function toWire(bytes) {
+  const lines = bytes.toString('latin1').split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  const body = lines.map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l)).map((l) => (l.startsWith('.') ? `.${l}` : l)).join('\r\n');
+  return Buffer.from(`${body}${lines.length > 0 ? '\r\n' : ''}.\r\n`, 'latin1');
 }
 
 class Session {
@@ -130,7 +147,10 @@ export async function runLmtpLoad(opts) {
     reuse: false, maxSeconds: 150, timeoutMs: 30_000, ...opts,
   };
   const target = parseTarget(o.target);
+  const rcptOf = o.rcptOf ?? ((seq) => `u${String((seq % o.users) + 1).padStart(3, '0')}@${o.domain}`);
+  const messageOf = o.messageOf ?? ((seq, from, rcpt) => makeMessage(o.size, from, rcpt, seq));
   const lat = [];
+  const perMessage = new Map();
   const errors = new Map();
   let next = 0;
   let ok = 0;
@@ -146,7 +166,7 @@ export async function runLmtpLoad(opts) {
     let c = null;
     while (next < o.count && performance.now() < deadline && !o.signal?.aborted) {
       const seq = next++;
-      const rcpt = `u${String((seq % o.users) + 1).padStart(3, '0')}@${o.domain}`;
+      const rcpt = rcptOf(seq);
       const ts = performance.now();
       try {
         if (!c) {
@@ -157,11 +177,13 @@ export async function runLmtpLoad(opts) {
         await c.cmd(`MAIL FROM:<${o.from}>`, 2);
         await c.cmd(`RCPT TO:<${rcpt}>`, 2);
         await c.cmd('DATA', 3);
-        c.s.write(makeMessage(o.size, o.from, rcpt, seq));
+        c.s.write(messageOf(seq, o.from, rcpt));
         const r = await c.reply();
         if (r.code >= 200 && r.code < 300) {
           ok++;
-          lat.push(performance.now() - ts);
+          const ms = performance.now() - ts;
+          lat.push(ms);
+          perMessage.set(seq, ms);
         } else {
           failed++;
           note(new Error(`DATA -> ${r.text}`));
@@ -186,6 +208,6 @@ export async function runLmtpLoad(opts) {
   const q = (p) => (lat.length > 0 ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : NaN);
   return {
     msgs: ok + failed, attempted: o.count, ok, failed, secs, msgsPerSec: ok / secs,
-    p50: q(0.5), p90: q(0.9), p99: q(0.99), max: lat.length > 0 ? lat[lat.length - 1] : NaN, errors,
+    p50: q(0.5), p90: q(0.9), p99: q(0.99), max: lat.length > 0 ? lat[lat.length - 1] : NaN, errors, perMessage,
   };
 }

@@ -4,7 +4,12 @@
 //  - lmtp:   LMTP → Maildir delivery throughput and latency, beside Dovecot's
 //            LMTP server (scripts/bench/lmtp.mjs);
 //  - policy: the Postfix policy endpoint (check_policy_service) with the lists
-//            check, beside policyd-weight and postgrey (scripts/bench/policy.mjs).
+//            check, beside policyd-weight and postgrey (scripts/bench/policy.mjs);
+//  - spam:   SpamAssassin as each recipient's owner (LMTP in, per-user
+//            checkers, Maildir out) on the peers' labelled corpus, beside
+//            `spamassassin` per message and one spamd asked by `spamc -u`,
+//            with verdicts compared message by message and private memory
+//            per user (scripts/bench/spam.mjs; needs root).
 // By default every part, one after the other, in the order below; `--only P`
 // or `--skip P` runs one part alone or leaves one out.
 //
@@ -23,8 +28,8 @@
 import { runBench } from './harness.mjs';
 import lmtp from './lmtp.mjs';
 import policy from './policy.mjs';
+import spam from './spam.mjs';
 
-// A new part (spam: scripts/bench/spam.mjs, spamd per user beside
-// ../shared/peers/spam-peers.sh) is one more module with the same shape
-// (harness.mjs, "A part is …"), added here in the order it should run.
-await runBench([lmtp, policy]);
+// A new part is one more module with the same shape (harness.mjs, "A part
+// is …"), added here in the order it should run.
+await runBench([lmtp, policy, spam]);

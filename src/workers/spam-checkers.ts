@@ -471,7 +471,7 @@ export class SpamCheckers {
       case 'exited': {
         if (c === undefined || (c.pid !== 0 && c.pid !== pid)) return;
         this.checkers.delete(uid);
-        if (c.state !== 'stopping') this.o.log.warn(`spam checker for ${c.identity.user} ended (${rest.join(' ')}); started again on the next message`, { uid, pid });
+        if (c.state !== 'stopping' && !this.closed) this.o.log.warn(`spam checker for ${c.identity.user} ended (${rest.join(' ')}); started again on the next message`, { uid, pid });
         c.settle(new Error(`spam checker for ${c.identity.user} ended (${rest.join(' ')})`));
         this.wake();
         return;

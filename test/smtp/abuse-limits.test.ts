@@ -134,12 +134,14 @@ describe('connections per client address (limits.connections_per_client, default
 
 describe('errors per session (limits.hard_error_limit, default 20)', () => {
   test('SMTP: a harvester probing unknown addresses gets 421 4.7.0 right after its 20th error and is disconnected', async () => {
-    const c = await greeted(d.smtpPort);
+    // From its own address: the 50 connections the test above closed from
+    // 127.0.0.1 may not all be uncounted by the server yet.
+    const c = await greeted(d.smtpPort, 'EHLO', '127.0.0.3');
     await c.command('MAIL FROM:<h@remote.test>');
     for (let i = 1; i <= 20; i++) assert.match((await c.command(`RCPT TO:<guess${i}@example.test>`)).line, /^550 5\.1\.1 /, `probe ${i}`);
     assert.equal((await c.reply()).line, '421 4.7.0 mx.test.local Error: too many errors');
     await waitFor('disconnect', () => (c.isClosed ? true : undefined), 5_000);
-    await d.waitForLog(/warn: smtp client 127\.0\.0\.1: 20 errors; connection closed/);
+    await d.waitForLog(/warn: smtp client 127\.0\.0\.3: 20 errors; connection closed/);
   });
 
   test('LMTP: syntax errors count too', async () => {

@@ -12,7 +12,7 @@ import { loadConfig } from '../../config/index.js';
 import { size as sizeUnit } from '../../config/units.js';
 import { userSocketPath } from '../../control/user-sockets.js';
 import type { PolicyChange, PolicyView } from '../../control/user-protocol.js';
-import { askDaemon } from './control-client.js';
+import { askUserSocket } from './control-client.js';
 import { formatTable } from './format.js';
 import { USAGE } from './usage.js';
 
@@ -124,23 +124,8 @@ export async function runPolicy(argv: string[]): Promise<number> {
     }
     path = userSocketPath(run, uid);
   }
-  let r: Record<string, unknown>;
-  try {
-    r = await askDaemon(path, request);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT'
-      ? 'no socket there: the daemon is not running, or its uid table gives you no address (only mailbox owners have a socket)'
-      : code === 'ECONNREFUSED' ? 'nothing answers: the daemon is not running'
-        : code === 'EACCES' ? 'permission denied: it is not your socket (each user has their own, <run>/users/<uid>/control.sock)'
-          : (err as Error).message;
-    process.stderr.write(`mailproc: cannot reach mailprocd at ${path}: ${why}\n`);
-    return code === 'EACCES' ? 77 : 69;
-  }
-  if (r.ok !== true) {
-    process.stderr.write(`mailproc: ${String(r.error)}\n`);
-    return 1;
-  }
+  const r = await askUserSocket(path, request);
+  if (typeof r === 'number') return r;
   if (r.applied === false) process.stderr.write("mailproc: note: userpolicy is not in the server's policy chain: policies are stored but not applied\n");
   if (v.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
   else if (request.cmd === 'policy.clear') process.stdout.write(`${String(r.address)}: ${r.removed === true ? 'policy removed' : 'had no policy'}\n`);

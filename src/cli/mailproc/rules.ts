@@ -25,8 +25,11 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../../config/index.js';
 import { userSocketPath } from '../../control/user-sockets.js';
-import { askAdminSocket, askDaemon } from './control-client.js';
+import { askAdminSocket, askUserSocket } from './control-client.js';
 import { USAGE } from './usage.js';
+
+/** spam.start_timeout (60 s by default) plus the check's spam.timeout, and room. */
+const SPAM_TEST_TIMEOUT_MS = 180_000;
 
 export const RULES_OPTIONS = {
   config: { type: 'string', short: 'c' }, socket: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
@@ -357,28 +360,6 @@ async function buildRequest(p: Parsed): Promise<Record<string, unknown> | string
   }
 }
 
-/** Asks over the caller's own socket (or --socket/$MAILPROC_SOCKET): the reply, or the exit code after saying why. */
-async function askOwnSocket(path: string, request: Record<string, unknown>): Promise<Record<string, unknown> | number> {
-  let r: Record<string, unknown>;
-  try {
-    r = await askDaemon(path, request);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT'
-      ? 'no socket there: the daemon is not running, or its uid table gives you no address (only mailbox owners have a socket)'
-      : code === 'ECONNREFUSED' ? 'nothing answers: the daemon is not running'
-        : code === 'EACCES' ? 'permission denied: it is not your socket (each user has their own, <run>/users/<uid>/control.sock)'
-          : (err as Error).message;
-    process.stderr.write(`mailproc: cannot reach mailprocd at ${path}: ${why}\n`);
-    return code === 'EACCES' ? 77 : 69;
-  }
-  if (r.ok !== true) {
-    process.stderr.write(`mailproc: ${String(r.error)}\n`);
-    return 1;
-  }
-  return r;
-}
-
 /** argv: the whole command line after `mailproc` (options may come before "rules"). */
 export async function runRules(argv: string[]): Promise<number> {
   let parsed: Parsed;
@@ -399,13 +380,15 @@ export async function runRules(argv: string[]): Promise<number> {
     return 64;
   }
 
+  // A dry run with --spam may start the owner's checker first (cold: seconds to a minute on a loaded machine).
+  const timeoutMs = request.cmd === 'rules.test' && request.spam === true ? SPAM_TEST_TIMEOUT_MS : undefined;
   let reply: Record<string, unknown> | number;
   const socket = v.socket ?? process.env.MAILPROC_SOCKET;
   const uid = process.getuid?.() ?? -1;
-  if (socket !== undefined && socket !== '') reply = await askOwnSocket(socket, request);
+  if (socket !== undefined && socket !== '') reply = await askUserSocket(socket, request, timeoutMs);
   else if (uid === 0) {
     // Root may act on any address: the administrator's socket takes the same requests.
-    reply = await askAdminSocket(loadConfig(v.config), request);
+    reply = await askAdminSocket(loadConfig(v.config), request, timeoutMs);
   } else {
     let run: string;
     try {
@@ -414,7 +397,7 @@ export async function runRules(argv: string[]): Promise<number> {
       process.stderr.write(`mailproc: ${(err as Error).message}\nmailproc: give the socket with --socket PATH or $MAILPROC_SOCKET (it is <run>/users/${uid}/control.sock)\n`);
       return 69;
     }
-    reply = await askOwnSocket(userSocketPath(run, uid), request);
+    reply = await askUserSocket(userSocketPath(run, uid), request, timeoutMs);
   }
   if (typeof reply === 'number') return reply;
 

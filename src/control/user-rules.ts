@@ -21,7 +21,7 @@
 // Exports: createRulesService, RulesService, RulesServiceOptions, RulesCaller.
 // Failure contract: every refusal is an {ok:false,error} reply naming what is
 // wrong; LMDB trouble rejects (the socket code answers "internal error").
-import { formatCondition, formatDestination } from '../classify/rule-text.js';
+import { formatCondition, formatDestination, formatRule } from '../classify/rule-text.js';
 import type { RulesConfig } from '../config/index.js';
 import { checkUserRuleSet, parseUserRule, resolveRecipient, type Tables } from '../db/index.js';
 import {
@@ -75,8 +75,8 @@ export function createRulesService(o: RulesServiceOptions): RulesService {
     return {
       ok: true, address, owner: own.identity.user,
       rules: (record?.rules ?? []).map((text, i) => ({ n: i + 1, text })),
-      locked: layered.filter((l) => l.layer === 'locked').map((l) => ({ origin: l.rule.origin, text: l.text })),
-      admin: layered.filter((l) => l.layer === 'admin').map((l) => ({ origin: l.rule.origin, text: l.text })),
+      locked: layered.filter((l) => l.layer === 'locked').map((l) => ({ origin: l.rule.origin, text: l.text ?? formatRule(l.rule) })),
+      admin: layered.filter((l) => l.layer === 'admin').map((l) => ({ origin: l.rule.origin, text: l.text ?? formatRule(l.rule) })),
       updatedAt: record?.updatedAt ?? null,
     };
   };
@@ -142,7 +142,7 @@ export function createRulesService(o: RulesServiceOptions): RulesService {
         rules: d.rules.map((l, i) => {
           const t = trace[i];
           return {
-            layer: l.layer, origin: l.rule.origin, text: l.text, result: t?.result ?? 'not reached',
+            layer: l.layer, origin: l.rule.origin, text: l.text ?? formatRule(l.rule), result: t?.result ?? 'not reached',
             ...(t?.failed !== undefined ? { failed: formatCondition(t.failed) } : {}), ...(l.rule.stop ? { stop: true } : {}),
           };
         }),

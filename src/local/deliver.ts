@@ -144,7 +144,7 @@ export async function decideRecipient(ctx: DeliveryContext, env: Envelope, messa
   const ownerIdentity = await resolveIdentity(owner.user, owner.group);
   const rules: LayeredRule[] = ctx.ownerRules !== undefined
     ? ctx.ownerRules.layered(rcpt, resolved.rules, typeof ownerIdentity === 'string' ? undefined : ownerIdentity)
-    : resolved.rules.map((rule) => ({ rule, layer: 'admin' as const, text: '' }));
+    : resolved.rules.map((rule) => ({ rule, layer: 'admin' as const }));
   const owned = { ...base, rules: rules.map((l) => l.rule) };
   const identities = new Map<string, Identity | string>([[identityKey(owner.user, owner.group), ownerIdentity]]);
   await Promise.all(candidateUsers(owned).map(async (c) => {
@@ -164,7 +164,7 @@ export async function decideRecipient(ctx: DeliveryContext, env: Envelope, messa
     homeOf: (user) => homes.get(user),
     ...(o.explain === true ? { explain: true } : {}),
   });
-  const textOf = new Map(rules.filter((l) => l.layer === 'yours').map((l) => [l.rule.origin, l.text]));
+  const textOf = new Map(rules.flatMap((l) => (l.text !== undefined ? [[l.rule.origin, l.text] as const] : [])));
   const copy = (origin: string, destination: string, user: string): DecisionCopy => {
     const rule = textOf.get(origin);
     return { origin, ...(rule !== undefined ? { rule } : {}), destination, user };

@@ -20,7 +20,6 @@
 // trouble propagates (the caller defers the recipient).
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { expandTemplate, type PlanDefaults } from '../classify/plan.js';
-import { formatRule } from '../classify/rule-text.js';
 import type { Rule } from '../classify/rules.js';
 import type { RulesConfig } from '../config/index.js';
 import { parseUserRule, type TableReader, type UserRulePolicy } from '../db/index.js';
@@ -33,7 +32,8 @@ import { fitsKey, type StateStore, type UserRulesRecord } from '../state/index.j
 export interface LayeredRule {
   readonly rule: Rule;
   readonly layer: 'locked' | 'yours' | 'admin';
-  readonly text: string;
+  /** The owner's rule as they wrote it; absent for the admin's (formatRule writes them, when someone reads them). */
+  readonly text?: string;
 }
 
 export interface OwnerRulesOptions {
@@ -126,7 +126,7 @@ export function createOwnerRules(o: OwnerRulesOptions): OwnerRules {
     stored,
     policy: (rcpt, owner) => userRulePolicyFor(o, rcpt, owner),
     layered(rcpt, admin, owner) {
-      const out: LayeredRule[] = admin.filter((r) => r.locked === true).map((rule) => ({ rule, layer: 'locked' as const, text: formatRule(rule) }));
+      const out: LayeredRule[] = admin.filter((r) => r.locked === true).map((rule) => ({ rule, layer: 'locked' as const }));
       const found = owner !== undefined && owner.uid !== 0 ? inForce(rcpt, owner) : undefined;
       if (found !== undefined && owner !== undefined) {
         const policy = userRulePolicyFor(o, rcpt, owner);
@@ -144,7 +144,7 @@ export function createOwnerRules(o: OwnerRulesOptions): OwnerRules {
           }
         });
       }
-      for (const rule of admin) if (rule.locked !== true) out.push({ rule, layer: 'admin', text: formatRule(rule) });
+      for (const rule of admin) if (rule.locked !== true) out.push({ rule, layer: 'admin' });
       return out;
     },
   };

@@ -32,7 +32,7 @@ function formatText(message: string, fields: Fields | undefined, id: string | un
       status = String(v);
       continue;
     }
-    parts.push(`${k}=${k === 'to' || k === 'from' ? `<${String(v)}>` : String(v)}`);
+    parts.push(`${k}=${k === 'to' || k === 'from' || k === 'orig_to' ? `<${String(v)}>` : String(v)}`);
   }
   // Postfix puts status= last with the text in parentheses.
   if (status !== '') parts.push(`status=${status}${message !== '' ? ` (${message})` : ''}`);

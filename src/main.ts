@@ -38,7 +38,7 @@ import { Spool } from './queue/spool.js';
 import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
 import {
-  createDecisionLog, createIntake, createOwnerRules, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext,
+  createDecisionLog, createIntake, createOwnerRules, createRelayCopyContext, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext,
 } from './local/index.js';
 import type { PlanDefaults } from './classify/plan.js';
 import { clearIdentityCache, resolveIdentity } from './os/identity.js';
@@ -239,6 +239,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   pruneDecisions.unref();
   const spam = await startSpamCheckers(config, log);
   const verdicts = createSpamVerdicts({ checkers: spam, config: () => config.spam, log });
+  const relays = new Relays(() => ({ name: config.hostname, relay: config.relay }));
   // The recipient layer's context, read afresh per delivery (a reload changes config and the default).
   const deliveryContext = (mayStart?: () => boolean): DeliveryContext => ({
     pool,
@@ -254,11 +255,14 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     },
     defaults: defaults(),
     ownerRules,
+    relay: createRelayCopyContext({
+      hostname: config.hostname, relays, tables, log, delimiter: () => config.delivery.recipient_delimiter,
+      deliver: (env, message, address, o) => deliverToAddress(deliveryContext(mayStart), tables, config.delivery.recipient_delimiter, env, message, address, o),
+    }),
   });
 
   const spool = new Spool(config.paths.spool, config.delivery.fsync);
   await spool.init();
-  const relays = new Relays(() => ({ name: config.hostname }));
   const queue: QueueManager = new QueueManager({
     spool, config: () => config, log, relays,
     // The queue's deliveries that still wait for a worker slot when SIGTERM arrives are not started.

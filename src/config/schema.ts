@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
 import { policyConfigSchema } from './policy.js';
+import { dedupeConfigSchema, relayConfigSchema } from './relay.js';
 import { rulesConfigSchema } from './rules.js';
 import { spamConfigSchema } from './spam.js';
 import { duration, size } from './units.js';
@@ -154,9 +155,13 @@ export const configSchema = z.object({
     lifetime: duration.default(5 * 86_400_000),
     /** Messages being delivered from the queue at once (the rest wait their turn on disk). */
     active_limit: z.number().int().min(1).default(1000),
-    /** Where DSN bounces are sent (an MTA: "127.0.0.1:25"); unset = bounces are only logged. */
-    bounce_relay: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected "HOST:PORT"').optional(),
+    /** Replaced by relay.smtp: kept only to name the new key. */
+    bounce_relay: z.never({ error: 'replaced by relay.smtp, which carries bounces, forwards and vacation replies' }).optional(),
   }).strict().default({ retry_min: 60_000, retry_max: 3_600_000, lifetime: 5 * 86_400_000, active_limit: 1000 }),
+  /** Where forwards, vacation replies and bounces go out: see src/config/relay.ts. */
+  relay: relayConfigSchema,
+  /** Duplicate suppression by Message-ID: see src/config/relay.ts. */
+  dedupe: dedupeConfigSchema,
   /** Postfix policy delegation (check_policy_service): see src/config/policy.ts for every key. */
   policy: policyConfigSchema,
   /** SpamAssassin as each recipient's owner: see src/config/spam.ts for every key. */

@@ -15,3 +15,4 @@ export {
 } from './tables.js';
 export { isKnown, resolveRecipient, type Resolution } from './lookup.js';
 export { checkUserRuleSet, MAX_USER_RULE_CHARS, parseUserRule, type UserRulePolicy } from './user-rule.js';
+export { splitCommand } from './source-rule.js';

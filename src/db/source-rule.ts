@@ -237,6 +237,13 @@ function parsePattern(kind: Pattern['kind'], p: Token, t: Token, fail: Report): 
   return pattern;
 }
 
+/** A command's words as pipe: destinations split them (a list's pipe:COMMAND manager too); a string is what is wrong. */
+export function splitCommand(text: string): string[] | string {
+  let problem = 'bad command';
+  const argv = splitArgv(text, 0, (_line, message) => { problem = message; });
+  return argv ?? problem;
+}
+
 /** Words at white space; single quotes group a word that holds spaces. No shell is involved. */
 function splitArgv(text: string, line: number, fail: Report): string[] | undefined {
   const argv: string[] = [];

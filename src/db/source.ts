@@ -122,7 +122,7 @@ function parseAccountValue(table: 'uid' | 'gid', tokens: readonly Token[], where
 }
 
 const LIST_MODES: readonly ListMode[] = ['open', 'closed', 'moderated'];
-const MANAGER_RE = /^(?:|lmtp:unix:\/\S*|lmtp:inet:(?:\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):\d{1,5}|pipe:\S.*)$/s;
+const MANAGER_RE = /^(?:|alias|lmtp:unix:\/\S*|lmtp:inet:(?:\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):\d{1,5}|pipe:\S.*)$/s;
 const SUBSCRIBER_RE = /^[^@\s,]+@[^@\s,]+$/;
 
 function parseList(tokens: readonly Token[], where: Where, report: Report): ListEntry | undefined {
@@ -148,7 +148,7 @@ function parseList(tokens: readonly Token[], where: Where, report: Report): List
     if (eq >= 0 && name === 'manager') {
       if (manager !== undefined) fail(t.line, 'manager= given twice');
       if (!checkLength('manager', value, LIMITS.managerBytes, { line: t.line, column: columnOf(t, eq + 1) }, fail)) continue;
-      if (!MANAGER_RE.test(value)) fail(t.line, `bad manager "${value}" (want lmtp:unix:/PATH, lmtp:inet:HOST:PORT, pipe:COMMAND or "")`);
+      if (!MANAGER_RE.test(value)) fail(t.line, `bad manager "${value}" (want lmtp:unix:/PATH, lmtp:inet:HOST:PORT, pipe:COMMAND, alias or "")`);
       manager = value;
     } else if (eq >= 0 && name === 'subscribers') {
       // A list ending in a comma goes on in the next word, so it can run over continuation lines.

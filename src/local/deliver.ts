@@ -16,8 +16,9 @@
 //   5. copies: grouped per identity; the per-user directory under the mail
 //      root made or checked (workers/mail-root.ts); one request per identity
 //      to that identity's worker (a rule's uid= naming another user is
-//      written as that user); forward and list defer (4.3.5) until the relay
-//      carries them;
+//      written as that user); forward and list copies go to the relay
+//      (relay-copies.ts) inside the owner's slots; a Message-ID the owner
+//      already has is suppressed when asked (dedupe.ts);
 //   6. fold (fold.ts) into one outcome, with numeric timings, and the
 //      decision (which rule placed each copy) for the decision log.
 // Steps 2–4 are decideRecipient, which `mailproc rules test` calls too: a
@@ -35,19 +36,21 @@
 import { isAbsolute, resolve } from 'node:path';
 import { candidateUsers, ownerOf, planDelivery, type Plan, type PlanDefaults, type PlanStep, type SpamVerdict } from '../classify/plan.js';
 import { formatDestination } from '../classify/rule-text.js';
-import type { Destination } from '../classify/rules.js';
+import type { Destination, ListEntry } from '../classify/rules.js';
 import type { Logger } from '../log.js';
 import type { RecipientAddress } from '../mail/address.js';
 import type { Envelope } from '../mail/envelope.js';
 import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
 import type { Decision, DecisionCopy, DeliveryTiming, RecipientOutcome } from '../mail/outcome.js';
-import { ok, status, type Status } from '../mail/status.js';
+import { isSuccess, ok, status, type Status } from '../mail/status.js';
 import { traceHeader } from '../mail/trace.js';
 import { resolveIdentity, type Identity } from '../os/identity.js';
 import type { WorkerDestination } from '../workers/ipc.js';
 import { prepareUserDirectories } from '../workers/mail-root.js';
 import type { WorkerPool, WorkerTiming } from '../workers/pool.js';
+import type { DuplicateFilter } from './dedupe.js';
 import { foldCopies } from './fold.js';
+import { pipeManager, relayCopies, type RelayCopyContext } from './relay-copies.js';
 import type { Tables } from '../db/index.js';
 import { parseRecipient } from '../mail/address.js';
 import { lookupRecipient, unknownUser, type Recipient } from './resolve.js';
@@ -86,6 +89,10 @@ export interface DeliveryContext {
   readonly verdicts?: VerdictSource;
   /** The owners' own rules (`mailproc rules`); undefined: the tables' rules alone. */
   readonly ownerRules?: OwnerRules;
+  /** Forwards and lists (relay-copies.ts); undefined: their copies defer with 4.3.5. */
+  readonly relay?: RelayCopyContext;
+  /** Duplicate suppression by Message-ID (dedupe.ts); undefined: none. */
+  readonly duplicates?: DuplicateFilter;
   readonly log: Logger;
 }
 
@@ -178,7 +185,14 @@ export async function decideRecipient(ctx: DeliveryContext, env: Envelope, messa
   return { owner: ownerIdentity, rules, identities, spam: checked, spamSkipped, plan, decision };
 }
 
-export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, message: ParsedMessage, r: Recipient): Promise<RecipientOutcome> {
+export interface DeliverOptions {
+  /** Alias lists expanded on the way to this recipient (relay-copies.ts). */
+  readonly depth?: number;
+  /** Deliver a Message-ID this owner already has (within dedupe.window) once only: on for an alias list's subscribers. */
+  readonly dedupe?: boolean;
+}
+
+export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, message: ParsedMessage, r: Recipient, o: DeliverOptions = {}): Promise<RecipientOutcome> {
   const { rcpt } = r;
   if (hasDeliveredTo(message.headers, rcpt.address)) {
     return { status: status('5.4.6', `mail forwarding loop for ${rcpt.address}`), relay: 'none' };
@@ -189,19 +203,40 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   if ('code' in checked) return { status: checked, detail: checked.text, relay: 'spam' };
   if (plan.kind === 'refuse') return { status: plan.status, relay: 'rules', decision, ...(plan.internal === true ? { detail: plan.status.text } : {}) };
 
+  const duplicate = o.dedupe === true ? ctx.duplicates?.key(decided.owner, message) : undefined;
+  if (duplicate !== undefined && ctx.duplicates?.seen(duplicate) === true) {
+    return { status: ok('duplicate suppressed'), relay: 'dedupe', decision };
+  }
+
   const relay = [...new Set(plan.steps.map((s) => s.destination.kind))].join('+');
-  // Kinds without a leaf yet defer: a configuration the admin can still fix, and unknown means temporary.
-  const unsupported = plan.steps.filter((s) => s.destination.kind === 'forward' || s.destination.kind === 'list')
-    .map((s) => status('4.3.5', `destination kind "${s.destination.kind}" is not supported by this version`));
-  const byIdentity = new Map<string, PlanStep[]>();
+  // A list whose manager is a pipe (Mailman 2) is a pipe run as the owner; other list and forward copies go to the relay.
+  const lists = new Map<string, ListEntry | undefined>();
+  const listOf = (name: string): ListEntry | undefined => {
+    if (!lists.has(name)) lists.set(name, ctx.relay?.list(name));
+    return lists.get(name);
+  };
+  const steps: PlanStep[] = [];
+  const refused: Status[] = [];
   for (const step of plan.steps) {
+    const d = step.destination;
+    const piped = d.kind === 'list' && ctx.relay !== undefined ? pipeManager(listOf(d.name)) : undefined;
+    if (piped === undefined) steps.push(step);
+    else if ('argv' in piped) steps.push({ ...step, destination: piped });
+    else refused.push(piped);
+  }
+  const relayed = steps.filter((s): s is PlanStep & { destination: Destination & { kind: 'forward' | 'list' } } => s.destination.kind === 'forward' || s.destination.kind === 'list');
+  if (relayed.length > 0 && ctx.relay === undefined) {
+    refused.push(...relayed.map((s) => status('4.3.5', `destination kind "${s.destination.kind}" has no relay in this context`)));
+  }
+  const byIdentity = new Map<string, PlanStep[]>();
+  for (const step of steps) {
     if (!forWorker(step.destination)) continue;
     const key = identityKey(step.user, step.group);
     const list = byIdentity.get(key);
     if (list) list.push(step);
     else byIdentity.set(key, [step]);
   }
-  if (byIdentity.size === 0 && unsupported.length === 0) return { status: ok('Discarded by rule'), relay, decision };
+  if (byIdentity.size === 0 && relayed.length === 0 && refused.length === 0) return { status: ok('Discarded by rule'), relay, decision };
 
   const trace = traceHeader({ ...env, hostname: ctx.hostname, recipient: rcpt.address });
   const header = checked.header !== undefined ? Buffer.concat([trace, Buffer.from(checked.header, 'utf8')]) : trace;
@@ -209,6 +244,9 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   const beforeMs = Math.max(0, Date.now() - env.arrival.getTime());
   const timings: WorkerTiming[] = [];
   const allowRoot = ctx.allowRoot(rcpt);
+  const relayContext = ctx.relay;
+  const sent = relayed.length === 0 || relayContext === undefined ? Promise.resolve([])
+    : withOwnerSlot(ctx, decided.owner, () => relayCopies(relayContext, env, message, rcpt, relayed, o.depth ?? 0));
   const copies = await Promise.all([...byIdentity].map(async ([key, steps]): Promise<Status[]> => {
     const identity = identities.get(key) ?? await resolveIdentity((steps[0] as PlanStep).user, (steps[0] as PlanStep).group);
     if (typeof identity === 'string') {
@@ -230,9 +268,15 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
     timings.push(res.timing);
     return res.results.map((x) => x.status);
   }));
-  const folded = foldCopies([...copies.flat(), ...unsupported]);
+  const folded = foldCopies([...copies.flat(), ...(await sent), ...refused]);
+  if (duplicate !== undefined && isSuccess(folded.status)) ctx.duplicates?.record(duplicate);
   const timing: DeliveryTiming | undefined = timings.length === 0 ? undefined : { beforeMs, ...slowest(timings) };
   return { status: folded.status, detail: folded.detail, relay, decision, ...(timing !== undefined ? { timing } : {}) };
+}
+
+/** Relay copies count against the owner's slots, like their worker copies; an owner that does not resolve has none to wait for. */
+function withOwnerSlot<T>(ctx: DeliveryContext, owner: Identity | string, work: () => Promise<T>): Promise<T> {
+  return typeof owner === 'string' ? work() : ctx.pool.runInSlot(owner, work);
 }
 
 /** The owner's check, made in the owner's slots; nothing without a source. */
@@ -253,7 +297,7 @@ async function spamCheck(ctx: DeliveryContext, message: ParsedMessage, r: Recipi
  * RCPT), then delivered. Nobody's address any more → 5.1.1; a table that
  * cannot be read → 4.3.0 (retried).
  */
-export async function deliverToAddress(ctx: DeliveryContext, tables: Tables, delimiter: string, env: Envelope, message: ParsedMessage, address: string): Promise<RecipientOutcome> {
+export async function deliverToAddress(ctx: DeliveryContext, tables: Tables, delimiter: string, env: Envelope, message: ParsedMessage, address: string, o: DeliverOptions = {}): Promise<RecipientOutcome> {
   const rcpt = parseRecipient(address, delimiter);
   let resolved;
   try {
@@ -262,5 +306,5 @@ export async function deliverToAddress(ctx: DeliveryContext, tables: Tables, del
     return { status: status('4.3.0', `table lookup for ${address} failed: ${(err as Error).message}`), detail: 'table lookup failed', relay: 'none' };
   }
   if (resolved === undefined) return { status: unknownUser(address), relay: 'none' };
-  return deliverToRecipient(ctx, env, message, { rcpt, resolved });
+  return deliverToRecipient(ctx, env, message, { rcpt, resolved }, o);
 }

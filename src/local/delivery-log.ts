@@ -25,6 +25,8 @@ export function formatSeconds(ms: number): string {
 export interface DeliveryLogEntry {
   readonly queueId: string;
   readonly to: string;
+  /** The address it was expanded from (an alias list), Postfix's orig_to=. */
+  readonly origTo?: string;
   readonly outcome: RecipientOutcome;
   /** The status finally recorded, when the queue changed it (a temporary failure past the lifetime: 5.4.7). */
   readonly final?: Status;
@@ -42,5 +44,5 @@ export function logDelivery(log: Logger, e: DeliveryLogEntry, decisions?: Decisi
   const delays = t === undefined ? undefined
     : `${formatSeconds(t.beforeMs)}/${formatSeconds(t.slotMs)}/${formatSeconds(t.transferMs)}/${formatSeconds(t.workMs)}`;
   const delay = ((Math.max(0, (e.now ?? Date.now()) - e.arrival.getTime())) / 1000).toFixed(3);
-  log.info(text, { to: e.to, relay: e.outcome.relay, delay, delays, dsn: s.code, status: statusWord(s) }, e.queueId);
+  log.info(text, { to: e.to, ...(e.origTo !== undefined ? { orig_to: e.origTo } : {}), relay: e.outcome.relay, delay, delays, dsn: s.code, status: statusWord(s) }, e.queueId);
 }

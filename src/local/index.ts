@@ -10,8 +10,10 @@
 export { createIntake, type IntakeDeps, type IntakeHandlers, type IntakeResult } from './intake.js';
 export {
   decideRecipient, deliverToAddress, deliverToRecipient,
-  type DecideOptions, type DeliveryContext, type RecipientDecision, type SpamCheck, type VerdictSource,
+  type DecideOptions, type DeliverOptions, type DeliveryContext, type RecipientDecision, type SpamCheck, type VerdictSource,
 } from './deliver.js';
+export { createRelayCopyContext, type RelayCopyContext } from './relay-copies.js';
+export { createDuplicateFilter, type DuplicateFilter, type DuplicateRecords } from './dedupe.js';
 export { createDecisionLog, type DecisionLog } from './decision-log.js';
 export { createOwnerRules, ruleOwnerAddress, userRulePolicyFor, type LayeredRule, type OwnerRules, type OwnerRulesOptions } from './user-rules.js';
 export { createSpamVerdicts, type SpamVerdictsOptions } from './spam.js';

@@ -1,6 +1,7 @@
 // Trace headers, as Postfix local(8) writes them: Return-Path (the envelope
 // sender), Delivered-To (the recipient; also our loop marker) and one
-// Received. Produced as LF-terminated lines to prepend to the stored message.
+// Received. Produced as LF-terminated lines to prepend to the stored message
+// (or, without Return-Path, to a copy sent on).
 // Values come from the envelope, which smtp-server has parsed; control
 // characters are stripped so a hostile HELO cannot inject header lines.
 import type { Protocol } from './envelope.js';
@@ -26,13 +27,24 @@ export function rfc5322Date(d: Date): string {
   return d.toUTCString().replace(/GMT$/, '+0000');
 }
 
-export function traceHeader(t: TraceInfo): Buffer {
+function transit(t: TraceInfo): string {
   const received =
     `Received: from ${clean(t.helo) || 'unknown'} (${clean(t.clientAddress) || 'localhost'})\n` +
     `\tby ${clean(t.hostname)} (mailprocd) with ${t.protocol} id ${t.queueId}\n` +
     `\tfor <${clean(t.recipient)}>; ${rfc5322Date(t.arrival)}\n`;
-  return Buffer.from(
-    `Return-Path: <${clean(t.sender)}>\nDelivered-To: ${clean(t.recipient)}\n${received}`,
-    'utf8',
-  );
+  return `Delivered-To: ${clean(t.recipient)}\n${received}`;
+}
+
+/** For a copy stored here (a file or a pipe): Return-Path, Delivered-To, Received. */
+export function traceHeader(t: TraceInfo): Buffer {
+  return Buffer.from(`Return-Path: <${clean(t.sender)}>\n${transit(t)}`, 'utf8');
+}
+
+/**
+ * For a copy sent on (a forward, a list manager): Delivered-To — the loop
+ * marker another hop brings back to us — and Received, without Return-Path,
+ * which only the final delivery writes (RFC 5321 §4.4).
+ */
+export function relayTraceHeader(t: TraceInfo): Buffer {
+  return Buffer.from(transit(t), 'utf8');
 }

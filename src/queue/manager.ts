@@ -5,7 +5,7 @@
 // queue.retry_max; past queue.lifetime a temporary failure becomes permanent
 // (5.4.7) and is bounced. A recipient is recorded as finished in the spool
 // only once its outcome is final AND, for a failure, its DSN was handed to the
-// bounce relay (or needs none: null sender, or no relay configured — then the
+// outbound relay (relay.smtp), or needs none (the null sender — then the
 // log line is the record). A restart resumes where it stopped.
 //
 // LMTP deliveries that outlive the reply window are adopted: the message is
@@ -35,7 +35,7 @@ export interface QueueDeps {
   readonly deliver: (env: Envelope, message: ParsedMessage, address: string) => Promise<RecipientOutcome>;
   /** Records one recipient's outcome in the delivery log (the one writer: src/local/delivery-log.ts). */
   readonly report: (r: QueueReport) => void;
-  /** Where bounces go out (queue.bounce_relay names the peer). */
+  /** Where bounces go out (relay.smtp). */
   readonly relays: Relays;
 }
 
@@ -301,20 +301,17 @@ export class QueueManager {
       this.d.log.info(`no bounce: the sender <${entry.envelope.sender}> is null or a mailer daemon (a bounce is never bounced)`, { to }, id);
       return true;
     }
-    if (c.queue.bounce_relay === undefined) {
-      this.d.log.warn(`no bounce: queue.bounce_relay is not configured; the sender <${entry.envelope.sender}> is not told`, { to }, id);
-      return true;
-    }
     const dsn = buildBounce({
       reportingMta: c.hostname, queueId: id, sender: entry.envelope.sender, arrival: new Date(entry.envelope.arrival),
       recipients: failed, original: entry.raw,
     });
-    const [s] = await this.d.relays.get(c.queue.bounce_relay).send({ from: '', to: [dsn.to], raw: dsn.raw }) as [Status];
+    const relay = this.d.relays.outbound();
+    const [s] = await relay.send({ from: '', to: [dsn.to], raw: dsn.raw }) as [Status];
     if (isSuccess(s)) {
-      this.d.log.info(`sender non-delivery notification sent to <${entry.envelope.sender}>`, { relay: c.queue.bounce_relay, dsn: s.code }, id);
+      this.d.log.info(`sender non-delivery notification sent to <${entry.envelope.sender}>`, { relay: relay.where, dsn: s.code }, id);
       return true;
     }
-    this.d.log.warn(`bounce to <${entry.envelope.sender}> not sent: ${s.code} ${s.text}`, { relay: c.queue.bounce_relay }, id);
+    this.d.log.warn(`bounce to <${entry.envelope.sender}> not sent: ${s.code} ${s.text}`, { relay: relay.where }, id);
     // A relay that refuses the DSN for good, or still cannot take it after twice
     // the queue lifetime: give up, loudly — a bounce cannot bounce.
     if (!isTemporary(s) || Date.now() - entry.envelope.arrival > 2 * c.queue.lifetime) {

@@ -13,15 +13,14 @@
 // DATA in LMTP), and 4.4.x for all when the peer could not be reached or
 // the session broke. The message bytes go out as given (raw): no header is
 // added or re-folded, so signatures survive.
+import { connect, type Socket } from 'node:net';
 import { createTransport, type Transporter } from 'nodemailer';
 import type SMTPPool from 'nodemailer/lib/smtp-pool/index.js';
 import { status, type Status } from '../mail/status.js';
 import { statusFromReply, statusFromSendError } from './smtp-reply.js';
 
-export interface RelayTarget {
-  readonly host: string;
-  readonly port: number;
-}
+/** A TCP peer, or a unix socket (a list manager's LMTP: "lmtp:unix:PATH"). */
+export type RelayTarget = { readonly host: string; readonly port: number; readonly path?: undefined } | { readonly path: string };
 
 /** "HOST:PORT" or "[IPv6]:PORT" → target; a bad spec throws (config validation catches it first). */
 export function parseRelayTarget(spec: string): RelayTarget {
@@ -48,6 +47,20 @@ export interface RelayOptions {
   readonly timeoutMs?: number;
   /** Speak LMTP instead of SMTP (one reply per recipient after DATA). */
   readonly lmtp?: boolean;
+  /**
+   * STARTTLS: optional = when offered, certificate not verified (Postfix's
+   * "may"); required = never in clear; off (default) = never.
+   */
+  readonly tls?: 'off' | 'optional' | 'required';
+}
+
+/** Anything that takes a message on for its recipients: an SMTP/LMTP peer, or the sendmail program. */
+export interface Relay {
+  /** For log lines: "127.0.0.1:25", "unix:/path", "sendmail". */
+  readonly where: string;
+  /** One Status per recipient of `m.to`, in order; never rejects. */
+  send(m: OutboundMessage): Promise<Status[]>;
+  close(): void;
 }
 
 /** Messages one connection carries before it is replaced (Postfix smtp_connection_reuse_count_limit is unlimited; nodemailer's default 100 is fine). */
@@ -61,20 +74,49 @@ interface RejectedError {
   readonly responseCode?: number;
 }
 
-export class SmtpRelay {
+/** A connected unix socket for nodemailer's getSocket hook (it dials TCP only). */
+function unixSocket(path: string, timeoutMs: number, callback: (err: Error | null, socket?: { connection: Socket }) => void): void {
+  const socket = connect(path);
+  const timer = setTimeout(() => socket.destroy(new Error(`connection to unix:${path} timed out`)), timeoutMs);
+  socket.once('connect', () => {
+    clearTimeout(timer);
+    socket.removeListener('error', failed);
+    callback(null, { connection: socket });
+  });
+  const failed = (err: Error): void => {
+    clearTimeout(timer);
+    callback(err);
+  };
+  socket.once('error', failed);
+}
+
+export class SmtpRelay implements Relay {
   readonly where: string;
   private readonly transport: Transporter<SMTPPool.SentMessageInfo>;
 
   constructor(readonly target: RelayTarget, opts: RelayOptions) {
-    this.where = `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
     const timeout = opts.timeoutMs ?? 30_000;
+    const tls = opts.tls ?? 'off';
+    let peer: Record<string, unknown>;
+    if (target.path !== undefined) {
+      this.where = `unix:${target.path}`;
+      const path = target.path;
+      peer = { host: 'localhost', port: 0, getSocket: (_o: unknown, cb: (err: Error | null, s?: { connection: Socket }) => void) => unixSocket(path, timeout, cb) };
+    } else {
+      this.where = `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+      peer = { host: target.host, port: target.port };
+    }
     const options: SMTPPool.Options = {
       pool: true,
-      host: target.host,
-      port: target.port,
+      ...peer,
       secure: false,
-      // Loopback relays in tests and most sites; opportunistic TLS comes with forwarding (relay.smtp).
-      ignoreTLS: true,
+      ignoreTLS: tls === 'off',
+      requireTLS: tls === 'required',
+      // Opportunistic TLS as Postfix's "may": encrypt when offered, no
+      // certificate check (a relay's name rarely matches what we dial), and a
+      // failed STARTTLS goes on in clear unless TLS is required.
+      opportunisticTLS: tls === 'optional',
+      tls: { rejectUnauthorized: false, minVersion: 'TLSv1.2' },
       name: opts.name,
       lmtp: opts.lmtp ?? false,
       maxConnections: opts.maxConnections ?? 5,

@@ -145,7 +145,7 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
   { name: 'duplicate uid key, any case', table: 'uid', text: 'a@x alice\nA@X bob', want: ['db/rules:2: duplicate key "a@x" (first given at line 1)'] },
   { name: 'list without a mode', table: 'lists', text: 'dev@x', want: ['db/rules:1: list mode must be open, closed or moderated, found none'] },
   { name: 'unknown list mode', table: 'lists', text: 'dev@x private', want: ['db/rules:1: list mode must be open, closed or moderated, found "private"'] },
-  { name: 'bad manager', table: 'lists', text: 'dev@x open manager=mailman', want: ['db/rules:1: bad manager "mailman" (want lmtp:unix:/PATH, lmtp:inet:HOST:PORT, pipe:COMMAND or "")'] },
+  { name: 'bad manager', table: 'lists', text: 'dev@x open manager=mailman', want: ['db/rules:1: bad manager "mailman" (want lmtp:unix:/PATH, lmtp:inet:HOST:PORT, pipe:COMMAND, alias or "")'] },
   { name: 'unknown list option', table: 'lists', text: 'dev@x open owner=a@x', want: ['db/rules:1: unknown list option "owner=a@x" (want manager=… or subscribers=…)'] },
   {
     name: 'bad, empty and repeated subscribers, each on its own line',

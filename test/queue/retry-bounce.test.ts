@@ -29,7 +29,7 @@ test('a temporary failure is retried, then bounced after the lifetime; a permane
     // A lifetime of 6 s for at least two attempts 200–400 ms apart: an attempt
     // (a worker start, a shell) takes milliseconds idle and well under a
     // second loaded; with 2 s a slow first start could leave room for one.
-    config: { queue: { retry_min: '200ms', retry_max: '400ms', lifetime: '6s', bounce_relay: `127.0.0.1:${sink.port}` }, log: { level: 'info' } },
+    config: { queue: { retry_min: '200ms', retry_max: '400ms', lifetime: '6s' }, relay: { smtp: `127.0.0.1:${sink.port}` }, log: { level: 'info' } },
   });
   try {
     const t = createTransport({ host: '127.0.0.1', port: d.smtpPort, name: 'client.test' } as never);

@@ -116,10 +116,18 @@ export class QueueManager {
    */
   adopt(id: string, inFlight: readonly { address: string; outcome: Promise<RecipientOutcome> }[]): void {
     this.adopted.add(id);
-    void Promise.all(inFlight.map(async (f) => ({ address: f.address, ...(await f.outcome) })))
+    const marked = new Set<string>();
+    void Promise.all(inFlight.map(async (f) => {
+      const o = await f.outcome;
+      if (isSuccess(o.status)) {
+        await this.d.spool.markDone(id, f.address);
+        marked.add(f.address);
+      }
+      return { address: f.address, ...o };
+    }))
       .then(async (outcomes) => {
         const entry = await this.d.spool.read(id);
-        await this.finish(entry, outcomes);
+        await this.finish(entry, outcomes, marked);
       })
       .catch((err: unknown) => this.d.log.error(`adopted delivery failed: ${(err as Error).stack ?? String(err)}`, undefined, id))
       .finally(() => {
@@ -239,14 +247,24 @@ export class QueueManager {
     if (!entry) return;
     const env = this.envelopeOf(entry);
     const message = parseMessage(entry.raw);
+    // A delivered recipient is recorded as soon as it is delivered, not when
+    // the whole attempt ends: a crash meanwhile must not deliver it again.
+    const marked = new Set<string>();
     const outcomes = await Promise.all(entry.envelope.recipients
       .filter((address) => !entry.done.has(address.toLowerCase()))
-      .map(async (address): Promise<Outcome> => ({ address, ...(await this.d.deliver(env, message, address)) })));
-    await this.finish(entry, outcomes);
+      .map(async (address): Promise<Outcome> => {
+        const o = await this.d.deliver(env, message, address);
+        if (isSuccess(o.status)) {
+          await this.d.spool.markDone(id, address);
+          marked.add(address);
+        }
+        return { address, ...o };
+      }));
+    await this.finish(entry, outcomes, marked);
   }
 
   /** Logs and records outcomes, bounces permanent failures, schedules what is left. */
-  private async finish(entry: SpoolEntry, outcomes: readonly Outcome[]): Promise<void> {
+  private async finish(entry: SpoolEntry, outcomes: readonly Outcome[], marked: ReadonlySet<string> = new Set()): Promise<void> {
     const c = this.d.config();
     const id = entry.envelope.id;
     const age = Date.now() - entry.envelope.arrival;
@@ -272,7 +290,7 @@ export class QueueManager {
       if (await this.bounce(entry, failed)) finished.push(...failed.map((f) => f.address));
       else remaining += failed.length;
     }
-    for (const address of finished) await this.d.spool.markDone(id, address);
+    for (const address of finished) if (!marked.has(address)) await this.d.spool.markDone(id, address);
     const left = entry.envelope.recipients.filter((a) => !entry.done.has(a.toLowerCase()) && !finished.includes(a));
     if (left.length === 0) {
       await this.d.spool.remove(id);

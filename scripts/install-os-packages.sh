@@ -19,9 +19,14 @@
 #   systemd          systemd-analyze, to verify the unit in docs/ (nothing of
 #                    it is started).
 #   strace           the durability tests watch the daemon's fsyncs with it.
+#   mailman3         Mailman 3 core, the list manager the relay hands list
+#                    posts to over LMTP; tests start their own instance in a
+#                    temp directory. Its dbconfig questions are preseeded
+#                    (SQLite under /var/lib/mailman3, no HyperKitty), so the
+#                    install asks nothing; its service is stopped.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -42,10 +47,15 @@ fi
 
 echo "install-os-packages: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+debconf-set-selections <<'EOF'
+postfix postfix/main_mailer_type select No configuration
+mailman3 mailman3/dbconfig-install boolean true
+mailman3 mailman3/database-type select sqlite3
+mailman3 mailman3/config_hyperkitty boolean false
+EOF
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packages' own daemons are not wanted: tests start their own instances.
-for svc in postfix dovecot spamd spamassassin policyd-weight postgrey; do
+for svc in postfix dovecot spamd spamassassin policyd-weight postgrey mailman3; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done

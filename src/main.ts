@@ -33,7 +33,7 @@ import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
 import { createDnsblPlugin, createSpfPlugin, startPolicyService } from './policy/index.js';
 import { QueueManager } from './queue/manager.js';
-import { Relays } from './relay/index.js';
+import { probeRelay, Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
 import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
@@ -240,6 +240,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   const spam = await startSpamCheckers(config, log);
   const verdicts = createSpamVerdicts({ checkers: spam, config: () => config.spam, log });
   const relays = new Relays(() => ({ name: config.hostname, relay: config.relay }));
+  void probeRelay(config.relay).then((warning) => { if (warning !== undefined) log.warn(warning); });
   // The recipient layer's context, read afresh per delivery (a reload changes config and the default).
   const deliveryContext = (mayStart?: () => boolean): DeliveryContext => ({
     pool,

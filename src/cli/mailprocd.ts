@@ -13,6 +13,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { createLogger } from '../log.js';
+import { probeRelay } from '../relay/index.js';
 import { parseDefaultDestination, startDaemon, STOP_SLACK_MS, type Daemon } from '../main.js';
 
 const USAGE = `usage: mailprocd [--config FILE] [--check-config]
@@ -39,6 +40,8 @@ async function main(): Promise<number> {
     try {
       const c = loadConfig(args.config);
       parseDefaultDestination(c.delivery.default);
+      const relay = await probeRelay(c.relay);
+      if (relay !== undefined) process.stderr.write(`mailprocd: warning: ${relay}\n`);
       process.stdout.write(`${JSON.stringify(c, null, 2)}\n`);
       process.stderr.write(`mailprocd: configuration ${c.file ?? '(embedded default)'} is valid\n`);
       return 0;

@@ -5,11 +5,12 @@
 //
 // Exports: Relays (one pooled relay per peer and settings, made on first
 // use), Relay, SmtpRelay, SendmailRelay, parseRelayTarget,
-// parseManagerTarget, statusFromReply, statusFromSendError, types.
+// parseManagerTarget, probeRelay, statusFromReply, statusFromSendError, types.
 import type { RelayConfig } from '../config/relay.js';
 import { SendmailRelay } from './sendmail-relay.js';
 import { parseRelayTarget, SmtpRelay, type Relay, type RelayOptions, type RelayTarget } from './smtp-relay.js';
 
+export { probeRelay } from './probe.js';
 export { SendmailRelay } from './sendmail-relay.js';
 export { parseRelayTarget, SmtpRelay, type OutboundMessage, type Relay, type RelayOptions, type RelayTarget } from './smtp-relay.js';
 export { statusFromReply, statusFromSendError } from './smtp-reply.js';

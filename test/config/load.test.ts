@@ -5,6 +5,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -368,6 +369,36 @@ describe('loadConfig from a file', () => {
       assert.equal(r.status, 1, r.stderr);
       assert.ok(r.stderr.includes(path), r.stderr);
       assert.match(r.stderr, /line \d+: /);
+    });
+
+    test('queue.bounce_relay is refused with the key that replaces it; a bad relay.smtp names relay.smtp', () => {
+      const r = run(write('cli-bounce-relay.yaml', 'queue:\n  bounce_relay: "127.0.0.1:25"\nrelay:\n  smtp: "mx.example.test"\n'));
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /queue\.bounce_relay: replaced by relay\.smtp/);
+      assert.match(r.stderr, /relay\.smtp: expected "HOST:PORT"/);
+    });
+
+    test('a relay.smtp nothing answers at is valid but warned about; one that answers is not', async () => {
+      const server = createServer();
+      await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+      const live = (server.address() as AddressInfo).port;
+      const dead = createServer();
+      await new Promise<void>((ok) => dead.listen(0, '127.0.0.1', ok));
+      const deadPort = (dead.address() as AddressInfo).port;
+      await new Promise<void>((ok) => dead.close(() => ok()));
+      try {
+        const down = run(write('cli-relay-down.yaml', `relay:\n  smtp: "127.0.0.1:${deadPort}"\n`));
+        assert.equal(down.status, 0, down.stderr);
+        assert.match(down.stderr, new RegExp(`warning: relay\\.smtp 127\\.0\\.0\\.1:${deadPort}: nothing takes mail there \\(ECONNREFUSED\\): bounces, forwards and vacation replies will wait in the queue`));
+        const up = run(write('cli-relay-up.yaml', `relay:\n  smtp: "127.0.0.1:${live}"\n`));
+        assert.equal(up.status, 0, up.stderr);
+        assert.doesNotMatch(up.stderr, /warning/);
+        const sendmail = run(write('cli-relay-sendmail.yaml', 'relay:\n  smtp: sendmail\n  sendmail: /nonexistent/sendmail\n'));
+        assert.equal(sendmail.status, 0, sendmail.stderr);
+        assert.match(sendmail.stderr, /warning: relay\.sendmail \/nonexistent\/sendmail cannot be run \(ENOENT\)/);
+      } finally {
+        server.close();
+      }
     });
 
     test('a good file exits 0 and prints the resolved configuration', () => {

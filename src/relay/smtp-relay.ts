@@ -2,7 +2,8 @@
 // forwards and vacation replies next, a list manager's LMTP runner — through
 // nodemailer's connection pool: connections are opened on demand, up to
 // `maxConnections`, kept and reused across messages (connection caching, as
-// Postfix's scache does), and replaced when the peer closes them.
+// Postfix's scache does), and replaced when the peer closes them. STARTTLS
+// per relay.tls (src/config/relay.ts).
 //
 // Exports: SmtpRelay, RelayTarget, OutboundMessage, parseRelayTarget.
 //
@@ -10,8 +11,8 @@
 // Status per envelope recipient, in order, decided where the answer came
 // from (relay/smtp-reply.ts): 2.0.0 for a recipient the peer accepted the
 // message for, the peer's own 4xx/5xx for one it refused (at RCPT, or after
-// DATA in LMTP), and 4.4.x for all when the peer could not be reached or
-// the session broke. The message bytes go out as given (raw): no header is
+// DATA in LMTP), 4.4.x for all when the peer could not be reached or the
+// session broke, and 4.7.4 when TLS is required and the peer has none. The message bytes go out as given (raw): no header is
 // added or re-folded, so signatures survive.
 import { connect, type Socket } from 'node:net';
 import { createTransport, type Transporter } from 'nodemailer';
@@ -92,11 +93,13 @@ function unixSocket(path: string, timeoutMs: number, callback: (err: Error | nul
 
 export class SmtpRelay implements Relay {
   readonly where: string;
+  private readonly tls: 'off' | 'optional' | 'required';
   private readonly transport: Transporter<SMTPPool.SentMessageInfo>;
 
   constructor(readonly target: RelayTarget, opts: RelayOptions) {
     const timeout = opts.timeoutMs ?? 30_000;
     const tls = opts.tls ?? 'off';
+    this.tls = tls;
     let peer: Record<string, unknown>;
     if (target.path !== undefined) {
       this.where = `unix:${target.path}`;
@@ -158,7 +161,11 @@ export class SmtpRelay implements Relay {
         const whole = statusFromSendError(err, this.where);
         return m.to.map((to) => byRecipient.get(to) ?? whole);
       }
-      const s = statusFromSendError(err, this.where);
+      const e = err as { code?: string; command?: string };
+      // TLS required and not to be had: Postfix defers such mail (4.7.4) — the relay may offer it later, or the admin fix it.
+      const s = this.tls === 'required' && (e.code === 'ETLS' || e.command === 'STARTTLS')
+        ? status('4.7.4', `${this.where} does not offer STARTTLS (or it failed), and relay.tls is required`)
+        : statusFromSendError(err, this.where);
       return m.to.map(() => s);
     }
   }

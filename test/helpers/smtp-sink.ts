@@ -16,6 +16,13 @@ export interface SinkMessage {
   readonly raw: Buffer;
   /** MAIL FROM's BODY= parameter as smtp-server saw it ('7bit' without one). */
   readonly bodyType: string;
+  /** The TLS protocol of the session (after STARTTLS), e.g. 'TLSv1.3'; undefined in clear. */
+  readonly tls?: string;
+}
+
+export interface SinkOptions {
+  /** Offer STARTTLS with this key and certificate (PEM). Default: no TLS. */
+  readonly tls?: { readonly key: Buffer; readonly cert: Buffer };
 }
 
 export interface Refusal {
@@ -43,7 +50,7 @@ function refusal(r: Refusal): SMTPServerError {
   return err;
 }
 
-export async function startSmtpSink(): Promise<SmtpSink> {
+export async function startSmtpSink(opts: SinkOptions = {}): Promise<SmtpSink> {
   const messages: SinkMessage[] = [];
   let connections = 0;
   let next: Refusal | undefined;
@@ -56,8 +63,9 @@ export async function startSmtpSink(): Promise<SmtpSink> {
   const server = new SMTPServer({
     disableReverseLookup: true,
     authOptional: true,
-    hideSTARTTLS: true,
-    disabledCommands: ['STARTTLS', 'AUTH'],
+    ...(opts.tls !== undefined
+      ? { key: opts.tls.key, cert: opts.tls.cert, disabledCommands: ['AUTH'] }
+      : { hideSTARTTLS: true, disabledCommands: ['STARTTLS', 'AUTH'] }),
     logger: false,
     name: 'sink.test',
     onConnect(_session, callback) {
@@ -84,6 +92,7 @@ export async function startSmtpSink(): Promise<SmtpSink> {
           to: session.envelope.rcptTo.map((a) => a.address),
           raw: Buffer.concat(chunks),
           bodyType: session.envelope.bodyType ?? '7bit',
+          ...(session.secure ? { tls: (session as unknown as { tlsOptions?: { version?: string } }).tlsOptions?.version ?? 'TLS' } : {}),
         });
         callback();
       });

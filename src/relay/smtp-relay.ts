@@ -1,19 +1,20 @@
-// One SMTP (or LMTP) peer we hand mail to — the MTA for bounces today, for
-// forwards and vacation replies next, a list manager's LMTP runner — through
+// One SMTP (or LMTP) peer we hand mail to — the MTA for bounces, forwards
+// and vacation replies, a list manager's LMTP runner — through
 // nodemailer's connection pool: connections are opened on demand, up to
 // `maxConnections`, kept and reused across messages (connection caching, as
 // Postfix's scache does), and replaced when the peer closes them. STARTTLS
 // per relay.tls (src/config/relay.ts).
 //
-// Exports: SmtpRelay, RelayTarget, OutboundMessage, parseRelayTarget.
+// Exports: SmtpRelay, Relay, RelayTarget, RelayOptions, OutboundMessage, parseRelayTarget.
 //
 // Failure contract: send() never throws and never rejects. It answers one
 // Status per envelope recipient, in order, decided where the answer came
 // from (relay/smtp-reply.ts): 2.0.0 for a recipient the peer accepted the
 // message for, the peer's own 4xx/5xx for one it refused (at RCPT, or after
 // DATA in LMTP), 4.4.x for all when the peer could not be reached or the
-// session broke, and 4.7.4 when TLS is required and the peer has none. The message bytes go out as given (raw): no header is
-// added or re-folded, so signatures survive.
+// session broke, and 4.7.4 when TLS is required and the peer has none. The
+// message bytes go out as given (raw): no header is added or re-folded, so
+// signatures survive.
 import { connect, type Socket } from 'node:net';
 import { createTransport, type Transporter } from 'nodemailer';
 import type SMTPPool from 'nodemailer/lib/smtp-pool/index.js';

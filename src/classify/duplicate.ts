@@ -17,5 +17,6 @@ const MSG_ID_RE = /<[\x21-\x3b\x3d\x3f-\x7e]{1,250}>/;
  */
 export function dedupeKey(owner: string, messageId: string | undefined): string | undefined {
   const id = messageId === undefined ? undefined : MSG_ID_RE.exec(messageId)?.[0];
-  return id === undefined ? undefined : `${owner.toLowerCase()}\0${id}`;
+  // U+001F as in vacationKey: in no address or msg-id, and not NUL (lmdb-js reads a long key with NUL as an array).
+  return id === undefined ? undefined : `${owner.toLowerCase()}\x1f${id}`;
 }

@@ -144,9 +144,14 @@ export function vacationAddresses(r: RecipientAddress, d: Extract<Destination, {
   return [...new Set(all)];
 }
 
-/** The key a reply from `owner` to `sender` is remembered under (both compared without regard to case). */
+/**
+ * The key a reply from `owner` to `sender` is remembered under (both compared
+ * without regard to case). The separator is U+001F, which no address holds
+ * (SMTP refuses control characters); not NUL, which lmdb-js would turn a
+ * long key into an array key with.
+ */
 export function vacationKey(owner: string, sender: string): string {
-  return `${owner.toLowerCase()}\0${sender.toLowerCase()}`;
+  return `${owner.toLowerCase()}\x1f${sender.toLowerCase()}`;
 }
 
 /** local@domain with a quoted local part unquoted, lower case: how addresses are compared here. */

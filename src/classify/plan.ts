@@ -4,7 +4,10 @@
 // hands to workers. Evaluation: rules in table order; every rule whose
 // conditions all hold adds its destination; `stop` ends evaluation; a reject
 // destination refuses the recipient outright; no matching rule → the default
-// destination. The smallest `maxsize` among the address's rules is the
+// destination. A vacation step is an automatic reply, not a delivery: like
+// Sieve's implicit keep, the default is still added when every step that
+// applied is a vacation (a vacation rule's `stop` ends the rules, not the
+// keep). Vacation steps keep their rule order; the default comes last. The smallest `maxsize` among the address's rules is the
 // address's size limit (552 5.2.3), checked before anything else. Globs and
 // regexes run on src/mail/pattern.ts's linear-time matchers; a stored pattern
 // that matcher refuses (tables compiled by an older version: the compiler
@@ -195,6 +198,7 @@ export function expandDestination(d: Destination, r: RecipientAddress, home?: st
     }
     case 'mbox': return { kind: 'mbox', path: expandTemplate(d.path, r, home) };
     case 'pipe': return { kind: 'pipe', argv: d.argv.map((a) => expandTemplate(a, r, home)) };
+    case 'vacation': return d.textFile !== undefined ? { ...d, textFile: expandTemplate(d.textFile, r, home) } : d;
     default: return d;
   }
 }
@@ -238,7 +242,7 @@ export function planDelivery(input: PlanInput): Plan {
     });
     if (rule.stop) break;
   }
-  if (steps.length === 0) {
+  if (steps.every((s) => s.destination.kind === 'vacation')) {
     const group = groupOf(input);
     const user = userOf(input);
     steps.push({ destination: expandDestination(defaults.destination, r, input.homeOf?.(user)), user, ...(group !== undefined ? { group } : {}), origin: 'default' });

@@ -3,8 +3,13 @@
 // list`, `rules test`, `rules log`. The text parses back to the same rule
 // (a word with white space or a quote is quoted as the tables quote it).
 //
-// Exports: formatRule, formatDestination, formatCondition. Pure; never throws.
-import type { Condition, Destination, Pattern, Rule } from './rules.js';
+// A vacation text is one word of one line: a line break in it is written
+// "\n" and a backslash "\\" (then quoted as every word is), and
+// unescapeVacationText is how the parser reads that back.
+//
+// Exports: formatRule, formatDestination, formatCondition,
+// escapeVacationText, unescapeVacationText. Pure; never throws.
+import { VACATION_DAYS, type Condition, type Destination, type Pattern, type Rule } from './rules.js';
 
 /** A word as a table source writes it: quoted when it holds white space, a quote or nothing at all. */
 function word(text: string): string {
@@ -14,6 +19,28 @@ function word(text: string): string {
 
 function pattern(p: Pattern): string {
   return p.kind === 'glob' ? `=${p.glob}` : `~/${p.source}/${p.flags}`;
+}
+
+/** "\n" in a vacation text is a line break and "\\" a backslash (after the table's own quoting); any other backslash stays. */
+export function unescapeVacationText(text: string): string {
+  return text.replace(/\\([\\n])/g, (_whole, c: string) => (c === 'n' ? '\n' : '\\'));
+}
+
+/** The inverse of unescapeVacationText. */
+export function escapeVacationText(text: string): string {
+  return text.replaceAll('\\', '\\\\').replaceAll('\n', '\\n');
+}
+
+function vacationText(d: Extract<Destination, { kind: 'vacation' }>): string {
+  const words = ['vacation'];
+  if (d.text !== undefined) words.push(word(`text=${escapeVacationText(d.text)}`));
+  if (d.textFile !== undefined) words.push(word(`text_file=${d.textFile}`));
+  if (d.subject !== undefined) words.push(word(`subject=${d.subject}`));
+  if (d.days !== VACATION_DAYS.default) words.push(`days=${d.days}`);
+  if (d.from !== undefined) words.push(`from=${d.from}`);
+  if (d.until !== undefined) words.push(`until=${d.until}`);
+  if (d.addresses !== undefined && d.addresses.length > 0) words.push(`addresses=${d.addresses.join(',')}`);
+  return words.join(' ');
 }
 
 export function formatCondition(c: Condition): string {
@@ -41,6 +68,7 @@ export function formatDestination(d: Destination): string {
     case 'forward': return `forward:${d.address}`;
     case 'list': return `list:${d.name}`;
     case 'discard': return 'discard';
+    case 'vacation': return vacationText(d);
     case 'reject': return word(`reject:${d.code}${d.text !== '' ? ` ${d.text}` : ''}`);
   }
 }

@@ -37,8 +37,26 @@ export type Destination =
   | { readonly kind: 'forward'; readonly address: string }
   | { readonly kind: 'list'; readonly name: string }
   | { readonly kind: 'discard' }
+  /**
+   * An automatic reply to the sender (RFC 3834, Sieve vacation RFC 5230), at
+   * most once per sender every `days` days. Not a delivery: the planner still
+   * gives the default destination when no other rule applied (Sieve's
+   * implicit keep). One of `text` (line breaks as written: "\n" in the
+   * source) and `textFile` (admin rules only; may use ${variables}) is set.
+   * `from`: the reply's From and envelope sender, default the recipient.
+   * `until`: YYYY-MM-DD, the last day a reply is sent (server's local date).
+   * `addresses`: more addresses of the owner (lower case) that count as
+   * explicit addressing in To/Cc.
+   */
+  | {
+    readonly kind: 'vacation'; readonly text?: string; readonly textFile?: string; readonly subject?: string;
+    readonly days: number; readonly from?: string; readonly until?: string; readonly addresses?: readonly string[];
+  }
   /** code is the enhanced status code (5.x.x or 4.x.x), text the reply text. */
   | { readonly kind: 'reject'; readonly code: string; readonly text: string };
+
+/** A vacation's days= (RFC 5230 :days): the default, and the range a source may give. */
+export const VACATION_DAYS = { default: 7, min: 1, max: 365 } as const;
 
 export interface Rule {
   readonly destination: Destination;

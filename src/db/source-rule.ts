@@ -6,7 +6,8 @@
 // Globs and regexes are checked by the one pattern module that will match
 // them (src/mail/pattern.ts): what it refuses is refused here, at its column.
 
-import type { Comparison, Condition, Destination, Pattern, Rule } from '../classify/rules.js';
+import { VACATION_DAYS, type Comparison, type Condition, type Destination, type Pattern, type Rule } from '../classify/rules.js';
+import { unescapeVacationText } from '../classify/rule-text.js';
 import { checkPattern } from '../mail/pattern.js';
 import {
   byteLength, checkLength, columnOf, LIMITS, parseAccount, parseSize, subToken,
@@ -16,11 +17,16 @@ import {
 /** The names the planner expands in paths, argv words and folders (src/classify/plan.ts). */
 const VARIABLES = ['user', 'local', 'extension', 'domain', 'address', 'home'];
 
-const DESTINATION_KINDS = 'maildir, mbox, pipe, forward, list, discard or reject';
-const DESTINATION_RE = /^(?:(?:maildir|mbox|pipe|forward|list|reject):|discard$)/;
+const DESTINATION_KINDS = 'maildir, mbox, pipe, forward, list, vacation, discard or reject';
+const DESTINATION_RE = /^(?:(?:maildir|mbox|pipe|forward|list|reject|vacation):|(?:discard|vacation)$)/;
 const MATCH_RE = /^(!?)(sender|extension|header:([A-Za-z0-9][A-Za-z0-9_.-]*))([=~])(.*)$/s;
 const COMPARE_RE = /^(!?)(size|score)(<=|>=|<|>|=)(.*)$/s;
-const OPTION_RE = /^(uid|gid|maxsize|folder|concurrency)=(.*)$/s;
+const OPTION_RE = /^(uid|gid|maxsize|folder|concurrency|text|text_file|subject|days|from|until|addresses)=(.*)$/s;
+/** The options that belong to a vacation destination (db/README.md, "Vacation"). */
+const VACATION_OPTIONS = ['text', 'text_file', 'subject', 'days', 'from', 'until', 'addresses'] as const;
+const UNTIL_RE = /^(\d{4})-(\d{2})-(\d{2})$/;
+/** Control characters other than tab. */
+const CONTROL_RE = /[^\P{Cc}\t]/u;
 const REGEX_RE = /^\/(.+)\/([a-z]*)$/s;
 /** A rule's words other than patterns and paths (e.g. a score): anything longer is a mistake. */
 const MAX_WORD_BYTES = 4096;
@@ -82,7 +88,14 @@ export function parseRule(tokens: readonly Token[], where: Where, accounts: Acco
   const gidName = gid ? parseAccount('gid', gid, accounts, fail) : undefined;
   const maxBytes = maxsize ? parseSize(maxsize.text, maxsize.line, fail) : undefined;
   if (maxsize && maxBytes === 0) fail(maxsize.line, 'maxsize must be more than 0');
-  const withFolder = folder && destination ? addFolder(destination, folder, fail) : destination;
+  let withFolder = folder && destination ? addFolder(destination, folder, fail) : destination;
+  if (withFolder?.kind === 'vacation') {
+    withFolder = parseVacation(first, options, fail);
+  } else if (withFolder !== undefined) {
+    for (const [name, t] of options) {
+      if ((VACATION_OPTIONS as readonly string[]).includes(name)) fail(t.line, `${name}= applies only to a vacation destination`, columnOf(t, -name.length - 1));
+    }
+  }
   if (!ok || withFolder === undefined) return undefined;
   return {
     destination: withFolder,
@@ -154,6 +167,13 @@ function parseDestination(t: Token, fail: Report): Destination | undefined {
         return undefined;
       }
       return { kind };
+    case 'vacation':
+      if (colon >= 0) {
+        fail(t.line, 'vacation takes no argument: its reply follows as options, vacation text="…" [subject="…"] [days=N]', columnOf(t, colon));
+        return undefined;
+      }
+      // Filled in from the rule's options by parseVacation.
+      return { kind, days: VACATION_DAYS.default };
     case 'reject': {
       if (!need('a code and text', 'reject:"5.7.1 TEXT"')) return undefined;
       const space = arg.search(/\s/);
@@ -170,6 +190,96 @@ function parseDestination(t: Token, fail: Report): Destination | undefined {
       fail(t.line, `unknown destination kind "${kind}" (a rule starts with its destination: ${DESTINATION_KINDS})`);
       return undefined;
   }
+}
+
+/**
+ * The vacation destination from the rule's options (the destination word
+ * itself carries nothing): exactly one of text= and text_file=, and the
+ * optional subject=, days=, from=, until=, addresses=.
+ */
+function parseVacation(head: Token, options: ReadonlyMap<string, Token>, fail: Report): Destination | undefined {
+  let ok = true;
+  const bad = (t: Token, message: string, at = 0): void => {
+    ok = false;
+    fail(t.line, message, columnOf(t, at));
+  };
+  const text = options.get('text');
+  const textFile = options.get('text_file');
+  if (text && textFile) bad(textFile, 'give text= or text_file=, not both', -'text_file='.length);
+  if (!text && !textFile) {
+    fail(head.line, 'vacation needs its reply: text="…" (a line break is written \\n) or text_file=PATH', head.column);
+    return undefined;
+  }
+  let body: string | undefined;
+  if (text) {
+    // The source line holds no line break, so the word as read has none: a control character here is one written.
+    body = unescapeVacationText(text.text);
+    const control = CONTROL_RE.exec(text.text);
+    if (body.trim() === '') bad(text, 'text= is empty: write the reply, e.g. text="I am away until Monday."', -'text='.length);
+    else if (control) bad(text, `control character U+${control[0].charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()} in text= (a line break is written \\n)`, control.index);
+  }
+  if (textFile) {
+    if (textFile.text === '') bad(textFile, 'text_file= needs a path', -'text_file='.length);
+    else if (checkLength('text_file path', textFile.text, LIMITS.pathBytes, { line: textFile.line, column: columnOf(textFile, 0) }, fail)) {
+      if (!checkVariables(textFile.text, textFile.line, fail)) ok = false;
+    } else {
+      ok = false;
+    }
+  }
+  const subject = options.get('subject');
+  if (subject) {
+    const control = CONTROL_RE.exec(subject.text);
+    if (subject.text.trim() === '') bad(subject, 'subject= is empty (leave it out for "Auto: " and the original subject)', -'subject='.length);
+    else if (control) bad(subject, 'subject= holds a control character', control.index);
+  }
+  const daysToken = options.get('days');
+  let days: number = VACATION_DAYS.default;
+  if (daysToken) {
+    days = /^\d{1,6}$/.test(daysToken.text) ? Number(daysToken.text) : NaN;
+    if (!(days >= VACATION_DAYS.min && days <= VACATION_DAYS.max)) {
+      bad(daysToken, `days must be a whole number from ${VACATION_DAYS.min} to ${VACATION_DAYS.max}, not "${daysToken.text}"`);
+    }
+  }
+  const from = options.get('from');
+  if (from) {
+    if (!checkLength('from address', from.text, LIMITS.addressBytes, { line: from.line, column: columnOf(from, 0) }, fail)) ok = false;
+    else if (from.text.includes('${')) bad(from, `from address "${from.text}" cannot use variables (without from= the reply comes from the recipient)`);
+    else if (!FORWARD_RE.test(from.text) || CONTROL_RE.test(from.text)) bad(from, `bad from address "${from.text}" (want user@domain)`);
+  }
+  const until = options.get('until');
+  if (until && !isCalendarDate(until.text)) bad(until, `bad until "${until.text}" (want the last day of replies as YYYY-MM-DD, e.g. 2026-08-31)`);
+  const addressesToken = options.get('addresses');
+  const addresses: string[] = [];
+  if (addressesToken) {
+    let at = 0;
+    for (const item of addressesToken.text.split(',')) {
+      const address = item.toLowerCase();
+      if (item === '') bad(addressesToken, 'empty address in addresses= (two commas in a row, or a comma at an end)', at);
+      else if (!FORWARD_RE.test(item) || CONTROL_RE.test(item) || byteLength(item) > LIMITS.addressBytes) bad(addressesToken, `bad address "${item}" in addresses= (want user@domain,user@domain)`, at);
+      else if (!addresses.includes(address)) addresses.push(address);
+      at += item.length + 1;
+    }
+  }
+  if (!ok) return undefined;
+  return {
+    kind: 'vacation',
+    ...(body !== undefined ? { text: body } : {}),
+    ...(textFile ? { textFile: textFile.text } : {}),
+    ...(subject ? { subject: subject.text } : {}),
+    days,
+    ...(from ? { from: from.text } : {}),
+    ...(until ? { until: until.text } : {}),
+    ...(addresses.length > 0 ? { addresses } : {}),
+  };
+}
+
+/** YYYY-MM-DD naming a real day. */
+function isCalendarDate(text: string): boolean {
+  const m = UNTIL_RE.exec(text);
+  if (!m) return false;
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const date = new Date(Date.UTC(y, mo - 1, d));
+  return date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d && y >= 1970;
 }
 
 function parseCondition(t: Token, fail: Report): Condition | undefined {

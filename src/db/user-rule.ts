@@ -7,6 +7,10 @@
 //   − uid= gid= concurrency= maxsize= locked    (admin only);
 //   − list:                 (lists are the administrator's);
 //   − pipe:                 unless rules.user_pipes allows it (or that program);
+//   − vacation text_file=   (the daemon would read the file with its own
+//                           privileges, root's: a user writes text="…");
+//   − vacation from=        other than the address's own (policy.address):
+//                           a reply must not claim to come from someone else;
 //   − a maildir/mbox path outside the roots the owner may write to (their
 //     home, the address's own mail directory, rules.user_roots).
 // Errors name the rule and the column: `rule 1, column 14: unknown condition
@@ -35,6 +39,11 @@ export interface UserRulePolicy {
   readonly defaultMaildir?: string;
   /** rules.user_pipes: false, true, or the programs (argv[0]) allowed. */
   readonly pipes: boolean | readonly string[];
+  /**
+   * The address the rules are for (user@domain, any case): the one a
+   * vacation's from= may name. Undefined: from= is refused.
+   */
+  readonly address?: string;
 }
 
 const ADMIN_ONLY = /^(uid|gid|concurrency|maxsize)=|^locked$/;
@@ -81,6 +90,13 @@ export function parseUserRule(text: string, n: number, policy: UserRulePolicy): 
     if (m) {
       const name = m[1] ?? 'locked';
       return at(t.column, `${name === 'locked' ? 'locked' : `${name}=`} is not allowed in your rules: ${ADMIN_ONLY_REASON[name] ?? 'admin only'}`);
+    }
+    if (t.text.startsWith('text_file=')) {
+      return at(t.column, 'text_file= is not allowed in your rules: the server would read that file with its own privileges, not yours; write the reply as text="…" (a line break is \\n)');
+    }
+    const from = /^from=(.*)$/s.exec(t.text)?.[1];
+    if (from !== undefined && (policy.address === undefined || from.toLowerCase() !== policy.address.toLowerCase())) {
+      return at(t.column, `from= may only be this address itself${policy.address !== undefined ? ` (${policy.address})` : ''}: a reply must not claim to come from someone else`);
     }
   }
 

@@ -14,6 +14,11 @@
 //                                                wrote them, `mailproc rules`; one put replaces the whole list)
 //   rules-log         [address, TIME, QUEUEID, RCPT] → DecisionRecord (an array key; address = the recipient
 //                                                without extension, lower case; TIME = ms, 15 digits, so keys sort by time)
+//   vacation          vacationKey(owner, sender) → [lastReplyMs, periodMs] (src/classify/vacation.ts; the
+//                                                period is kept so that pruning knows each entry's own)
+//   dedupe            dedupeKey(owner, Message-ID) → [firstDeliveryMs, queueId] (src/classify/duplicate.ts)
+// Nine named databases of maxDbs 12 (an LMDB environment needs the number
+// up front; raising it later is harmless, going past it is an error at open).
 // Values are arrays of numbers or plain records: no msgpack record
 // structures to share between processes (see src/db/NOTES.md).
 //
@@ -29,18 +34,30 @@
 // bytes, the control socket refuses them), and greylist keys that cannot fit
 // are stored under a digest (storageKey).
 //
+// Vacation and dedupe records: claimVacation is one synchronous write
+// transaction (LMDB serialises writers across processes, so of two
+// deliveries racing for one sender exactly one gets true). lmdb-js's async
+// transaction() is not used (it hung here, src/policy/NOTES.md); the sync
+// one costs a commit on the caller's turn, which a vacation reply (rare, and
+// about to send mail) can afford. dedupeRecord is a plain batched put, not a
+// claim: it runs after a copy was delivered, and two copies racing may both
+// be delivered — a duplicate, never a lost message. Keys go through
+// storageKey, so a sender of any length is remembered.
+//
 // Exports: openState, StateStore, RosterInfo, UserPolicyRecord, UserRulesRecord,
-// DecisionRecord, TripletRecord,
+// DecisionRecord, TripletRecord, VacationRecord, DedupeRecord,
 // ClientRecord, rosterKey, rosterRange, rosterMembers, openStateMigrating, LEGACY_DIR.
 // Throws only for LMDB trouble (permissions, disk), like src/db; never for a key's length.
 import { mkdir, rename, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { DecisionCopy } from '../mail/outcome.js';
-import { fitsKey } from './keys.js';
+import { fitsKey, storageKey } from './keys.js';
 
 export type TripletRecord = readonly [firstSeen: number, lastSeen: number, passedAt: number];
 export type ClientRecord = readonly [passes: number, lastSeen: number];
+export type VacationRecord = readonly [lastReplyMs: number, periodMs: number];
+export type DedupeRecord = readonly [firstDeliveryMs: number, queueId: string];
 
 export interface RosterInfo {
   readonly subscribers: number;
@@ -111,8 +128,24 @@ export interface StateStore {
   readonly userPolicy: Database<UserPolicyRecord, string>;
   readonly userRules: Database<UserRulesRecord, string>;
   readonly rulesLog: Database<DecisionRecord, [string, string, string, string]>;
+  readonly vacation: Database<VacationRecord, string>;
+  readonly dedupe: Database<DedupeRecord, string>;
   /** A synced subscriber of `list` (its key in the lists table)? Both lower case. False for an address too long to be a key. */
   isSubscriber(list: string, address: string): boolean;
+  /**
+   * May a vacation reply go now? true: yes, and the reply is remembered at
+   * `now`; false: one went within `periodMs` before `now`. Atomic across
+   * processes: of concurrent claims for one key exactly one is true.
+   */
+  claimVacation(key: string, periodMs: number, now: number): boolean;
+  /** The first delivery of this message to this owner, when it was within `windowMs` before `now`. */
+  dedupeSeen(key: string, windowMs: number, now: number): { readonly firstMs: number; readonly queueId: string } | undefined;
+  /** Remembers a delivery (after it succeeded); an entry within `windowMs` is kept, so the first one counts. */
+  dedupeRecord(key: string, now: number, queueId: string, windowMs: number): Promise<void>;
+  /** Deletes vacation entries whose own period has passed; returns how many. */
+  pruneVacation(now: number): Promise<number>;
+  /** Deletes dedupe entries older than `windowMs`; returns how many. */
+  pruneDedupe(windowMs: number, now: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -137,9 +170,40 @@ export function rosterMembers(roster: Database<number, string>, list: string): {
   return out;
 }
 
+const PRUNE_CHUNK = 1000;
+
+/**
+ * Deletes the entries `expired` picks, a chunk at a time with a turn of the
+ * event loop in between, so a large database does not stall deliveries.
+ * Keys here are strings (no NUL: see vacationKey), so a chunk resumes after
+ * the last key it saw.
+ */
+async function prune<V>(db: Database<V, string>, expired: (v: V) => boolean): Promise<number> {
+  let after: string | undefined;
+  let removed = 0;
+  for (;;) {
+    const removals: Promise<boolean>[] = [];
+    let seen = 0;
+    let last: string | undefined;
+    for (const { key, value } of db.getRange({ ...(after !== undefined ? { start: after } : {}), limit: PRUNE_CHUNK + 1 })) {
+      if (key === after) continue;
+      seen++;
+      last = key;
+      if (expired(value)) removals.push(db.remove(key));
+      if (seen === PRUNE_CHUNK) break;
+    }
+    removed += (await Promise.all(removals)).filter(Boolean).length;
+    if (seen < PRUNE_CHUNK || last === undefined) return removed;
+    after = last;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
 export function openState(dir: string): StateStore {
   const root = open({ path: dir, maxDbs: 12 });
   const roster = root.openDB<number, string>('roster', {});
+  const vacation = root.openDB<VacationRecord, string>('vacation', {});
+  const dedupe = root.openDB<DedupeRecord, string>('dedupe', {});
   return {
     root,
     greylist: root.openDB<TripletRecord, string>('greylist', {}),
@@ -149,10 +213,34 @@ export function openState(dir: string): StateStore {
     userPolicy: root.openDB<UserPolicyRecord, string>('user-policy', {}),
     userRules: root.openDB<UserRulesRecord, string>('user-rules', {}),
     rulesLog: root.openDB<DecisionRecord, [string, string, string, string]>('rules-log', {}),
+    vacation,
+    dedupe,
     isSubscriber: (list, address) => {
       const key = rosterKey(list, address);
       return fitsKey(key) && roster.get(key) !== undefined;
     },
+    claimVacation: (key, periodMs, now) => {
+      const k = storageKey(key);
+      return root.transactionSync(() => {
+        const last = vacation.get(k);
+        // A reply "in the future" (the clock went back) counts as recent: better one reply too few.
+        if (last !== undefined && now - last[0] < periodMs) return false;
+        vacation.putSync(k, [now, periodMs]);
+        return true;
+      });
+    },
+    dedupeSeen: (key, windowMs, now) => {
+      const r = dedupe.get(storageKey(key));
+      return r !== undefined && now - r[0] < windowMs ? { firstMs: r[0], queueId: r[1] } : undefined;
+    },
+    dedupeRecord: async (key, now, queueId, windowMs) => {
+      const k = storageKey(key);
+      const r = dedupe.get(k);
+      if (r !== undefined && now - r[0] < windowMs) return;
+      await dedupe.put(k, [now, queueId]);
+    },
+    pruneVacation: (now) => prune(vacation, (r) => now - r[0] >= r[1]),
+    pruneDedupe: (windowMs, now) => prune(dedupe, (r) => now - r[0] >= windowMs),
     close: () => root.close(),
   };
 }

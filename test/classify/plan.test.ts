@@ -161,6 +161,38 @@ test('a discard rule is a step of its own, so the default is not used', () => {
   assert.deepEqual(steps(plan([rule({ kind: 'discard' })])).map((s) => s.destination), [{ kind: 'discard' }]);
 });
 
+// A vacation reply is not a delivery: Sieve's implicit keep still applies.
+const V: Destination = { kind: 'vacation', text: 'Away', days: 7 };
+const keeps: { name: string; rules: Rule[]; want: string[] }[] = [
+  { name: 'a vacation alone still gets the default mailbox, after it', rules: [rule(V, {}, 1)], want: ['vacation db/rules:1', 'maildir default'] },
+  { name: 'a vacation with stop still keeps, and stops the rules after it', rules: [rule(V, { stop: true }, 1), rule(A, {}, 2)], want: ['vacation db/rules:1', 'maildir default'] },
+  { name: 'a vacation beside a delivery: no default', rules: [rule(V, {}, 1), rule(A, {}, 2)], want: ['vacation db/rules:1', 'maildir db/rules:2'] },
+  { name: 'a delivery before a vacation with stop: no default', rules: [rule(A, {}, 1), rule(V, { stop: true }, 2), rule(B, {}, 3)], want: ['maildir db/rules:1', 'vacation db/rules:2'] },
+  { name: 'a discard with a vacation: discarded, as Sieve\'s discard cancels the keep', rules: [rule(V, {}, 1), rule({ kind: 'discard' }, {}, 2)], want: ['vacation db/rules:1', 'discard db/rules:2'] },
+  { name: 'a vacation whose conditions do not hold adds nothing', rules: [rule(V, { conditions: [NEVER] }, 1)], want: ['maildir default'] },
+  { name: 'two vacations: both, and the default', rules: [rule(V, {}, 1), rule({ ...V, days: 1 }, {}, 2)], want: ['vacation db/rules:1', 'vacation db/rules:2', 'maildir default'] },
+];
+
+for (const c of keeps) {
+  test(`vacation and the implicit keep: ${c.name}`, () => {
+    assert.deepEqual(steps(plan(c.rules)).map((s) => `${s.destination.kind} ${s.origin}`), c.want);
+  });
+}
+
+test('a reject after a vacation refuses the recipient, so no reply is planned', () => {
+  const got = plan([rule(V, {}, 1), rule({ kind: 'reject', code: '5.7.1', text: 'No' }, {}, 2)]);
+  assert.equal(got.kind, 'refuse');
+});
+
+test('a vacation text_file is expanded like a path; its text is not', () => {
+  const d: Destination = { kind: 'vacation', textFile: '/etc/vacation/${user}.txt', days: 7 };
+  const t: Destination = { kind: 'vacation', text: 'I am ${user}', days: 7 };
+  assert.deepEqual(steps(plan([rule(d, {}, 1), rule(t, {}, 2)])).slice(0, 2).map((s) => s.destination), [
+    { kind: 'vacation', textFile: '/etc/vacation/bob.txt', days: 7 },
+    { kind: 'vacation', text: 'I am ${user}', days: 7 },
+  ]);
+});
+
 const rejects: { name: string; rules: Rule[]; want: Plan }[] = [
   {
     name: 'a reject rule refuses the recipient with its code and text',

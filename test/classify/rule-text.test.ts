@@ -17,6 +17,10 @@ const lines = [
   'list:dev@example.test',
   'maildir:/archive uid=vmail gid=mail maxsize=1048576 concurrency=4 locked',
   'maildir:/m "header:Subject=two words"',
+  'vacation text="Away.\\nBack Monday." !header:List-Id=* stop',
+  String.raw`vacation "text=Path C:\\dir\\n and \d"`,
+  'vacation text=x "subject=Out \\"now\\"" days=14 from=a@x.test until=2026-08-31 addresses=a@x.test,b@x.test',
+  'vacation text_file=/etc/vacation/${user}.txt days=7 locked',
 ];
 
 for (const line of lines) {

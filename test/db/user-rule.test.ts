@@ -12,6 +12,7 @@ const POLICY: UserRulePolicy = {
   roots: ['/home/alice', '/var/mail/alice'],
   defaultMaildir: '/var/mail/${user}/Maildir/',
   pipes: false,
+  address: 'alice@example.test',
 };
 
 const good: { name: string; text: string; policy?: Partial<UserRulePolicy>; want: Omit<Rule, 'origin' | 'stop'> & { stop?: boolean } }[] = [
@@ -30,6 +31,8 @@ const good: { name: string; text: string; policy?: Partial<UserRulePolicy>; want
   { name: 'discard and reject are the owner\'s to use', text: 'reject:"5.7.1 Not from you" sender=boss@*', want: { destination: { kind: 'reject', code: '5.7.1', text: 'Not from you' }, conditions: [{ kind: 'sender', pattern: { kind: 'glob', glob: 'boss@*' }, negate: false }] } },
   { name: 'a pipe the administrator allows', text: 'pipe:"/usr/bin/filter -v"', policy: { pipes: ['/usr/bin/filter'] }, want: { destination: { kind: 'pipe', argv: ['/usr/bin/filter', '-v'] }, conditions: [] } },
   { name: 'a forward', text: 'forward:me@elsewhere.example', want: { destination: { kind: 'forward', address: 'me@elsewhere.example' }, conditions: [] } },
+  { name: 'a vacation with its text', text: 'vacation text="Away.\\nBack Monday." !header:List-Id=*', want: { destination: { kind: 'vacation', text: 'Away.\nBack Monday.', days: 7 }, conditions: [{ kind: 'header', name: 'List-Id', pattern: { kind: 'glob', glob: '*' }, negate: true }] } },
+  { name: 'a vacation from the address itself, any case', text: 'vacation text=Away from=Alice@Example.test days=3', want: { destination: { kind: 'vacation', text: 'Away', days: 3, from: 'Alice@Example.test' }, conditions: [] } },
 ];
 
 for (const c of good) {
@@ -60,6 +63,10 @@ const bad: { name: string; text: string; policy?: Partial<UserRulePolicy>; want:
   { name: 'a line break', text: 'folder:X\nfolder:Y', want: 'rule 1, column 9: a rule is one line of text (no line breaks or control characters)' },
   { name: 'too long', text: `folder:X header:Subject=${'a'.repeat(2000)}`, want: 'rule 1: 2024 characters long, more than the 2000 a rule may have' },
   { name: 'an unterminated quote, at its column', text: 'folder:X "header:Subject=a b', want: 'rule 1, column 10: unterminated double quote' },
+  { name: 'a vacation text_file', text: 'vacation text_file=/etc/shadow', want: 'rule 1, column 10: text_file= is not allowed in your rules: the server would read that file with its own privileges, not yours; write the reply as text="…" (a line break is \\n)' },
+  { name: 'a vacation from someone else', text: 'vacation text=x from=boss@example.test', want: 'rule 1, column 17: from= may only be this address itself (alice@example.test): a reply must not claim to come from someone else' },
+  { name: 'a vacation from= when the server did not say whose the rules are', text: 'vacation text=x from=alice@example.test', policy: { address: undefined }, want: 'rule 1, column 17: from= may only be this address itself: a reply must not claim to come from someone else' },
+  { name: 'a vacation days out of range, at its column', text: 'vacation text=x days=400', want: 'rule 1, column 22: days must be a whole number from 1 to 365, not "400"' },
   { name: 'nothing', text: '   ', want: 'rule 1: empty rule (a rule starts with its destination, e.g. folder:NAME)' },
 ];
 

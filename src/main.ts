@@ -38,7 +38,7 @@ import { Spool } from './queue/spool.js';
 import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
 import {
-  createDecisionLog, createIntake, createOwnerRules, createRelayCopyContext, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext,
+  createDecisionLog, createDuplicateFilter, createIntake, createOwnerRules, createRelayCopyContext, srsRecipient, srsSender, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext,
 } from './local/index.js';
 import type { PlanDefaults } from './classify/plan.js';
 import { clearIdentityCache, resolveIdentity } from './os/identity.js';
@@ -241,6 +241,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   const verdicts = createSpamVerdicts({ checkers: spam, config: () => config.spam, log });
   const relays = new Relays(() => ({ name: config.hostname, relay: config.relay }));
   void probeRelay(config.relay).then((warning) => { if (warning !== undefined) log.warn(warning); });
+  const duplicates = createDuplicateFilter(state, () => config.dedupe.window);
   // The recipient layer's context, read afresh per delivery (a reload changes config and the default).
   const deliveryContext = (mayStart?: () => boolean): DeliveryContext => ({
     pool,
@@ -259,8 +260,18 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     relay: createRelayCopyContext({
       hostname: config.hostname, relays, tables, log, delimiter: () => config.delivery.recipient_delimiter,
       deliver: (env, message, address, o) => deliverToAddress(deliveryContext(mayStart), tables, config.delivery.recipient_delimiter, env, message, address, o),
+      forwardSender: (sender) => srsSender(config, sender),
     }),
+    duplicates,
+    special: (rcpt) => srsRecipient(config, rcpt),
+    vacation: { hostname: config.hostname, outbound: () => relays.outbound(), claim: (key, periodMs, now) => state.claimVacation(key, periodMs, now), log },
   });
+  const pruneRecords = setInterval(() => {
+    const now = Date.now();
+    void Promise.all([state.pruneVacation(now), state.pruneDedupe(config.dedupe.window, now)])
+      .catch((err: unknown) => log.error(`pruning vacation and duplicate records failed: ${(err as Error).message}`));
+  }, DECISION_PRUNE_MS);
+  pruneRecords.unref();
 
   const spool = new Spool(config.paths.spool, config.delivery.fsync);
   await spool.init();
@@ -372,6 +383,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         await terminated;
         relays.close();
         clearInterval(pruneDecisions);
+        clearInterval(pruneRecords);
         await state.close();
         await tables.close();
         await instance.release();

@@ -80,6 +80,7 @@ export function formatRule(r: Rule): string {
   if (r.maxsize !== undefined) words.push(`maxsize=${r.maxsize}`);
   if (r.concurrency !== undefined) words.push(`concurrency=${r.concurrency}`);
   if (r.locked === true) words.push('locked');
+  if (r.dedupe === true) words.push('dedupe');
   if (r.stop) words.push('stop');
   return words.join(' ');
 }

@@ -79,6 +79,11 @@ export interface Rule {
    * the owner's own rules (db/README.md, "Your users' own rules").
    */
   readonly locked?: boolean;
+  /**
+   * When this rule applies, a Message-ID the owner already had within
+   * dedupe.window is not delivered again (src/local/dedupe.ts).
+   */
+  readonly dedupe?: boolean;
   /** Where the rule came from, "file:line", for `rules test` and log lines. */
   readonly origin: string;
 }

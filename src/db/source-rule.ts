@@ -49,6 +49,7 @@ export function parseRule(tokens: readonly Token[], where: Where, accounts: Acco
   const options = new Map<string, Token>();
   let stop = false;
   let locked = false;
+  let dedupe = false;
   for (const t of rest) {
     if (byteLength(t.text) > MAX_WORD_BYTES && !MATCH_RE.test(t.text)) {
       fail(t.line, `word of ${byteLength(t.text)} bytes, more than the ${MAX_WORD_BYTES} a rule's word may have`, t.column);
@@ -62,6 +63,11 @@ export function parseRule(tokens: readonly Token[], where: Where, accounts: Acco
     if (t.text === 'locked') {
       if (locked) fail(t.line, 'option locked given twice');
       locked = true;
+      continue;
+    }
+    if (t.text === 'dedupe') {
+      if (dedupe) fail(t.line, 'option dedupe given twice');
+      dedupe = true;
       continue;
     }
     const option = OPTION_RE.exec(t.text);
@@ -106,6 +112,7 @@ export function parseRule(tokens: readonly Token[], where: Where, accounts: Acco
     ...(slots !== undefined ? { concurrency: slots } : {}),
     stop,
     ...(locked ? { locked } : {}),
+    ...(dedupe ? { dedupe } : {}),
     origin: where.origin,
   };
 }

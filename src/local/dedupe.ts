@@ -2,43 +2,38 @@
 // dedupe.window is delivered once (procmail's formail -D, Sieve's
 // "duplicate"). On for each local subscriber of an alias list — a list
 // retried because one subscriber failed must not give the others a second
-// copy — and wherever a rule asks for it. The records live in the state
-// store (src/state); this is the key and the clock.
+// copy — and for a recipient whose applied rule says `dedupe`. The key is
+// classify/duplicate.ts's, the records are the state store's (src/state);
+// this is the clock and the window.
 //
 // Exports: createDuplicateFilter, DuplicateFilter, DuplicateRecords.
 //
-// Failure contract: never throws; a message without a Message-ID, or an
-// owner that does not resolve, has no key and is never suppressed.
+// Failure contract: never throws for a message; one without a usable
+// Message-ID, or an owner that does not resolve, has no key and is never
+// suppressed. LMDB trouble propagates to the caller (the recipient defers).
+import { dedupeKey } from '../classify/duplicate.js';
 import type { ParsedMessage } from '../mail/message.js';
 import type { Identity } from '../os/identity.js';
 
-/** What the state store keeps: key → when it was first delivered. */
+/** What the state store keeps: key → when it was first delivered, and in which queue id. */
 export interface DuplicateRecords {
-  /** Whether `key` was recorded within the last `windowMs`. */
-  dedupeSeen(key: string, windowMs: number, now: number): boolean;
-  dedupeRecord(key: string, now: number): void;
+  dedupeSeen(key: string, windowMs: number, now: number): { readonly firstMs: number; readonly queueId: string } | undefined;
+  dedupeRecord(key: string, now: number, queueId: string, windowMs: number): Promise<void>;
 }
 
 export interface DuplicateFilter {
   /** The key for this owner and message; undefined when there is none to go by. */
   key(owner: Identity | string, message: ParsedMessage): string | undefined;
-  seen(key: string): boolean;
+  /** The queue id of the first delivery within the window, or undefined. */
+  seen(key: string): string | undefined;
   /** After a successful delivery. */
-  record(key: string): void;
+  record(key: string, queueId: string): Promise<void>;
 }
-
-/** Message-IDs longer than this are not remembered (no real one is; a hostile one must not fill the store). */
-const MAX_ID_CHARS = 998;
 
 export function createDuplicateFilter(records: DuplicateRecords, windowMs: () => number, now: () => number = Date.now): DuplicateFilter {
   return {
-    key(owner, message) {
-      if (typeof owner === 'string') return undefined;
-      const id = message.headers.get('message-id')?.[0]?.trim();
-      if (id === undefined || id === '' || id.length > MAX_ID_CHARS) return undefined;
-      return `${owner.uid}\0${id}`;
-    },
-    seen: (key) => records.dedupeSeen(key, windowMs(), now()),
-    record: (key) => records.dedupeRecord(key, now()),
+    key: (owner, message) => (typeof owner === 'string' ? undefined : dedupeKey(String(owner.uid), message.headers.get('message-id')?.[0])),
+    seen: (key) => records.dedupeSeen(key, windowMs(), now())?.queueId,
+    record: (key, queueId) => records.dedupeRecord(key, now(), queueId, windowMs()),
   };
 }

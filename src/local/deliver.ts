@@ -51,9 +51,10 @@ import type { WorkerPool, WorkerTiming } from '../workers/pool.js';
 import type { DuplicateFilter } from './dedupe.js';
 import { foldCopies } from './fold.js';
 import { pipeManager, relayCopies, type RelayCopyContext } from './relay-copies.js';
+import { answerVacations, type VacationContext } from './vacation.js';
 import type { Tables } from '../db/index.js';
 import { parseRecipient } from '../mail/address.js';
-import { lookupRecipient, unknownUser, type Recipient } from './resolve.js';
+import { lookupRecipient, unknownUser, type Recipient, type ResolvedRecipient } from './resolve.js';
 import { ruleOwnerAddress, type LayeredRule, type OwnerRules } from './user-rules.js';
 
 /** What a spam check gives the recipient's copies: a verdict for the rules (none when unchecked) and the X-Spam-* lines to add. */
@@ -93,6 +94,10 @@ export interface DeliveryContext {
   readonly relay?: RelayCopyContext;
   /** Duplicate suppression by Message-ID (dedupe.ts); undefined: none. */
   readonly duplicates?: DuplicateFilter;
+  /** Addresses the tables do not hold but we answer for (SRS bounces, srs.ts), as at RCPT. */
+  readonly special?: (rcpt: RecipientAddress) => ResolvedRecipient | Status | undefined;
+  /** Vacation replies (vacation.ts); undefined: vacation rules send nothing. */
+  readonly vacation?: VacationContext;
   readonly log: Logger;
 }
 
@@ -203,10 +208,11 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   if ('code' in checked) return { status: checked, detail: checked.text, relay: 'spam' };
   if (plan.kind === 'refuse') return { status: plan.status, relay: 'rules', decision, ...(plan.internal === true ? { detail: plan.status.text } : {}) };
 
-  const duplicate = o.dedupe === true ? ctx.duplicates?.key(decided.owner, message) : undefined;
-  if (duplicate !== undefined && ctx.duplicates?.seen(duplicate) === true) {
-    return { status: ok('duplicate suppressed'), relay: 'dedupe', decision };
-  }
+  const applied = new Set(plan.steps.map((s) => s.origin));
+  const dedupe = o.dedupe === true || decided.rules.some((l) => l.rule.dedupe === true && applied.has(l.rule.origin));
+  const duplicate = dedupe ? ctx.duplicates?.key(decided.owner, message) : undefined;
+  const first = duplicate !== undefined ? ctx.duplicates?.seen(duplicate) : undefined;
+  if (first !== undefined) return { status: ok('duplicate suppressed'), relay: 'dedupe', decision };
 
   const relay = [...new Set(plan.steps.map((s) => s.destination.kind))].join('+');
   // A list whose manager is a pipe (Mailman 2) is a pipe run as the owner; other list and forward copies go to the relay.
@@ -236,7 +242,17 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
     if (list) list.push(step);
     else byIdentity.set(key, [step]);
   }
-  if (byIdentity.size === 0 && relayed.length === 0 && refused.length === 0) return { status: ok('Discarded by rule'), relay, decision };
+  const vacations = plan.steps.flatMap((s) => (s.destination.kind === 'vacation' ? [s.destination] : []));
+  const replyIfDelivered = (delivered: boolean): void => {
+    if (vacations.length === 0 || ctx.vacation === undefined) return;
+    // After the delivery and not waited for: the client's reply does not wait on the relay.
+    answerVacations(ctx.vacation, env, message, rcpt, vacations, decided.owner, 'code' in checked ? undefined : checked.verdict?.isSpam, delivered)
+      .catch((err: unknown) => ctx.log.error(`vacation reply failed: ${(err as Error).stack ?? String(err)}`, undefined, env.queueId));
+  };
+  if (byIdentity.size === 0 && relayed.length === 0 && refused.length === 0) {
+    replyIfDelivered(true);
+    return { status: ok('Discarded by rule'), relay, decision };
+  }
 
   const trace = traceHeader({ ...env, hostname: ctx.hostname, recipient: rcpt.address });
   const header = checked.header !== undefined ? Buffer.concat([trace, Buffer.from(checked.header, 'utf8')]) : trace;
@@ -269,7 +285,8 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
     return res.results.map((x) => x.status);
   }));
   const folded = foldCopies([...copies.flat(), ...(await sent), ...refused]);
-  if (duplicate !== undefined && isSuccess(folded.status)) ctx.duplicates?.record(duplicate);
+  if (duplicate !== undefined && isSuccess(folded.status)) await ctx.duplicates?.record(duplicate, env.queueId);
+  replyIfDelivered(isSuccess(folded.status));
   const timing: DeliveryTiming | undefined = timings.length === 0 ? undefined : { beforeMs, ...slowest(timings) };
   return { status: folded.status, detail: folded.detail, relay, decision, ...(timing !== undefined ? { timing } : {}) };
 }
@@ -299,6 +316,10 @@ async function spamCheck(ctx: DeliveryContext, message: ParsedMessage, r: Recipi
  */
 export async function deliverToAddress(ctx: DeliveryContext, tables: Tables, delimiter: string, env: Envelope, message: ParsedMessage, address: string, o: DeliverOptions = {}): Promise<RecipientOutcome> {
   const rcpt = parseRecipient(address, delimiter);
+  const special = ctx.special?.(rcpt);
+  if (special !== undefined) {
+    return 'code' in special ? { status: special, relay: 'none' } : deliverToRecipient(ctx, env, message, { rcpt, resolved: special }, o);
+  }
   let resolved;
   try {
     resolved = lookupRecipient(tables, rcpt);

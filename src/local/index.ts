@@ -14,6 +14,8 @@ export {
 } from './deliver.js';
 export { createRelayCopyContext, type RelayCopyContext } from './relay-copies.js';
 export { createDuplicateFilter, type DuplicateFilter, type DuplicateRecords } from './dedupe.js';
+export { srsRecipient, srsSender } from './srs.js';
+export { answerVacations, readVacationText, type VacationContext } from './vacation.js';
 export { createDecisionLog, type DecisionLog } from './decision-log.js';
 export { createOwnerRules, ruleOwnerAddress, userRulePolicyFor, type LayeredRule, type OwnerRules, type OwnerRulesOptions } from './user-rules.js';
 export { createSpamVerdicts, type SpamVerdictsOptions } from './spam.js';

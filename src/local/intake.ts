@@ -30,6 +30,7 @@ import type { Spool } from '../queue/spool.js';
 import type { DecisionLog } from './decision-log.js';
 import { logDelivery } from './delivery-log.js';
 import { acceptRecipient, type Recipient } from './resolve.js';
+import { srsRecipient } from './srs.js';
 
 /** What a listener turns into a reply: a status, and the log-only detail that makes its text private. */
 export type IntakeResult = Pick<RecipientOutcome, 'status' | 'detail'>;
@@ -85,7 +86,7 @@ export function createIntake(d: IntakeDeps): IntakeHandlers {
     acceptRecipient(address, declaredSize) {
       const c = d.config();
       return acceptRecipient(d.tables, address, {
-        recipientDelimiter: c.delivery.recipient_delimiter, log: d.log,
+        recipientDelimiter: c.delivery.recipient_delimiter, log: d.log, special: (rcpt) => srsRecipient(c, rcpt),
         ...(declaredSize !== undefined ? { declaredSize } : {}),
       });
     },

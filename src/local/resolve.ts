@@ -52,6 +52,8 @@ export interface AcceptOptions {
   /** MAIL FROM's SIZE=, when the client declared one. */
   readonly declaredSize?: number;
   readonly log: Logger;
+  /** Addresses the tables do not hold but we answer for (SRS bounces: srs.ts): the recipient, its refusal, or undefined for the tables. */
+  readonly special?: (rcpt: RecipientAddress) => ResolvedRecipient | Status | undefined;
 }
 
 export const unknownUser = (address: string): Status => status('5.1.1', `<${address}>: Recipient address rejected: User unknown`);
@@ -59,6 +61,8 @@ export const unknownUser = (address: string): Status => status('5.1.1', `<${addr
 /** The RCPT decision: the recipient, or the status to refuse it with. */
 export function acceptRecipient(tables: Tables, address: string, o: AcceptOptions): Recipient | Status {
   const rcpt = parseRecipient(address, o.recipientDelimiter);
+  const special = o.special?.(rcpt);
+  if (special !== undefined) return 'code' in special ? special : { rcpt, resolved: special };
   let resolved: ResolvedRecipient | undefined;
   try {
     resolved = lookupRecipient(tables, rcpt);

@@ -86,6 +86,7 @@ export function userRulePolicyFor(o: Pick<OwnerRulesOptions, 'config' | 'default
   roots.delete('/');
   return {
     home: owner.home,
+    address: ruleOwnerAddress(rcpt),
     roots: [...roots],
     ...(d.kind === 'maildir' ? { defaultMaildir: d.path } : {}),
     pipes: c.user_pipes,

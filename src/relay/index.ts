@@ -5,12 +5,14 @@
 //
 // Exports: Relays (one pooled relay per peer and settings, made on first
 // use), Relay, SmtpRelay, SendmailRelay, parseRelayTarget,
-// parseManagerTarget, probeRelay, statusFromReply, statusFromSendError, types.
+// parseManagerTarget, probeRelay, statusFromReply, statusFromSendError, the
+// SRS scheme (srs.ts), types.
 import type { RelayConfig } from '../config/relay.js';
 import { SendmailRelay } from './sendmail-relay.js';
 import { parseRelayTarget, SmtpRelay, type Relay, type RelayOptions, type RelayTarget } from './smtp-relay.js';
 
 export { probeRelay } from './probe.js';
+export { isSrsAddress, srsForward, srsReverse, type SrsForwardOptions, type SrsReverse, type SrsReverseOptions } from './srs.js';
 export { SendmailRelay } from './sendmail-relay.js';
 export { parseRelayTarget, SmtpRelay, type OutboundMessage, type Relay, type RelayOptions, type RelayTarget } from './smtp-relay.js';
 export { statusFromReply, statusFromSendError } from './smtp-reply.js';

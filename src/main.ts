@@ -15,8 +15,9 @@
 // 4.3.0 and kept in the spool. The daemon is stopped within grace +
 // STOP_SLACK_MS whatever a delivery waits on (the CLI exits there at the
 // latest), releases the lock, exit 0. Never a 250 for mail not stored.
-// SIGHUP: re-read the configuration (listeners keep their sockets), forget
-// cached user lookups, compile table sources edited since the last compile
+// SIGHUP: re-read the configuration (listeners keep their sockets; the SMTP
+// listener takes a new STARTTLS certificate and key, a bad pair fails the
+// reload and the running one stays), forget cached user lookups, compile table sources edited since the last compile
 // (as at start: a bad source is logged with file:line and the tables in use
 // stay), then rebuild the per-user control sockets from the uid table.
 // `mailproc db compile` needs no signal: LMDB readers see each compile.
@@ -315,6 +316,8 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
       config = next;
       clearIdentityCache();
       log.info('configuration reloaded (listener addresses change on restart only)');
+      // loadConfig checked the new certificate and key; a listener that still cannot use them keeps its own.
+      for (const l of listeners) l.reloadTls();
       if (next.paths.sources !== tablePaths.sources || next.paths.db !== tablePaths.db) {
         log.warn(`paths.sources and paths.db change on restart only; still using ${tablePaths.sources} and ${tablePaths.db}`);
       }

@@ -25,7 +25,7 @@ import { chmod, mkdir, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Destination } from './classify/rules.js';
-import { loadConfig, type Config } from './config/index.js';
+import { ConfigError, loadConfig, type Config } from './config/index.js';
 import { compileTables, formatSourceError, openTables, parseTableSource, type TablesInfo } from './db/index.js';
 import { createLogger, type Logger } from './log.js';
 import { lookupKeys } from './mail/address.js';
@@ -322,7 +322,9 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         log.warn(`paths.sources and paths.db change on restart only; still using ${tablePaths.sources} and ${tablePaths.db}`);
       }
     } catch (err) {
-      log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
+      // One line: a ConfigError's message spans a line per problem.
+      const why = err instanceof ConfigError ? `${err.file}: ${err.problems.join('; ')}` : (err as Error).message;
+      log.error(`reload failed, keeping the running configuration: ${why}`);
     }
     try {
       await refreshTables(tablePaths, tables.info(), log, config.delivery.allow_root);

@@ -5,7 +5,7 @@
 // STARTTLS (any certificate accepted: the tests compare its fingerprint).
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type PeerCertificate } from 'node:tls';
 
 export interface Reply {
   readonly code: number;
@@ -46,13 +46,14 @@ export class RawClient {
    * The TLS handshake, to be called once the server answered STARTTLS with
    * 220; every later command and reply goes over it. Resolves with what was
    * negotiated and the server's certificate; rejects when the handshake fails.
+   * `options` narrows what the client offers (maxVersion, ciphers …).
    */
-  async startTls(timeoutMs = 10_000): Promise<{ protocol: string | null; cipher: string; certificate: PeerCertificate }> {
+  async startTls(timeoutMs = 10_000, options: Pick<ConnectionOptions, 'minVersion' | 'maxVersion' | 'ciphers'> = {}): Promise<{ protocol: string | null; cipher: string; certificate: PeerCertificate }> {
     if (this.buffer !== '') throw new Error(`unread plaintext before the TLS handshake: ${JSON.stringify(this.buffer)}`);
     const plain = this.socket;
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
-    const secure = tlsConnect({ socket: plain, rejectUnauthorized: false });
+    const secure = tlsConnect({ ...options, socket: plain, rejectUnauthorized: false });
     const timer = setTimeout(() => secure.destroy(new Error(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
     try {
       await once(secure, 'secureConnect');

@@ -19,9 +19,10 @@
 #   systemd          systemd-analyze, to verify the unit in docs/ (nothing of
 #                    it is started).
 #   strace           the durability tests watch the daemon's fsyncs with it.
+#   openssl          the STARTTLS tests make throwaway certificates with it.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -74,6 +74,18 @@ function readAll(stream: SMTPServerDataStream, limit: number): Promise<Buffer | 
   });
 }
 
+/**
+ * A listener error as a log line. A failed TLS handshake says who and
+ * OpenSSL's reason ("unsupported protocol", "no shared cipher"), as Postfix's
+ * "SSL_accept error from …" does, not OpenSSL's whole error string.
+ */
+function describeServerError(kind: string, spec: string, err: Error & { remoteAddress?: string; meta?: { message?: string } }): string {
+  const text = err.meta?.message ?? err.message;
+  const reason = /SSL routines:[^:]*:([^:]+):/.exec(text)?.[1];
+  if (reason === undefined) return `${kind} ${spec}: ${err.message}`;
+  return `${kind} client ${err.remoteAddress ?? spec}: TLS handshake failed: ${reason}`;
+}
+
 export class Listener {
   readonly server: SMTPServer;
   /** Open connections per client IP address (limits.connections_per_client). */
@@ -141,7 +153,13 @@ export class Listener {
         });
       },
     });
-    this.server.on('error', (err) => h.log.warn(`${kind} ${listen.spec}: ${err.message}`));
+    // smtp-server reports a failed STARTTLS handshake once per TLS socket event ('error', '_tlsError'): one line each.
+    const reported = new WeakSet<Error>();
+    this.server.on('error', (err) => {
+      if (reported.has(err)) return;
+      reported.add(err);
+      h.log.warn(describeServerError(kind, listen.spec, err));
+    });
     if (this.tlsPair !== undefined) this.logCertificate('STARTTLS certificate', this.tlsPair);
   }
 

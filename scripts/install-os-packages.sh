@@ -24,9 +24,10 @@
 #                    temp directory. Its dbconfig questions are preseeded
 #                    (SQLite under /var/lib/mailman3, no HyperKitty), so the
 #                    install asks nothing; its service is stopped.
+#   openssl          the STARTTLS tests make throwaway certificates with it.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -15,8 +15,9 @@
 // 4.3.0 and kept in the spool. The daemon is stopped within grace +
 // STOP_SLACK_MS whatever a delivery waits on (the CLI exits there at the
 // latest), releases the lock, exit 0. Never a 250 for mail not stored.
-// SIGHUP: re-read the configuration (listeners keep their sockets), forget
-// cached user lookups, compile table sources edited since the last compile
+// SIGHUP: re-read the configuration (listeners keep their sockets; the SMTP
+// listener takes a new STARTTLS certificate and key, a bad pair fails the
+// reload and the running one stays), forget cached user lookups, compile table sources edited since the last compile
 // (as at start: a bad source is logged with file:line and the tables in use
 // stay), then rebuild the per-user control sockets from the uid table.
 // `mailproc db compile` needs no signal: LMDB readers see each compile.
@@ -24,7 +25,7 @@ import { chmod, mkdir, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Destination } from './classify/rules.js';
-import { loadConfig, type Config } from './config/index.js';
+import { ConfigError, loadConfig, type Config } from './config/index.js';
 import { compileTables, formatSourceError, openTables, parseTableSource, type TablesInfo } from './db/index.js';
 import { createLogger, type Logger } from './log.js';
 import { lookupKeys } from './mail/address.js';
@@ -331,11 +332,15 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
       config = next;
       clearIdentityCache();
       log.info('configuration reloaded (listener addresses change on restart only)');
+      // loadConfig checked the new certificate and key; a listener that still cannot use them keeps its own.
+      for (const l of listeners) l.reloadTls();
       if (next.paths.sources !== tablePaths.sources || next.paths.db !== tablePaths.db) {
         log.warn(`paths.sources and paths.db change on restart only; still using ${tablePaths.sources} and ${tablePaths.db}`);
       }
     } catch (err) {
-      log.error(`reload failed, keeping the running configuration: ${(err as Error).message}`);
+      // One line: a ConfigError's message spans a line per problem.
+      const why = err instanceof ConfigError ? `${err.file}: ${err.problems.join('; ')}` : (err as Error).message;
+      log.error(`reload failed, keeping the running configuration: ${why}`);
     }
     try {
       await refreshTables(tablePaths, tables.info(), log, config.delivery.allow_root);

@@ -1,10 +1,12 @@
 // Public surface of the configuration: load once at start, pass the frozen
 // Config down. config/ owns every schema: schema.ts (the file), policy.ts
 // (the policy section and its plugins' options), listen.ts (listen addresses
-// and sockets, one reading for every listener), units.ts (sizes, durations).
+// and sockets, one reading for every listener), units.ts (sizes, durations),
+// tls.ts (the STARTTLS certificate and key, read and checked as a pair).
 export { loadConfig, resolveConfig, ConfigError } from './load.js';
 export type { Config } from './load.js';
 export { parseListen, type Listen } from './listen.js';
+export { readTlsPair, type TlsPair } from './tls.js';
 export type { ConfigInput } from './schema.js';
 export {
   PLUGIN_NAMES, RATE_KEYS, accessActionSchema, dnsblOptionsSchema, policyConfigSchema, spfOptionsSchema,

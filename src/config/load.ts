@@ -11,6 +11,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { parseListen, type Listen } from './listen.js';
 import { configSchema, type ParsedConfig } from './schema.js';
+import { readTlsPair } from './tls.js';
 
 export class ConfigError extends Error {
   constructor(readonly file: string, readonly problems: readonly string[]) {
@@ -24,7 +25,14 @@ export interface Config extends Omit<ParsedConfig, 'paths' | 'lmtp' | 'smtp' | '
   readonly hostname: string;
   readonly paths: { readonly state: string; readonly sources: string; readonly db: string; readonly state_db: string; readonly spool: string; readonly run: string; readonly mail: string };
   readonly lmtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['lmtp']['socket']; readonly window: number; readonly on_timeout: 'queue' | 'defer' };
-  readonly smtp: { readonly listen: readonly Listen[]; readonly socket: ParsedConfig['smtp']['socket'] };
+  readonly smtp: {
+    readonly listen: readonly Listen[];
+    readonly socket: ParsedConfig['smtp']['socket'];
+    readonly tls: ParsedConfig['smtp']['tls'];
+    /** Absolute; set (and checked readable, a matching pair) whenever tls is not off. */
+    readonly tls_cert: string | undefined;
+    readonly tls_key: string | undefined;
+  };
   /** User deliveries run as when the tables name none. */
   readonly deliveryUser: string;
   readonly deliveryGroup: string | undefined;
@@ -71,6 +79,15 @@ export function resolveConfig(raw: unknown, file: string | undefined, cwd = proc
   if (sections.delivery !== undefined && !c.delivery.default.includes(':') && c.delivery.default !== 'discard') {
     problems.push(`delivery.default: expected "maildir:PATH" or "mbox:PATH", got "${c.delivery.default}"`);
   }
+  if (sections.smtp !== undefined && c.smtp.tls !== 'off') {
+    const { tls, tls_cert: cert, tls_key: key } = c.smtp;
+    if (cert === undefined) problems.push(`smtp.tls_cert: required when smtp.tls is ${tls} (a PEM certificate file)`);
+    if (key === undefined) problems.push(`smtp.tls_key: required when smtp.tls is ${tls} (a PEM private key file)`);
+    if (cert !== undefined && key !== undefined) {
+      const pair = readTlsPair(resolve(cwd, cert), resolve(cwd, key));
+      if ('problems' in pair) problems.push(...pair.problems);
+    }
+  }
   if (sections.queue !== undefined && c.queue.retry_max < c.queue.retry_min) problems.push('queue.retry_max: must not be below queue.retry_min');
   if (problems.length > 0) throw new ConfigError(where, problems);
   const state = resolve(cwd, c.paths.state);
@@ -91,7 +108,11 @@ export function resolveConfig(raw: unknown, file: string | undefined, cwd = proc
     hostname: c.hostname ?? osHostname(),
     paths,
     lmtp: { listen: lmtp.listen, socket: c.lmtp.socket, window: c.lmtp.window, on_timeout: c.lmtp.on_timeout },
-    smtp: { listen: smtp.listen, socket: c.smtp.socket },
+    smtp: {
+      listen: smtp.listen, socket: c.smtp.socket, tls: c.smtp.tls,
+      tls_cert: c.smtp.tls_cert !== undefined ? resolve(cwd, c.smtp.tls_cert) : undefined,
+      tls_key: c.smtp.tls_key !== undefined ? resolve(cwd, c.smtp.tls_key) : undefined,
+    },
     // Like Postfix's default_privs: never deliver as root by default.
     deliveryUser: c.delivery.user ?? (root ? 'nobody' : userInfo().username),
     deliveryGroup: c.delivery.group,

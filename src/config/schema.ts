@@ -56,7 +56,21 @@ export const configSchema = z.object({
     /** queue: fsync the message into our queue and answer 250; defer: answer 451 4.3.0 so the MTA retries. */
     on_timeout: z.enum(['queue', 'defer']).default('queue'),
   }).strict().default({ listen: ['unix:./var/run/lmtp.sock', '127.0.0.1:2424'], socket: { mode: 0o660 }, window: 120_000, on_timeout: 'queue' }),
-  smtp: listener.default({ listen: ['127.0.0.1:2525'], socket: { mode: 0o660 } }),
+  smtp: listener.extend({
+    /**
+     * STARTTLS (RFC 3207) on the SMTP listener. off: not announced, refused;
+     * optional: announced, plaintext allowed; required: MAIL before STARTTLS
+     * gets 530 5.7.0 (EHLO, STARTTLS, NOOP, RSET, QUIT still work). TLS 1.2
+     * at least, forward-secret AEAD ciphers only (src/smtp/tls.ts). The LMTP
+     * listener never offers TLS. off <-> optional/required changes on restart
+     * only; optional <-> required and a new certificate on SIGHUP.
+     */
+    tls: z.enum(['off', 'optional', 'required']).default('off'),
+    /** PEM certificate (the chain after it) for STARTTLS; needed unless tls is off. Re-read on SIGHUP. */
+    tls_cert: z.string().min(1).optional(),
+    /** PEM private key of tls_cert; needed unless tls is off. Re-read on SIGHUP; keep it mode 0600. */
+    tls_key: z.string().min(1).optional(),
+  }).strict().default({ listen: ['127.0.0.1:2525'], socket: { mode: 0o660 }, tls: 'off' }),
   limits: z.object({
     /** Announced in SIZE; larger messages get 552 5.3.4. */
     message_size: size.default(50 * 1024 * 1024),

@@ -6,6 +6,9 @@
 // timings (src/mail/outcome.ts), formatted here and nowhere else. The text in
 // parentheses is the detail (what the leaves said: paths, owners) when there
 // is one: the log is where an administrator reads them, never the client.
+// A message that came over TLS adds "tls=TLSv1.3, cipher=TLS_AES_…" after
+// dsn= (so readers of Postfix's field order still find theirs); a plaintext
+// one adds nothing. The intake line (intake.ts) carries the same two fields.
 //
 // The same record, when it is final (delivered, or refused for good), goes to
 // the decision log (decision-log.ts) for `mailproc rules log`: one writer of
@@ -13,6 +16,7 @@
 //
 // Exports: logDelivery, formatSeconds. Never throws (the logger and the decision log do not).
 import type { Logger } from '../log.js';
+import type { TlsSession } from '../mail/envelope.js';
 import type { RecipientOutcome } from '../mail/outcome.js';
 import { isTemporary, statusWord, type Status } from '../mail/status.js';
 import type { DecisionLog } from './decision-log.js';
@@ -31,6 +35,8 @@ export interface DeliveryLogEntry {
   /** The status finally recorded, when the queue changed it (a temporary failure past the lifetime: 5.4.7). */
   readonly final?: Status;
   readonly arrival: Date;
+  /** The TLS session the message came over (Envelope.tls); absent for plaintext. */
+  readonly tls?: TlsSession;
   /** For tests; default Date.now(). */
   readonly now?: number;
 }
@@ -44,5 +50,10 @@ export function logDelivery(log: Logger, e: DeliveryLogEntry, decisions?: Decisi
   const delays = t === undefined ? undefined
     : `${formatSeconds(t.beforeMs)}/${formatSeconds(t.slotMs)}/${formatSeconds(t.transferMs)}/${formatSeconds(t.workMs)}`;
   const delay = ((Math.max(0, (e.now ?? Date.now()) - e.arrival.getTime())) / 1000).toFixed(3);
-  log.info(text, { to: e.to, ...(e.origTo !== undefined ? { orig_to: e.origTo } : {}), relay: e.outcome.relay, delay, delays, dsn: s.code, status: statusWord(s) }, e.queueId);
+  log.info(text, { to: e.to, ...(e.origTo !== undefined ? { orig_to: e.origTo } : {}), relay: e.outcome.relay, delay, delays, dsn: s.code, ...tlsFields(e.tls), status: statusWord(s) }, e.queueId);
+}
+
+/** The log fields of a TLS session: none for plaintext. The intake line uses them too. */
+export function tlsFields(tls: TlsSession | undefined): { tls?: string; cipher?: string } {
+  return tls === undefined ? {} : { tls: tls.protocol, cipher: tls.cipher };
 }

@@ -28,7 +28,7 @@ import { isSuccess, status, type Status } from '../mail/status.js';
 import type { QueueManager } from '../queue/manager.js';
 import type { Spool } from '../queue/spool.js';
 import type { DecisionLog } from './decision-log.js';
-import { logDelivery } from './delivery-log.js';
+import { logDelivery, tlsFields } from './delivery-log.js';
 import { acceptRecipient, type Recipient } from './resolve.js';
 import { srsRecipient } from './srs.js';
 
@@ -66,6 +66,7 @@ export function createIntake(d: IntakeDeps): IntakeHandlers {
     const s = await d.spool.enqueue({
       id: env.queueId, sender: env.sender, recipients: [...addresses],
       helo: env.helo, clientAddress: env.clientAddress, protocol: env.protocol, arrival: env.arrival.getTime(),
+      ...(env.tls !== undefined ? { tls: env.tls } : {}),
     }, raw);
     if (!isSuccess(s)) d.log.error(s.text, undefined, env.queueId);
     return s;
@@ -73,7 +74,7 @@ export function createIntake(d: IntakeDeps): IntakeHandlers {
   const privately = (s: Status): IntakeResult => (isSuccess(s) ? { status: s } : { status: s, detail: s.text });
   /** The intake line (Postfix's qmgr "from=<…>, size=…, nrcpt=…"), and the hop check every recipient shares. */
   const received = (env: Envelope, raw: Buffer, n: number): { message: ParsedMessage; loop?: Status } => {
-    d.log.info('', { from: env.sender, size: raw.length, nrcpt: n, proto: env.protocol }, env.queueId);
+    d.log.info('', { from: env.sender, size: raw.length, nrcpt: n, proto: env.protocol, ...tlsFields(env.tls) }, env.queueId);
     const message = parseMessage(raw);
     const hops = hopCount(message.headers);
     return hops >= MAX_HOPS ? { message, loop: status('5.4.6', `Too many hops (${hops} Received header fields): mail forwarding loop`) } : { message };
@@ -108,7 +109,7 @@ export function createIntake(d: IntakeDeps): IntakeHandlers {
       let handedOver = false;
       const log = (e: Running, o: RecipientOutcome): void => {
         e.logged = true;
-        logDelivery(d.log, { queueId: env.queueId, to: e.r.rcpt.address, outcome: o, arrival: env.arrival }, d.decisions);
+        logDelivery(d.log, { queueId: env.queueId, to: e.r.rcpt.address, outcome: o, arrival: env.arrival, ...(env.tls !== undefined ? { tls: env.tls } : {}) }, d.decisions);
       };
       for (const r of recipients) {
         const key = r.rcpt.address.toLowerCase();

@@ -85,7 +85,7 @@ export function createRelayCopyContext(o: RelayCopyOptions): RelayCopyContext {
     deliverLocal: async (env, message, address, list, depth) => {
       const outcome = await o.deliver(env, message, address, { depth, dedupe: true });
       // Each subscriber's own line (Postfix's orig_to=); the list's line is the caller's.
-      logDelivery(o.log, { queueId: env.queueId, to: address, origTo: list, outcome, arrival: env.arrival });
+      logDelivery(o.log, { queueId: env.queueId, to: address, origTo: list, outcome, arrival: env.arrival, ...(env.tls !== undefined ? { tls: env.tls } : {}) });
       return outcome;
     },
     ...(o.forwardSender !== undefined ? { forwardSender: o.forwardSender } : {}),

@@ -2,12 +2,20 @@
 // layer, the queue and the trace header — so that none of them needs another's
 // types (the queue does not import smtp). Also the one maker of queue ids.
 //
-// Exports: Envelope, Protocol, newQueueId(). Pure but for the clock and
-// randomness in newQueueId.
+// Exports: Envelope, Protocol, TlsSession, newQueueId(). Pure but for the
+// clock and randomness in newQueueId.
 import { randomBytes } from 'node:crypto';
 
 /** How the message reached us, as the Received header's "with" clause says it. */
 export type Protocol = 'LMTP' | 'ESMTP' | 'SMTP';
+
+/** The TLS session a message came over (STARTTLS on the SMTP listener), as the log lines print it. */
+export interface TlsSession {
+  /** Negotiated protocol version, as OpenSSL names it: "TLSv1.3", "TLSv1.2". */
+  readonly protocol: string;
+  /** OpenSSL's name of the cipher suite, e.g. "TLS_AES_256_GCM_SHA384". */
+  readonly cipher: string;
+}
 
 export interface Envelope {
   readonly queueId: string;
@@ -20,6 +28,8 @@ export interface Envelope {
   readonly protocol: Protocol;
   /** End of DATA (or, for a spooled message, when it was first received). */
   readonly arrival: Date;
+  /** Set when the message came over TLS; absent for plaintext (and for spool entries written before it existed). */
+  readonly tls?: TlsSession;
 }
 
 /**

@@ -1,10 +1,12 @@
 // Trace headers, as Postfix local(8) writes them: Return-Path (the envelope
 // sender), Delivered-To (the recipient; also our loop marker) and one
 // Received. Produced as LF-terminated lines to prepend to the stored message
-// (or, without Return-Path, to a copy sent on).
+// (or, without Return-Path, to a copy sent on). A message that came over TLS
+// says so in its Received, as Postfix's does: "(using TLSv1.3 with cipher …)",
+// and "with ESMTPS" (RFC 3848).
 // Values come from the envelope, which smtp-server has parsed; control
 // characters are stripped so a hostile HELO cannot inject header lines.
-import type { Protocol } from './envelope.js';
+import type { Protocol, TlsSession } from './envelope.js';
 
 export interface TraceInfo {
   readonly sender: string;
@@ -16,6 +18,7 @@ export interface TraceInfo {
   readonly hostname: string;
   readonly queueId: string;
   readonly arrival: Date;
+  readonly tls?: TlsSession;
 }
 
 // Control characters are exactly what must not reach a header line.
@@ -28,9 +31,11 @@ export function rfc5322Date(d: Date): string {
 }
 
 function transit(t: TraceInfo): string {
+  const using = t.tls === undefined ? '' : `\t(using ${clean(t.tls.protocol)} with cipher ${clean(t.tls.cipher)})\n`;
+  const protocol = t.tls !== undefined && t.protocol === 'ESMTP' ? 'ESMTPS' : t.protocol;
   const received =
-    `Received: from ${clean(t.helo) || 'unknown'} (${clean(t.clientAddress) || 'localhost'})\n` +
-    `\tby ${clean(t.hostname)} (mailprocd) with ${t.protocol} id ${t.queueId}\n` +
+    `Received: from ${clean(t.helo) || 'unknown'} (${clean(t.clientAddress) || 'localhost'})\n` + using +
+    `\tby ${clean(t.hostname)} (mailprocd) with ${protocol} id ${t.queueId}\n` +
     `\tfor <${clean(t.recipient)}>; ${rfc5322Date(t.arrival)}\n`;
   return `Delivered-To: ${clean(t.recipient)}\n${received}`;
 }

@@ -19,7 +19,7 @@
 // spool for the next start.
 import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
-import type { Envelope } from '../mail/envelope.js';
+import type { Envelope, TlsSession } from '../mail/envelope.js';
 import { parseMessage, type ParsedMessage } from '../mail/message.js';
 import { publicStatus, type RecipientOutcome } from '../mail/outcome.js';
 import { isSuccess, isTemporary, status, type Status } from '../mail/status.js';
@@ -60,6 +60,14 @@ export interface QueueReport {
   /** What the queue records when it differs from the outcome's status (5.4.7 past queue.lifetime). */
   readonly final?: Status;
   readonly arrival: Date;
+  /** The TLS session the message came over, from the spool entry; absent for plaintext. */
+  readonly tls?: TlsSession;
+}
+
+/** The entry's TLS session as an optional field; a malformed one (a hand-edited spool file) is left out. */
+function tlsOf(entry: SpoolEntry): { tls?: TlsSession } {
+  const t = entry.envelope.tls as Partial<TlsSession> | null | undefined;
+  return typeof t === 'object' && t !== null && typeof t.protocol === 'string' && typeof t.cipher === 'string' ? { tls: { protocol: t.protocol, cipher: t.cipher } } : {};
 }
 
 interface Outcome extends RecipientOutcome {
@@ -235,7 +243,10 @@ export class QueueManager {
 
   private envelopeOf(entry: SpoolEntry): Envelope {
     const e = entry.envelope;
-    return { queueId: e.id, sender: e.sender, helo: e.helo, clientAddress: e.clientAddress, protocol: e.protocol, arrival: new Date(e.arrival) };
+    return {
+      queueId: e.id, sender: e.sender, helo: e.helo, clientAddress: e.clientAddress, protocol: e.protocol, arrival: new Date(e.arrival),
+      ...tlsOf(entry),
+    };
   }
 
   private async attempt(id: string): Promise<void> {
@@ -275,7 +286,7 @@ export class QueueManager {
     for (const o of outcomes) {
       let s = o.status;
       if (isTemporary(s) && expired) s = status('5.4.7', `delivery time expired: ${o.detail ?? s.text}`);
-      this.d.report({ queueId: id, to: o.address, outcome: o, ...(s !== o.status ? { final: s } : {}), arrival: new Date(entry.envelope.arrival) });
+      this.d.report({ queueId: id, to: o.address, outcome: o, ...(s !== o.status ? { final: s } : {}), arrival: new Date(entry.envelope.arrival), ...tlsOf(entry) });
       if (isTemporary(s)) {
         remaining++;
         this.lastError.set(id, `${o.address}: ${s.code} ${o.detail ?? s.text}`);

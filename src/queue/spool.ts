@@ -2,6 +2,9 @@
 // incoming/, fsynced, renamed into active/, and active/ is fsynced — only then
 // may the listener answer 250. Each active entry is one immutable file:
 //   "MAILPROC-SPOOL 1\n" + JSON envelope line + the bytes as received.
+// Fields added to the envelope line since version 1 are optional (tls: the
+// STARTTLS session), so entries written before them read as they always did
+// and an older mailprocd reading a newer entry ignores them.
 // Progress lives beside it in ID.done, one finished recipient per line,
 // appended and fsynced after each final outcome, so a restart neither loses a
 // recipient nor (outside the window between a delivery and its fsync, the one
@@ -10,6 +13,7 @@ import { open, readdir, readFile, rename, unlink, mkdir, appendFile } from 'node
 import { join } from 'node:path';
 import { writeFully } from '../deliver/types.js';
 import { statusFromError } from '../mail/errno.js';
+import type { TlsSession } from '../mail/envelope.js';
 import { ok, type Status } from '../mail/status.js';
 
 const MAGIC = 'MAILPROC-SPOOL 1\n';
@@ -23,6 +27,8 @@ export interface SpoolEnvelope {
   readonly protocol: 'ESMTP' | 'SMTP' | 'LMTP';
   /** ms since the epoch */
   readonly arrival: number;
+  /** The TLS session the message came over; absent for plaintext and in entries written before it existed. */
+  readonly tls?: TlsSession;
 }
 
 export interface SpoolEntry {

@@ -16,16 +16,24 @@
 // data_min_rate (input-stream.ts), hard_error_limit (library-patches.ts).
 // MAIL/RCPT addresses must be valid UTF-8 (501 5.1.7 / 553 5.1.3), and a
 // non-ASCII local part needs SMTPUTF8 (553 5.6.7, as Postfix answers).
+// STARTTLS (smtp.tls, SMTP only; LMTP never offers it): announced unless
+// off; with required, MAIL before it gets 530 5.7.0. The certificate is
+// swapped on SIGHUP (reloadTls) through smtp-server's updateSecureContext:
+// the listening socket stays, sessions already in TLS keep theirs, the next
+// STARTTLS gets the new one; a bad pair is logged and the old one stays. The
+// negotiated protocol and cipher travel in the Envelope (tls) to the log lines.
+import { createSecureContext, type TLSSocket } from 'node:tls';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession, type SMTPServerEnvelope } from 'smtp-server';
-import type { Listen } from '../config/index.js';
+import { readTlsPair, type Listen, type TlsPair } from '../config/index.js';
 import type { IntakeHandlers, Recipient } from '../local/index.js';
 import { addressProblem } from '../mail/address.js';
-import { newQueueId, type Envelope } from '../mail/envelope.js';
+import { newQueueId, type Envelope, type TlsSession } from '../mail/envelope.js';
 import { status, type Status } from '../mail/status.js';
 import { boundPort, listenOn } from '../net/listen.js';
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { patchSmtpServer, type SessionGuard } from './library-patches.js';
 import { dataResult, outcomeReply, replyError } from './replies.js';
+import { TLS_POLICY } from './tls.js';
 
 export type { IntakeHandlers } from '../local/index.js';
 
@@ -66,16 +74,41 @@ function readAll(stream: SMTPServerDataStream, limit: number): Promise<Buffer | 
   });
 }
 
+/**
+ * A listener error as a log line. A failed TLS handshake says who and
+ * OpenSSL's reason ("unsupported protocol", "no shared cipher"), as Postfix's
+ * "SSL_accept error from …" does, not OpenSSL's whole error string.
+ */
+function describeServerError(kind: string, spec: string, err: Error & { remoteAddress?: string; meta?: { message?: string } }): string {
+  const text = err.meta?.message ?? err.message;
+  const reason = /SSL routines:[^:]*:([^:]+):/.exec(text)?.[1];
+  if (reason === undefined) return `${kind} ${spec}: ${err.message}`;
+  return `${kind} client ${err.remoteAddress ?? spec}: TLS handshake failed: ${reason}`;
+}
+
 export class Listener {
   readonly server: SMTPServer;
   /** Open connections per client IP address (limits.connections_per_client). */
   private readonly perClient = new Map<string, number>();
   /** The sessions counted in perClient, to be uncounted when they close. */
   private readonly counted = new WeakSet<SMTPServerSession>();
+  /** What each session's STARTTLS negotiated (onSecure); a plaintext session has no entry. */
+  private readonly tlsSessions = new WeakMap<SMTPServerSession, TlsSession>();
+  /** STARTTLS is announced: fixed at start (smtp.tls off or not), whatever a reload says. */
+  readonly tlsOffered: boolean;
+  /** The certificate and key in use, when tlsOffered. */
+  private tlsPair: TlsPair | undefined;
 
   constructor(readonly kind: 'lmtp' | 'smtp', readonly listen: Listen, private readonly h: IntakeHandlers) {
     patchSmtpServer();
     const c = h.config();
+    this.tlsOffered = kind === 'smtp' && c.smtp.tls !== 'off';
+    if (this.tlsOffered) {
+      // loadConfig has checked the pair; this reads it again (it may have changed since), for use.
+      const pair = readTlsPair(c.smtp.tls_cert ?? '', c.smtp.tls_key ?? '');
+      if ('problems' in pair) throw new Error(pair.problems.join('; '));
+      this.tlsPair = pair;
+    }
     const guard: SessionGuard = {
       limits: () => {
         const l = h.config().limits;
@@ -93,9 +126,10 @@ export class Listener {
       hide8BITMIME: false,
       hideENHANCEDSTATUSCODES: false,
       hideDSN: true,
-      hideSTARTTLS: true,
+      hideSTARTTLS: !this.tlsOffered,
       hideREQUIRETLS: true,
-      disabledCommands: ['AUTH', 'STARTTLS'],
+      disabledCommands: this.tlsOffered ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+      ...(this.tlsPair !== undefined ? { ...TLS_POLICY, cert: this.tlsPair.cert, key: this.tlsPair.key } : {}),
       authOptional: true,
       disableReverseLookup: true, // no DNS from a delivery agent
       maxClients: c.limits.connections,
@@ -107,6 +141,7 @@ export class Listener {
       // Read by library-patches.ts (not an smtp-server option).
       ...{ mailprocd: guard },
       onConnect: (session, cb) => this.onConnect(session, cb),
+      onSecure: (socket, session, cb) => this.onSecure(socket as TLSSocket, session, cb),
       onClose: (session) => this.onClose(session),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
@@ -118,7 +153,59 @@ export class Listener {
         });
       },
     });
-    this.server.on('error', (err) => h.log.warn(`${kind} ${listen.spec}: ${err.message}`));
+    // smtp-server reports a failed STARTTLS handshake once per TLS socket event ('error', '_tlsError'): one line each.
+    const reported = new WeakSet<Error>();
+    this.server.on('error', (err) => {
+      if (reported.has(err)) return;
+      reported.add(err);
+      h.log.warn(describeServerError(kind, listen.spec, err));
+    });
+    if (this.tlsPair !== undefined) this.logCertificate('STARTTLS certificate', this.tlsPair);
+  }
+
+  /**
+   * SIGHUP, after the configuration was reloaded: re-reads smtp.tls_cert and
+   * smtp.tls_key and makes them the certificate of the next STARTTLS. A pair
+   * that cannot be read or used is logged (naming key and file) and the one
+   * in use stays; the listener never lacks a working context.
+   */
+  reloadTls(): void {
+    if (this.kind !== 'smtp') return;
+    const c = this.h.config().smtp;
+    const spec = this.listen.spec;
+    if (!this.tlsOffered || this.tlsPair === undefined) {
+      if (c.tls !== 'off') this.h.log.warn(`smtp ${spec}: smtp.tls was off at start; STARTTLS is offered after a restart only`);
+      return;
+    }
+    if (c.tls === 'off' || c.tls_cert === undefined || c.tls_key === undefined) {
+      this.h.log.warn(`smtp ${spec}: smtp.tls is now off; STARTTLS stays offered until a restart`);
+      return;
+    }
+    const pair = readTlsPair(c.tls_cert, c.tls_key);
+    if ('problems' in pair) {
+      for (const p of pair.problems) this.h.log.error(`smtp ${spec}: keeping the STARTTLS certificate in use (SHA256 ${this.tlsPair.fingerprint}): ${p}`);
+      return;
+    }
+    if (pair.cert.equals(this.tlsPair.cert) && pair.key.equals(this.tlsPair.key)) return;
+    const before = { context: this.server.secureContext, cert: this.server.options.cert, key: this.server.options.key };
+    try {
+      // With our policy, as updateSecureContext will build it: a pair this refuses must not reach it.
+      createSecureContext({ ...TLS_POLICY, cert: pair.cert, key: pair.key });
+      this.server.updateSecureContext({ cert: pair.cert, key: pair.key });
+    } catch (err) {
+      // updateSecureContext empties its context map before it builds the new one: put the old back.
+      Object.assign(this.server.options, { cert: before.cert, key: before.key });
+      this.server.secureContext = before.context;
+      this.h.log.error(`smtp ${spec}: keeping the STARTTLS certificate in use (SHA256 ${this.tlsPair.fingerprint}): smtp.tls_cert: ${c.tls_cert} with ${c.tls_key} is refused (${(err as Error).message})`);
+      return;
+    }
+    this.tlsPair = pair;
+    this.logCertificate('STARTTLS certificate reloaded', pair);
+  }
+
+  private logCertificate(what: string, pair: TlsPair): void {
+    const c = this.h.config().smtp;
+    this.h.log.info(`smtp ${this.listen.spec}: ${what} ${c.tls_cert ?? ''} (SHA256 ${pair.fingerprint}, valid until ${pair.validTo}), key ${c.tls_key ?? ''}, smtp.tls ${c.tls}`);
   }
 
   async start(): Promise<void> {
@@ -173,7 +260,19 @@ export class Listener {
     else this.perClient.delete(ip);
   }
 
+  /** After the STARTTLS handshake: what was negotiated, for the session's messages and the log. */
+  private onSecure(socket: TLSSocket, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const t: TlsSession = { protocol: socket.getProtocol() ?? 'unknown', cipher: socket.getCipher().name };
+    this.tlsSessions.set(session, t);
+    this.h.log.info(`${this.kind} client ${session.remoteAddress || this.listen.spec}: TLS established: ${t.protocol} with cipher ${t.cipher}`);
+    cb();
+  }
+
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    // smtp.tls required (read afresh: a reload may switch optional <-> required). The session goes on.
+    if (this.tlsOffered && !session.secure && this.h.config().smtp.tls === 'required') {
+      return cb(replyError(status('5.7.0', 'Must issue a STARTTLS command first', 530)));
+    }
     const problem = addressProblem(address.address, session.envelope.smtpUtf8 === true);
     if (problem === 'invalid-utf8') return cb(replyError(status('5.1.7', 'Bad sender address syntax (not valid UTF-8)', 501)));
     if (problem === 'needs-smtputf8') return cb(replyError(status('5.6.7', 'Must declare SMTPUTF8 to send unicode address', 553)));
@@ -200,6 +299,7 @@ export class Listener {
     if (stream.sizeExceeded) {
       return each(status('5.3.4', `Message size exceeds fixed maximum message size ${this.h.config().limits.message_size}`, 552));
     }
+    const tls = this.tlsSessions.get(session);
     const env: Envelope = {
       queueId: t.queueId,
       sender: senderOf(session),
@@ -207,6 +307,7 @@ export class Listener {
       clientAddress: session.remoteAddress ?? '',
       protocol: this.kind === 'lmtp' ? 'LMTP' : 'ESMTP',
       arrival: new Date(),
+      ...(tls !== undefined ? { tls } : {}),
     };
     if (this.kind === 'smtp') return [dataResult(outcomeReply(await this.h.enqueue(env, raw, t.accepted)))];
     const results = await this.h.deliverNow(env, raw, t.accepted);

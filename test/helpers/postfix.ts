@@ -1,6 +1,8 @@
 // Runs a throwaway, loopback-only Postfix instance in front of a mailprocd
 // LMTP socket, the way an administrator wires it (docs/postfix.md), so the
-// end-to-end tests send real mail through a real MTA.
+// end-to-end tests send real mail through a real MTA. With smtpRelay it
+// hands the mail to mailprocd's SMTP listener instead, through Postfix's
+// smtp(8) client (with its TLS security level: the STARTTLS tests).
 //
 // Exports startPostfix() → TestPostfix (port, maillog, queue ids, flush,
 // stop) and swaks() (the administrator's SMTP test client).
@@ -37,6 +39,13 @@ export interface PostfixOptions {
   readonly domains?: readonly string[];
   /** Addresses Postfix accepts at RCPT (virtual_mailbox_maps). Default: alice and bob @example.test. */
   readonly recipients?: readonly string[];
+  /**
+   * Deliver to mailprocd's SMTP listener on this loopback port with
+   * Postfix's smtp client (virtual_transport = smtp:[127.0.0.1]:PORT)
+   * instead of over LMTP; tls is smtp_tls_security_level, and the
+   * client logs its TLS sessions (smtp_tls_loglevel = 1).
+   */
+  readonly smtpRelay?: { readonly port: number; readonly tls: 'none' | 'may' | 'encrypt' };
   /** Extra main.cf lines ("name = value"); a setting named here replaces the helper's. */
   readonly extraMainCf?: string;
 }
@@ -145,6 +154,7 @@ function mainCf(o: {
   dir: string; configDir: string; queueDir: string; dataDir: string; maillog: string;
   daemonDir: string; shlibDir: string; metaDir: string; commandDir: string;
   lmtpSocket: string; policySocket?: string; domains: readonly string[]; extra: string;
+  smtpRelay?: { readonly port: number; readonly tls: string };
 }): string {
   const lines = [
     '# Written by test/helpers/postfix.ts for one test run; see docs/postfix.md.',
@@ -175,7 +185,8 @@ function mainCf(o: {
     // What the administrator adds (docs/postfix.md).
     `virtual_mailbox_domains = ${o.domains.join(', ')}`,
     `virtual_mailbox_maps = hash:${o.configDir}/mailprocd_recipients`,
-    `virtual_transport = lmtp:unix:${o.lmtpSocket}`,
+    o.smtpRelay === undefined ? `virtual_transport = lmtp:unix:${o.lmtpSocket}` : `virtual_transport = smtp:[127.0.0.1]:${o.smtpRelay.port}`,
+    ...(o.smtpRelay === undefined ? [] : [`smtp_tls_security_level = ${o.smtpRelay.tls}`, 'smtp_tls_loglevel = 1']),
     'smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination',
     `smtpd_recipient_restrictions =${o.policySocket !== undefined ? ` check_policy_service unix:${o.policySocket}` : ''}`,
     // Test only: nothing leaves this machine (bounces to remote senders fail at once),
@@ -195,7 +206,10 @@ function mainCf(o: {
 // Every service unchrooted (5th column "n"): the lmtp client must reach the
 // socket by its path outside the queue directory. With lmtpChroot, lmtp(8)
 // alone is chrooted (Debian's default for it) and finds the socket inside.
-function masterCf(smtpPort: number, lmtpChroot: boolean): string {
+// tlsmgr (TLS entropy and session cache) only where a TLS client needs it:
+// without it Postfix 3.7's smtp(8) disables TLS ("no entropy for TLS key
+// generation").
+function masterCf(smtpPort: number, lmtpChroot: boolean, tlsmgr: boolean): string {
   return `# service type  private unpriv  chroot  wakeup  maxproc command
 127.0.0.1:${smtpPort} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
@@ -220,7 +234,7 @@ lmtp      unix  -       -       ${lmtpChroot ? 'y' : 'n'}       -       -       
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-`;
+${tlsmgr ? 'tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n' : ''}`;
 }
 
 /**
@@ -296,7 +310,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<TestPostfix> {
       dir, configDir, queueDir, dataDir, maillog,
       daemonDir, shlibDir, metaDir, commandDir,
       lmtpSocket: opts.lmtpSocket, ...(opts.policySocket !== undefined ? { policySocket: opts.policySocket } : {}),
-      domains, extra: opts.extraMainCf ?? '',
+      domains, extra: opts.extraMainCf ?? '', ...(opts.smtpRelay !== undefined ? { smtpRelay: opts.smtpRelay } : {}),
     }));
     // Postfix re-reads a main.cf modified within the last second until it is
     // older (in case it is still being written): ~2 s for every command. It is complete.
@@ -310,7 +324,7 @@ export async function startPostfix(opts: PostfixOptions): Promise<TestPostfix> {
     // The port is free when we look; another process may take it before smtpd binds: try a few.
     for (let attempt = 1; ; attempt++) {
       const smtpPort = await freePort();
-      writeFileSync(join(configDir, 'master.cf'), masterCf(smtpPort, opts.lmtpChroot === true));
+      writeFileSync(join(configDir, 'master.cf'), masterCf(smtpPort, opts.lmtpChroot === true, opts.smtpRelay !== undefined));
       if (attempt === 1) {
         const check = await run('postfix', ['-c', configDir, 'check']);
         if (check.code !== 0) return await fail(`check failed (exit ${check.code})`, check.stdout + check.stderr);

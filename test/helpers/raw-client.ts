@@ -1,8 +1,11 @@
 // A raw SMTP/LMTP client for protocol edges: writes exactly the bytes a test
 // gives and reads replies one at a time (multi-line replies joined), with a
 // timeout so a server that sends one reply too few fails the test instead of
-// hanging it.
+// hanging it. startTls() continues the session over TLS after a 220 to
+// STARTTLS (any certificate accepted: the tests compare its fingerprint).
+import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions, type PeerCertificate } from 'node:tls';
 
 export interface Reply {
   readonly code: number;
@@ -23,7 +26,11 @@ export class RawClient {
   private readonly waiters: (() => void)[] = [];
   private closed = false;
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(private socket: Socket) {
+    this.attach(socket);
+  }
+
+  private attach(socket: Socket): void {
     socket.on('data', (d: Buffer) => {
       this.buffer += d.toString('latin1');
       for (const w of this.waiters.splice(0)) w();
@@ -33,6 +40,29 @@ export class RawClient {
       for (const w of this.waiters.splice(0)) w();
     });
     socket.on('error', () => undefined);
+  }
+
+  /**
+   * The TLS handshake, to be called once the server answered STARTTLS with
+   * 220; every later command and reply goes over it. Resolves with what was
+   * negotiated and the server's certificate; rejects when the handshake fails.
+   * `options` narrows what the client offers (maxVersion, ciphers …).
+   */
+  async startTls(timeoutMs = 10_000, options: Pick<ConnectionOptions, 'minVersion' | 'maxVersion' | 'ciphers'> = {}): Promise<{ protocol: string | null; cipher: string; certificate: PeerCertificate }> {
+    if (this.buffer !== '') throw new Error(`unread plaintext before the TLS handshake: ${JSON.stringify(this.buffer)}`);
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    const secure = tlsConnect({ ...options, socket: plain, rejectUnauthorized: false });
+    const timer = setTimeout(() => secure.destroy(new Error(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
+    try {
+      await once(secure, 'secureConnect');
+    } finally {
+      clearTimeout(timer);
+    }
+    this.socket = secure;
+    this.attach(secure);
+    return { protocol: secure.getProtocol(), cipher: secure.getCipher().name, certificate: secure.getPeerCertificate() };
   }
 
   /** A TCP connection to 127.0.0.1, from `from` (another loopback address, e.g. 127.0.0.2: another client) if given. */

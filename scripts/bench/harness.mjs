@@ -19,8 +19,8 @@
 // Loopback and unix sockets only. Plain Node, no dependencies.
 //
 // A part is { name, summary, usage, options, run(ctx) }: options in
-// node:util parseArgs form, plus `min` for a number option (checked at start,
-// whether or not the part runs); run(ctx) gets { peersDir } and reads its
+// node:util parseArgs form, plus `min` (and optionally `max`) for a number
+// option (checked at start, whether or not the part runs); run(ctx) gets { peersDir } and reads its
 // options with num(name) and opts. The part measures, reports and calls
 // fail() for what went wrong; a part that throws is one failure and the next
 // part still runs.
@@ -81,11 +81,12 @@ function parseOptions(parts) {
     process.exit(2);
   };
   try {
-    // `min` is ours, not parseArgs's.
+    // `min` and `max` are ours, not parseArgs's.
     const options = {};
     for (const [k, o] of Object.entries(spec)) {
       options[k] = { ...o };
       delete options[k].min;
+      delete options[k].max;
     }
     opts = parseArgs({ options, strict: true }).values;
   } catch (err) {
@@ -98,7 +99,9 @@ function parseOptions(parts) {
   for (const [k, o] of Object.entries(spec)) {
     if (o.min === undefined) continue;
     const v = Number(opts[k]);
-    if (!Number.isInteger(v) || v < o.min) bad(`--${k} must be an integer >= ${o.min}`);
+    if (!Number.isInteger(v) || v < o.min || (o.max !== undefined && v > o.max)) {
+      bad(`--${k} must be an integer >= ${o.min}${o.max !== undefined ? ` and <= ${o.max}` : ''}`);
+    }
     numbers.set(k, v);
   }
   const names = parts.map((p) => p.name);
@@ -533,9 +536,11 @@ export function controlStatus(path) {
  * spam: the `spam` section's keys (src/config/spam.ts) for the part that
  * measures spam checking; without it spam checking is off, so that a part
  * measures its own service and not SpamAssassin (the default, auto, checks
- * every message when SpamAssassin is installed).
+ * every message when SpamAssassin is installed). relay: the `relay` section's
+ * keys (src/config/relay.ts) for the part that sends mail on; without it the
+ * default (127.0.0.1:25), which no other part uses.
  */
-export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], chain, delivery, spam }) {
+export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], chain, delivery, spam, relay }) {
   const q = (s) => JSON.stringify(s);
   const list = (a) => `[${a.map(q).join(', ')}]`;
   writeFileSync(file, [
@@ -555,6 +560,7 @@ export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, po
     ...(delivery !== undefined ? ['delivery:', `  default: ${q(delivery.default)}`, `  fsync: ${delivery.fsync}`] : []),
     'spam:',
     ...Object.entries(spam ?? { enabled: false }).map(([k, v]) => `  ${k}: ${q(v)}`),
+    ...(relay !== undefined ? ['relay:', ...Object.entries(relay).map(([k, v]) => `  ${k}: ${q(v)}`)] : []),
     'log:',
     `  level: ${opts['log-info'] ? 'info' : 'warn'}`,
     '',

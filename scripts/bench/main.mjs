@@ -9,7 +9,11 @@
 //            checkers, Maildir out) on the peers' labelled corpus, beside
 //            `spamassassin` per message and one spamd asked by `spamc -u`,
 //            with verdicts compared message by message and private memory
-//            per user (scripts/bench/spam.mjs; needs root).
+//            per user (scripts/bench/spam.mjs; needs root);
+//  - forward: forward:ADDR copies through relay.smtp (nodemailer's pool) to a
+//            loopback SMTP sink: forwards/s, p50/p99 and connections opened
+//            per 1000 forwards; no peer sets up forwarding, so no ratio
+//            (scripts/bench/forward.mjs).
 // By default every part, one after the other, in the order below; `--only P`
 // or `--skip P` runs one part alone or leaves one out.
 //
@@ -29,7 +33,8 @@ import { runBench } from './harness.mjs';
 import lmtp from './lmtp.mjs';
 import policy from './policy.mjs';
 import spam from './spam.mjs';
+import forward from './forward.mjs';
 
 // A new part is one more module with the same shape (harness.mjs, "A part
 // is …"), added here in the order it should run.
-await runBench([lmtp, policy, spam]);
+await runBench([lmtp, policy, spam, forward]);

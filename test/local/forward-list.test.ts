@@ -27,6 +27,7 @@ alice@f.test   maildir:\${MAIL}/alice/Maildir/
 bob@f.test     maildir:\${MAIL}/bob/Maildir/
 dev@f.test     list:dev@f.test
 nested@f.test  list:nested@f.test
+dup@f.test     maildir:\${MAIL}/dup/Maildir/  dedupe
 `;
 
 const LISTS = `
@@ -166,6 +167,61 @@ describe('list:NAME without a manager (an alias)', () => {
     await smtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['nested@f.test'] }, raw: message('nested@f.test', 'nested list') });
     await d.waitForLog(/to=<nested@f\.test>, relay=list, .*dsn=5\.4\.6, status=bounced/);
     assert.equal(newFiles(mailOf('alice')).length, before + 1, 'alice got hers once');
+  });
+});
+
+describe('duplicate suppression', () => {
+  test('a rule with dedupe: the same Message-ID twice is one file, logged "duplicate suppressed"; another Message-ID is delivered', async () => {
+    const raw = message('dup@f.test', 'dedupe me');
+    await lmtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['dup@f.test'] }, raw });
+    await lmtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['dup@f.test'] }, raw });
+    await d.waitForLog(/to=<dup@f\.test>, relay=dedupe, .*dsn=2\.0\.0, status=sent \(duplicate suppressed\)/);
+    assert.equal(newFiles(mailOf('dup')).length, 1);
+    await lmtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['dup@f.test'] }, raw: message('dup@f.test', 'another one') });
+    assert.equal(newFiles(mailOf('dup')).length, 2);
+  });
+
+  test('an alias list retried because its remote subscriber deferred: the local subscribers get their copy once', async () => {
+    const alice = newFiles(mailOf('alice')).length;
+    const bob = newFiles(mailOf('bob')).length;
+    sink.refuseNext({ code: 451, text: '4.3.2 try later', at: 'rcpt' });
+    await smtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['dev@f.test'] }, raw: message('dev@f.test', 'retried list') });
+    await d.waitForLog(/to=<dev@f\.test>, relay=list, .*dsn=4\.3\.2, status=deferred/);
+    await waitFor('the remote subscriber, on the retry', () => received((m) => m.to.includes('far@remote.test') && m.raw.toString('utf8').includes('Subject: retried list'))[0]);
+    await d.waitForLog(/to=<dev@f\.test>, relay=list, .*dsn=2\.0\.0, status=sent/);
+    await d.waitForLog(/to=<alice@f\.test>, orig_to=<dev@f\.test>, relay=dedupe, .*status=sent \(duplicate suppressed\)/);
+    assert.equal(newFiles(mailOf('alice')).length, alice + 1);
+    assert.equal(newFiles(mailOf('bob')).length, bob + 1);
+  });
+});
+
+describe('SRS (relay.srs.secret set)', () => {
+  test('a forward\'s sender becomes SRS0=…@our domain; a bounce to it is reversed to the original sender; a forged one is refused at RCPT', async () => {
+    const srsSink = await startSmtpSink();
+    const e = await startDaemon({
+      rules: 'fwd@s.test  forward:away@remote.test\n',
+      config: { relay: { smtp: `127.0.0.1:${srsSink.port}`, srs: { secret: 'a test secret of some length' } }, log: { level: 'info' } },
+    });
+    const client = createTransport({ host: '127.0.0.1', port: e.smtpPort, name: 'client.test' } as never);
+    try {
+      await client.sendMail({ envelope: { from: 'orig@sender.test', to: ['fwd@s.test'] }, raw: message('fwd@s.test', 'srs forward') });
+      const fwd = await waitFor('the forward', () => srsSink.messages.find((m) => m.to.includes('away@remote.test')));
+      assert.match(fwd.from, /^SRS0=[^=]+=[A-Z2-7]{2}=sender\.test=orig@mx\.test\.local$/i);
+
+      // The next hop bounces it to the rewritten sender: the bounce comes back to us and goes on to the original sender.
+      await client.sendMail({ envelope: { from: '', to: [fwd.from] }, raw: 'From: MAILER-DAEMON@remote.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\nbounce\r\n' });
+      const back = await waitFor('the reversed bounce', () => srsSink.messages.find((m) => m.to.includes('orig@sender.test')));
+      assert.equal(back.from, '', 'the bounce keeps its null sender');
+      assert.match(back.raw.toString('utf8'), /Subject: Undelivered Mail Returned to Sender/);
+
+      const forged = fwd.from.replace(/^SRS0=[^=]+=/i, 'SRS0=AAAA=');
+      await assert.rejects(client.sendMail({ envelope: { from: '', to: [forged] }, raw: 'Subject: x\r\n\r\nx\r\n' }), /550/);
+    } finally {
+      client.close();
+      await e.stop();
+      e.cleanup();
+      await srsSink.close();
+    }
   });
 });
 

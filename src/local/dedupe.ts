@@ -2,7 +2,9 @@
 // dedupe.window is delivered once (procmail's formail -D, Sieve's
 // "duplicate"). On for each local subscriber of an alias list — a list
 // retried because one subscriber failed must not give the others a second
-// copy — and for a recipient whose applied rule says `dedupe`. The key is
+// copy —, for a list address itself (a post that reaches the list twice,
+// through two of its addresses, is handed over once), and for a recipient
+// whose applied rule says `dedupe`. The key is
 // classify/duplicate.ts's, the records are the state store's (src/state);
 // this is the clock and the window.
 //
@@ -24,6 +26,8 @@ export interface DuplicateRecords {
 export interface DuplicateFilter {
   /** The key for this owner and message; undefined when there is none to go by. */
   key(owner: Identity | string, message: ParsedMessage): string | undefined;
+  /** The key for a list address and message: a list is its own owner (two lists of one owner each get a cross-post). */
+  listKey(list: string, message: ParsedMessage): string | undefined;
   /** The queue id of the first delivery within the window, or undefined. */
   seen(key: string): string | undefined;
   /** After a successful delivery. */
@@ -33,6 +37,7 @@ export interface DuplicateFilter {
 export function createDuplicateFilter(records: DuplicateRecords, windowMs: () => number, now: () => number = Date.now): DuplicateFilter {
   return {
     key: (owner, message) => (typeof owner === 'string' ? undefined : dedupeKey(String(owner.uid), message.headers.get('message-id')?.[0])),
+    listKey: (list, message) => dedupeKey(`list:${list}`, message.headers.get('message-id')?.[0]),
     seen: (key) => records.dedupeSeen(key, windowMs(), now())?.queueId,
     record: (key, queueId) => records.dedupeRecord(key, now(), queueId, windowMs()),
   };

@@ -210,7 +210,9 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
 
   const applied = new Set(plan.steps.map((s) => s.origin));
   const dedupe = o.dedupe === true || decided.rules.some((l) => l.rule.dedupe === true && applied.has(l.rule.origin));
-  const duplicate = dedupe ? ctx.duplicates?.key(decided.owner, message) : undefined;
+  const toList = plan.steps.some((s) => s.destination.kind === 'list');
+  const duplicate = toList ? ctx.duplicates?.listKey(ruleOwnerAddress(rcpt), message)
+    : dedupe ? ctx.duplicates?.key(decided.owner, message) : undefined;
   const first = duplicate !== undefined ? ctx.duplicates?.seen(duplicate) : undefined;
   if (first !== undefined) return { status: ok('duplicate suppressed'), relay: 'dedupe', decision };
 

@@ -181,6 +181,17 @@ describe('duplicate suppression', () => {
     assert.equal(newFiles(mailOf('dup')).length, 2);
   });
 
+  test('a list address is its own owner: the same post twice is handed over once; the same Message-ID to another list is not suppressed', async () => {
+    const raw = message('dev@f.test', 'cross-posted');
+    const alice = newFiles(mailOf('alice')).length;
+    await lmtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['dev@f.test'] }, raw });
+    await lmtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['dev@f.test'] }, raw });
+    await d.waitForLog(/to=<dev@f\.test>, relay=dedupe, .*status=sent \(duplicate suppressed\)/);
+    assert.equal(newFiles(mailOf('alice')).length, alice + 1);
+    await lmtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['nested@f.test'] }, raw });
+    await d.waitForLog(/to=<nested@f\.test>, relay=list, .*dsn=5\.4\.6/);
+  });
+
   test('an alias list retried because its remote subscriber deferred: the local subscribers get their copy once', async () => {
     const alice = newFiles(mailOf('alice')).length;
     const bob = newFiles(mailOf('bob')).length;

@@ -29,6 +29,7 @@ import { ConfigError, loadConfig, type Config } from './config/index.js';
 import { compileTables, formatSourceError, openTables, parseTableSource, type TablesInfo } from './db/index.js';
 import { createLogger, type Logger } from './log.js';
 import { lookupKeys } from './mail/address.js';
+import { redeliveryKey } from './mail/redelivery.js';
 import { startControl } from './control/server.js';
 import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
@@ -279,12 +280,14 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   const queue: QueueManager = new QueueManager({
     spool, config: () => config, log, relays,
     // The queue's deliveries that still wait for a worker slot when SIGTERM arrives are not started.
-    deliver: (env, message, address) => deliverToAddress(deliveryContext(() => queue.mayStart()), tables, config.delivery.recipient_delimiter, env, message, address),
+    deliver: (env, message, address, redelivery) => deliverToAddress(deliveryContext(() => queue.mayStart()), tables, config.delivery.recipient_delimiter, env, message, address, { redelivery }),
     report: (r) => logDelivery(log, r, decisions),
   });
   const handlers = createIntake({
     config: () => config, log, tables, spool, queue, decisions,
-    deliver: (env, message, r) => deliverToRecipient(deliveryContext(), env, message, r),
+    // Tokens for LMTP copies too, unchecked: one that outlives lmtp.window is adopted by the
+    // queue under this queue id, and a repeat after a crash must find what it wrote.
+    deliver: (env, message, r) => deliverToRecipient(deliveryContext(), env, message, r, { redelivery: { key: redeliveryKey(env.queueId, r.rcpt.address), check: false } }),
   });
   const listeners = [
     ...config.lmtp.listen.map((l) => new Listener('lmtp', l, handlers)),

@@ -2,7 +2,10 @@
 // recipient's user): dispatches to the leaf for its kind and returns exactly
 // one result. Leaves never call leaves. Only the kinds with a leaf come here
 // (WorkerDestination): forward and list are the relay's, reject the planner's.
-// Pipe options missing from LeafOptions take the defaults below.
+// Pipe options missing from LeafOptions take the defaults below. A copy's
+// redelivery token (src/mail/redelivery.ts) reaches the maildir leaf only:
+// an mbox append or a pipe's run leaves no name to look for, so those copies
+// are written again when a queued attempt repeats (NOTES.md, "Redelivery").
 import type { Destination } from '../classify/rules.js';
 import { ok } from '../mail/status.js';
 import type { Delivery } from './types.js';
@@ -29,10 +32,19 @@ export interface LeafOptions {
 /** Default pipe time limit: Postfix's command_time_limit, 1000 s. */
 export const PIPE_TIMEOUT_MS = 1_000_000;
 
-export async function executeDestination(copy: MessageCopy, d: WorkerDestination, o: LeafOptions): Promise<Delivery> {
+/** One copy's redelivery token, and whether to look for it before writing. */
+export interface CopyRedelivery {
+  readonly token: string;
+  readonly check: boolean;
+}
+
+export async function executeDestination(copy: MessageCopy, d: WorkerDestination, o: LeafOptions, redelivery?: CopyRedelivery): Promise<Delivery> {
   switch (d.kind) {
     case 'maildir':
-      return deliverMaildir(copy, { path: d.path, hostname: o.hostname, fsync: o.fsync, ...(d.folder !== undefined ? { folder: d.folder } : {}) });
+      return deliverMaildir(copy, {
+        path: d.path, hostname: o.hostname, fsync: o.fsync,
+        ...(d.folder !== undefined ? { folder: d.folder } : {}), ...(redelivery !== undefined ? { redelivery } : {}),
+      });
     case 'mbox':
       return deliverMbox(copy, {
         path: d.path, fsync: o.fsync,

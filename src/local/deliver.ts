@@ -42,6 +42,7 @@ import type { RecipientAddress } from '../mail/address.js';
 import type { Envelope } from '../mail/envelope.js';
 import { hasDeliveredTo, type ParsedMessage } from '../mail/message.js';
 import type { Decision, DecisionCopy, DeliveryTiming, RecipientOutcome } from '../mail/outcome.js';
+import { redeliveryTokens, type Redelivery } from '../mail/redelivery.js';
 import { isSuccess, ok, status, type Status } from '../mail/status.js';
 import { traceHeader } from '../mail/trace.js';
 import { resolveIdentity, type Identity } from '../os/identity.js';
@@ -195,6 +196,13 @@ export interface DeliverOptions {
   readonly depth?: number;
   /** Deliver a Message-ID this owner already has (within dedupe.window) once only: on for an alias list's subscribers. */
   readonly dedupe?: boolean;
+  /**
+   * The recipient's spool record (the queue's deliveries, and LMTP ones that
+   * may be adopted by it): each worker copy gets a token, derived from its
+   * destination, that the Maildir leaf puts in the file name and, when
+   * `check`, looks for before writing (src/mail/redelivery.ts).
+   */
+  readonly redelivery?: Redelivery;
 }
 
 export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, message: ParsedMessage, r: Recipient, o: DeliverOptions = {}): Promise<RecipientOutcome> {
@@ -263,6 +271,13 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   const timings: WorkerTiming[] = [];
   const allowRoot = ctx.allowRoot(rcpt);
   const relayContext = ctx.relay;
+  // One token per worker copy, from its destination: the same on every attempt whatever the plan's order.
+  const workerSteps = steps.filter((s) => forWorker(s.destination));
+  const tokenOf = new Map<PlanStep, string>();
+  if (o.redelivery !== undefined) {
+    const tokens = redeliveryTokens(o.redelivery.key, workerSteps.map((s) => formatDestination(absolute(s.destination, ctx.baseDir))));
+    workerSteps.forEach((s, i) => tokenOf.set(s, tokens[i] as string));
+  }
   const sent = relayed.length === 0 || relayContext === undefined ? Promise.resolve([])
     : withOwnerSlot(ctx, decided.owner, () => relayCopies(relayContext, env, message, rcpt, relayed, o.depth ?? 0));
   const copies = await Promise.all([...byIdentity].map(async ([key, steps]): Promise<Status[]> => {
@@ -282,6 +297,7 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
       ...(ctx.mayStart ? { mayStart: ctx.mayStart } : {}),
       allowRoot, sender: env.sender, arrival: env.arrival, header, body: message.body, destinations,
       recipient: { address: rcpt.address, local: rcpt.local, user: rcpt.user, extension: rcpt.extension, domain: rcpt.domain },
+      ...(o.redelivery !== undefined ? { redelivery: { check: o.redelivery.check, tokens: steps.map((s) => tokenOf.get(s) as string) } } : {}),
     });
     timings.push(res.timing);
     return res.results.map((x) => x.status);

@@ -12,6 +12,25 @@
 // spooled for the recipients still in flight, the client gets 250, and each
 // in-flight outcome is recorded here as it arrives.
 //
+// Redelivery: a copy written whose outcome was never recorded (the master or
+// the worker killed between the write and markDone) would be written again by
+// the next attempt. So every delivery of a spooled recipient carries its
+// redelivery key (queue id + address: src/mail/redelivery.ts), from which each
+// copy gets a token the Maildir leaf puts in the file's name; an attempt that
+// may repeat an earlier one — every attempt but the first of an entry this
+// process spooled itself: entries found at start, adopted ones, retries —
+// asks the worker to look for the token in new/ and cur/ first and counts a
+// copy found there as delivered. The first attempt pays nothing (no earlier
+// attempt can have used its queue id); a repeat pays one listing of the
+// folder's new/ and cur/ per Maildir copy. Retries after a temporary failure
+// check too: a recipient with two copies, one written and one deferred, then
+// gets only the missing one. Not covered, written again as before: mbox and
+// pipe copies (an append or a command leaves no name to look for; Postfix
+// local(8) has the same window, "better safe than sorry"), forward and list
+// copies (the next hop's duplicate window), an alias list's local
+// subscribers (their Message-ID suppression, dedupe.ts, covers most), and a
+// Maildir copy the user deleted or filed elsewhere in between.
+//
 // Shutdown: halt() (at SIGTERM) starts no attempt from then on, and mayStart()
 // tells the pool not to start a queue delivery that still waits for a worker
 // slot; stop(waitMs) waits for the running attempts and adopted deliveries to
@@ -21,6 +40,7 @@ import type { Config } from '../config/index.js';
 import type { Logger } from '../log.js';
 import type { Envelope, TlsSession } from '../mail/envelope.js';
 import { parseMessage, type ParsedMessage } from '../mail/message.js';
+import { redeliveryKey, type Redelivery } from '../mail/redelivery.js';
 import { publicStatus, type RecipientOutcome } from '../mail/outcome.js';
 import { isSuccess, isTemporary, status, type Status } from '../mail/status.js';
 import type { Relays } from '../relay/index.js';
@@ -31,8 +51,12 @@ export interface QueueDeps {
   readonly spool: Spool;
   readonly config: () => Config;
   readonly log: Logger;
-  /** One spooled recipient: resolved again and delivered (src/local deliverToAddress); never rejects for mail trouble. */
-  readonly deliver: (env: Envelope, message: ParsedMessage, address: string) => Promise<RecipientOutcome>;
+  /**
+   * One spooled recipient: resolved again and delivered (src/local
+   * deliverToAddress) with its redelivery key, and whether this attempt may
+   * repeat one whose outcome was lost; never rejects for mail trouble.
+   */
+  readonly deliver: (env: Envelope, message: ParsedMessage, address: string, redelivery: Redelivery) => Promise<RecipientOutcome>;
   /** Records one recipient's outcome in the delivery log (the one writer: src/local/delivery-log.ts). */
   readonly report: (r: QueueReport) => void;
   /** Where bounces go out (relay.smtp). */
@@ -82,6 +106,8 @@ export class QueueManager {
   private readonly running = new Set<string>();
   /** Adopted LMTP deliveries still in flight: not to be attempted meanwhile. */
   private readonly adopted = new Set<string>();
+  /** Entries that may have been attempted before (found at start, adopted, attempted): their attempts look for earlier copies. */
+  private readonly seen = new Set<string>();
   private readonly idleWaiters: (() => void)[] = [];
   private stopped = false;
 
@@ -90,7 +116,10 @@ export class QueueManager {
   /** Schedules every entry already in the spool. */
   async start(): Promise<number> {
     const ids = await this.d.spool.list();
-    for (const id of ids) this.schedule(id, 0);
+    for (const id of ids) {
+      this.seen.add(id);
+      this.schedule(id, 0);
+    }
     return ids.length;
   }
 
@@ -124,6 +153,7 @@ export class QueueManager {
    */
   adopt(id: string, inFlight: readonly { address: string; outcome: Promise<RecipientOutcome> }[]): void {
     this.adopted.add(id);
+    this.seen.add(id);
     const marked = new Set<string>();
     void Promise.all(inFlight.map(async (f) => {
       const o = await f.outcome;
@@ -211,6 +241,7 @@ export class QueueManager {
     if (t) clearTimeout(t.timer);
     this.timers.delete(id);
     await this.d.spool.remove(id);
+    this.seen.delete(id);
     this.d.log.info('removed by the administrator', undefined, id);
     return true;
   }
@@ -255,7 +286,12 @@ export class QueueManager {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     });
-    if (!entry) return;
+    if (!entry) {
+      this.seen.delete(id);
+      return;
+    }
+    const check = this.seen.has(id);
+    this.seen.add(id);
     const env = this.envelopeOf(entry);
     const message = parseMessage(entry.raw);
     // A delivered recipient is recorded as soon as it is delivered, not when
@@ -264,7 +300,7 @@ export class QueueManager {
     const outcomes = await Promise.all(entry.envelope.recipients
       .filter((address) => !entry.done.has(address.toLowerCase()))
       .map(async (address): Promise<Outcome> => {
-        const o = await this.d.deliver(env, message, address);
+        const o = await this.d.deliver(env, message, address, { key: redeliveryKey(id, address), check });
         if (isSuccess(o.status)) {
           await this.d.spool.markDone(id, address);
           marked.add(address);
@@ -307,6 +343,7 @@ export class QueueManager {
       await this.d.spool.remove(id);
       this.attempts.delete(id);
       this.lastError.delete(id);
+      this.seen.delete(id);
       this.d.log.info('removed', undefined, id);
       return;
     }

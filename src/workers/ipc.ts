@@ -17,14 +17,14 @@
 // (a schema library would be most of a worker's heap).
 import type { LeafOptions, WorkerDestination } from '../deliver/execute.js';
 import type { CopyRecipient, Delivery } from '../deliver/types.js';
+import { isRedeliveryToken } from '../mail/redelivery.js';
 import { isEnhancedCode } from '../mail/status.js';
 
 export type { LeafOptions, WorkerDestination } from '../deliver/execute.js';
 export type DeliveryResult = Delivery;
 
 /** Bumped whenever a field changes meaning or shape; a mismatch is refused on both sides. */
-export const IPC_VERSION = 2;
-
+export const IPC_VERSION = 3;
 
 export interface DeliverRequest {
   readonly v: typeof IPC_VERSION;
@@ -41,6 +41,13 @@ export interface DeliverRequest {
   /** Absolute paths, templates expanded. */
   readonly destinations: readonly WorkerDestination[];
   readonly options: LeafOptions;
+  /** A queued delivery: one token per destination (src/mail/redelivery.ts); check: look for them before writing. */
+  readonly redelivery?: RequestRedelivery;
+}
+
+export interface RequestRedelivery {
+  readonly tokens: readonly string[];
+  readonly check: boolean;
 }
 
 export interface ShutdownRequest {
@@ -133,6 +140,14 @@ function checkOptions(o: unknown): string | undefined {
   return undefined;
 }
 
+function checkRedelivery(r: unknown, destinations: number): string | undefined {
+  if (r === undefined) return undefined;
+  if (!isObject(r)) return 'redelivery: not an object';
+  if (typeof r.check !== 'boolean') return 'redelivery.check: not a boolean';
+  if (!Array.isArray(r.tokens) || r.tokens.length !== destinations) return 'redelivery.tokens: not one per destination';
+  return r.tokens.every(isRedeliveryToken) ? undefined : 'redelivery.tokens: not redelivery tokens';
+}
+
 /** The id of a deliver request that failed its check, so the worker can refuse it by id (undefined: none to answer). */
 export function requestIdOf(raw: unknown): number | undefined {
   return isObject(raw) && raw.type === 'deliver' && isCount(raw.id) ? raw.id : undefined;
@@ -151,7 +166,8 @@ export function checkMasterMessage(raw: unknown): MasterMessage | string {
   if (!(m.header instanceof Uint8Array) || !(m.body instanceof Uint8Array)) return 'deliver: header/body: not binary';
   const why = checkRecipient(m.recipient)
     ?? (Array.isArray(m.destinations) && m.destinations.length > 0 ? m.destinations.map(checkDestination).find((x) => x !== undefined) : 'destinations: not a non-empty list')
-    ?? checkOptions(m.options);
+    ?? checkOptions(m.options)
+    ?? checkRedelivery(m.redelivery, (m.destinations as unknown[]).length);
   return why === undefined ? (m as unknown as DeliverRequest) : `deliver: ${why}`;
 }
 

@@ -30,7 +30,7 @@ import { status } from '../mail/status.js';
 import { shieldDescriptors } from '../os/descriptors.js';
 import type { Identity } from '../os/identity.js';
 import { FairScheduler } from './scheduler.js';
-import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions, type WorkerDestination } from './ipc.js';
+import { checkWorkerMessage, IPC_VERSION, type DeliverRequest, type DeliveryResult, type LeafOptions, type RequestRedelivery, type WorkerDestination } from './ipc.js';
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
 
@@ -45,6 +45,8 @@ export interface DeliverJob {
   readonly header: Buffer;
   readonly body: Buffer;
   readonly destinations: readonly WorkerDestination[];
+  /** A queued delivery's tokens, one per destination, and whether the worker looks for them before writing. */
+  readonly redelivery?: RequestRedelivery;
   /**
    * Asked when the job reaches a worker slot: false answers it 4.3.0 unstarted
    * (the queue's deliveries once SIGTERM has arrived; an LMTP client still
@@ -221,6 +223,7 @@ export class WorkerPool {
       sender: job.sender, arrival: job.arrival.getTime(), recipient: job.recipient,
       header: job.header, body: job.body,
       destinations: job.destinations, options: this.opts.leafOptions(),
+      ...(job.redelivery !== undefined ? { redelivery: job.redelivery } : {}),
     };
     return new Promise<PoolResult>((resolve) => {
       w.pending.set(id, { count: n, sentAt: performance.now(), resolve });

@@ -9,7 +9,9 @@
 // and it checks that the pool's `setpriv --no-new-privs` took effect.
 // It never opens the spool: the master sends the bytes over IPC. Each request
 // is answered with one result per destination; a leaf that throws (a bug) is
-// answered 4.3.0 so the message is retried, not lost.
+// answered 4.3.0 so the message is retried, not lost. A queued request's
+// redelivery tokens go with their destinations to the leaves: the Maildir
+// leaf looks for an earlier copy here, as the user, never in the master.
 import { performance } from 'node:perf_hooks';
 import { exitWhenSafe } from '../deliver/critical.js';
 import { executeDestination } from '../deliver/execute.js';
@@ -79,9 +81,10 @@ async function handle(req: DeliverRequest): Promise<DeliveryResult[]> {
     recipient: req.recipient,
   };
   const results: DeliveryResult[] = [];
-  for (const d of req.destinations) {
+  for (const [i, d] of req.destinations.entries()) {
+    const token = req.redelivery?.tokens[i];
     try {
-      results.push(await executeDestination(copy, d, req.options));
+      results.push(await executeDestination(copy, d, req.options, token !== undefined ? { token, check: req.redelivery?.check === true } : undefined));
     } catch (err) {
       process.stderr.write(`mailprocd worker[${process.pid}]: error: ${(err as Error).stack ?? String(err)}\n`);
       results.push({ status: status('4.3.0', `internal error in ${d.kind} delivery`) });

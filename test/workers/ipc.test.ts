@@ -27,15 +27,18 @@ const good: DeliverRequest = {
 };
 
 const edit = (over: Record<string, unknown>): unknown => ({ ...good, ...over });
+const TOKEN = 'abcdefghijklmn23';
 
 test('a well-formed deliver request and a shutdown pass the check unchanged', () => {
   assert.deepEqual(checkMasterMessage(good), good);
+  const queued = edit({ redelivery: { check: true, tokens: [TOKEN, 'zzzzzzzzzzzzzzz7', TOKEN, TOKEN] } });
+  assert.deepEqual(checkMasterMessage(queued), queued);
   assert.deepEqual(checkMasterMessage({ v: IPC_VERSION, type: 'shutdown' }), { v: IPC_VERSION, type: 'shutdown' });
 });
 
 const badMaster: { name: string; msg: unknown; want: RegExp }[] = [
   { name: 'not an object', msg: 'deliver', want: /not an object/ },
-  { name: 'another build (version 1)', msg: edit({ v: 1 }), want: /IPC version 1, expected 2/ },
+  { name: 'another build (version 1)', msg: edit({ v: 1 }), want: new RegExp(`IPC version 1, expected ${IPC_VERSION}`) },
   { name: 'an unknown type', msg: edit({ type: 'format-disk' }), want: /unknown message type "format-disk"/ },
   { name: 'a negative id', msg: edit({ id: -1 }), want: /id: not a count/ },
   { name: 'a sender that is not a string', msg: edit({ sender: 5 }), want: /sender/ },
@@ -52,6 +55,9 @@ const badMaster: { name: string; msg: unknown; want: RegExp }[] = [
   { name: 'options without fsync', msg: edit({ options: { ...good.options, fsync: 'yes' } }), want: /options\.fsync/ },
   { name: 'a zero pipe timeout', msg: edit({ options: { ...good.options, pipeTimeoutMs: 0 } }), want: /options\.pipeTimeoutMs/ },
   { name: 'an unknown pipeUnknownExit', msg: edit({ options: { ...good.options, pipeUnknownExit: 'ignore' } }), want: /pipeUnknownExit/ },
+  { name: 'redelivery tokens fewer than the destinations', msg: edit({ redelivery: { check: true, tokens: [TOKEN] } }), want: /redelivery\.tokens: not one per destination/ },
+  { name: 'a redelivery token that could add a path or an info part', msg: edit({ redelivery: { check: true, tokens: [TOKEN, TOKEN, TOKEN, 'abcdefgh/:,.ijklm'] } }), want: /redelivery\.tokens: not redelivery tokens/ },
+  { name: 'a redelivery without its check', msg: edit({ redelivery: { tokens: [TOKEN, TOKEN, TOKEN, TOKEN] } }), want: /redelivery\.check/ },
 ];
 
 for (const c of badMaster) {
@@ -78,7 +84,7 @@ test('well-formed worker messages pass: ready, delivered, refused', () => {
 });
 
 const badWorker: { name: string; msg: unknown; want: RegExp }[] = [
-  { name: 'another build', msg: { ...delivered, v: 3 }, want: /IPC version 3/ },
+  { name: 'another build', msg: { ...delivered, v: IPC_VERSION + 1 }, want: new RegExp(`IPC version ${IPC_VERSION + 1}`) },
   { name: 'a status code that is not RFC 3463', msg: { ...delivered, results: [{ status: { code: '250', text: 'ok' } }] }, want: /results\[0\]\.status\.code/ },
   { name: 'a success of the wrong shape', msg: { ...delivered, results: [{ status: { code: '2.0.0' } }] }, want: /results\[0\]\.status\.text/ },
   { name: 'a reply number out of range', msg: { ...delivered, results: [{ status: { code: '4.2.0', text: 'x', reply: 999 } }] }, want: /status\.reply/ },

@@ -86,6 +86,14 @@ function formatText(message: string, fields: Fields | undefined, id: string | un
   return `${id !== undefined ? `${id}: ` : ''}${parts.join(', ')}`;
 }
 
+const ENVELOPE = new Set(['time', 'level', 'process', 'pid', 'id', 'message']);
+
+/** A field named like a key of the JSON envelope (a worker's pid=) is kept as field_<name>, not written over it. */
+function jsonFields(fields: Fields | undefined): Fields | undefined {
+  if (fields === undefined || !Object.keys(fields).some((k) => ENVELOPE.has(k))) return fields;
+  return Object.fromEntries(Object.entries(fields).map(([k, v]) => [ENVELOPE.has(k) ? `field_${k}` : k, v]));
+}
+
 function writeStderr(line: string): void {
   try {
     process.stderr.write(line);
@@ -160,7 +168,7 @@ export function createLogger(opts: {
   const log = (level: Level, message: string, fields?: Fields, id?: string): void => {
     if (RANK[level] < min) return;
     if (opts.format === 'json') {
-      const json = JSON.stringify({ time: new Date().toISOString(), level, process: procName, pid: process.pid, id, message, ...fields });
+      const json = JSON.stringify({ time: new Date().toISOString(), level, process: procName, pid: process.pid, id, message, ...jsonFields(fields) });
       write(`${journal ? `<${PRIORITY[level]}>` : ''}${json}\n`);
       return;
     }

@@ -18,7 +18,8 @@ const TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z /;
 async function deliverOne(d: TestDaemon): Promise<void> {
   assert.match(await lmtpDeliver(d.lmtpPort, 'alice@example.test'), /^250 /);
   await d.waitForLog(/worker for \S+ ready in/);
-  await d.waitForLog(/to=<alice@example\.test>.*status=sent/);
+  // to=<alice@…>, … status=sent in text; "to":"alice@…", … "status":"sent" in JSON.
+  await d.waitForLog(/alice@example\.test\W.*\bsent\b/);
 }
 
 /** stderr goes to a file; JOURNAL_STREAM names that file, or something else. */
@@ -84,6 +85,9 @@ test('with log.format json every line the daemon writes while running is a JSON 
     assert.equal(sent?.to, 'alice@example.test');
     assert.equal(sent?.level, 'info');
     assert.equal(typeof sent?.time, 'string');
+    const started = parsed.find((o) => typeof o.message === 'string' && o.message.startsWith('started worker'));
+    assert.equal(started?.pid, d.child.pid, 'pid is the daemon\'s');
+    assert.equal(typeof started?.field_pid, 'number', 'the worker\'s pid is kept beside it');
   } finally {
     await d.stop();
     d.cleanup();

@@ -54,3 +54,10 @@ test('a JSON line is one object, behind the priority on the journal', () => {
     assert.deepEqual({ level: o.level, id: o.id, message: o.message, to: o.to, n: o.n }, { level: 'warn', id: 'ID', message: 'two\nlines', to: 'a@b.test', n: 1 });
   }
 });
+
+test('a JSON field named like an envelope key is kept beside it, not written over it', () => {
+  const { lines, log } = capture('json', false);
+  log.debug('started worker', { pid: 1, uid: 2 });
+  const o = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
+  assert.deepEqual({ pid: o.pid, field_pid: o.field_pid, uid: o.uid }, { pid: process.pid, field_pid: 1, uid: 2 });
+});

@@ -65,6 +65,8 @@ export interface Daemon {
   stop(): Promise<void>;
   /** SIGHUP: never rejects; what failed is logged and the running state kept. */
   reload(): Promise<void>;
+  /** SIGUSR1: log.file is closed and opened again by name (after logrotate moved it). */
+  reopenLogs(): void;
 }
 
 /** Parses delivery.default with the rules source parser, so it takes the same syntax as a rule. */
@@ -162,17 +164,34 @@ async function warnIfUnreachable(c: Config, log: Logger): Promise<void> {
   }
 }
 
-export async function startDaemon(opts: { configFile?: string; log?: Logger }): Promise<Daemon> {
+/**
+ * logFormat overrides log.format (a command-line option). The log settings
+ * are read at start only: a reload keeps the logger (and its file) it has.
+ */
+export async function startDaemon(opts: { configFile?: string; log?: Logger; logFormat?: 'text' | 'json' }): Promise<Daemon> {
   const config = loadConfig(opts.configFile);
-  const log = opts.log ?? createLogger(config.log);
-  const defaultDestination = parseDefaultDestination(config.delivery.default);
-  // First of all: a second instance must not compile tables or unlink the first one's sockets.
-  const instance = await lockInstance(config.paths.state);
-  if (instance.kind === 'busy') throw new Error(describeBusy(instance));
+  const root = opts.log === undefined ? createLogger({ ...config.log, format: opts.logFormat ?? config.log.format }) : undefined;
+  const log = opts.log ?? root as Logger;
   try {
-    return await startLocked(config, log, opts.configFile, defaultDestination, instance);
+    const defaultDestination = parseDefaultDestination(config.delivery.default);
+    // First of all: a second instance must not compile tables or unlink the first one's sockets.
+    const instance = await lockInstance(config.paths.state);
+    if (instance.kind === 'busy') throw new Error(describeBusy(instance));
+    let daemon: Daemon;
+    try {
+      daemon = await startLocked(config, log, opts.configFile, defaultDestination, instance);
+    } catch (err) {
+      await instance.release();
+      throw err;
+    }
+    return {
+      ...daemon,
+      reopenLogs: () => root?.reopen(),
+      stop: () => daemon.stop().then(() => root?.close()),
+    };
   } catch (err) {
-    await instance.release();
+    // The caller reports it on stderr, where an administrator starting the daemon looks.
+    root?.close();
     throw err;
   }
 }
@@ -360,6 +379,9 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     listeners,
     pool,
     queue,
+    reopenLogs(): void {
+      // startDaemon's, which owns the logger.
+    },
     reload(): Promise<void> {
       // One at a time: a second SIGHUP while a compile runs waits for it.
       reloading = reloading.then(reloadNow);

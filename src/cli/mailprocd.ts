@@ -62,6 +62,8 @@ async function main(): Promise<number> {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGHUP', () => void daemon?.reload());
+  // Also keeps SIGUSR1 from opening Node's inspector on a root process.
+  process.on('SIGUSR1', () => daemon?.reopenLogs());
   try {
     daemon = await startDaemon(args.config !== undefined ? { configFile: args.config } : {});
   } catch (err) {

@@ -5,6 +5,7 @@
 // Exports the zod schema and the inferred Config type; load.ts validates and
 // freezes. Sizes accept 10M/512k/bytes, durations 30s/5m/2h/1d/ms numbers in
 // seconds, so an administrator can write what they mean.
+import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
 import { policyConfigSchema } from './policy.js';
@@ -185,6 +186,8 @@ export const configSchema = z.object({
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+    /** Lines to this file (absolute, created 0640, reopened on SIGUSR1 for logrotate) instead of stderr. */
+    file: z.string().refine((p) => isAbsolute(p), 'must be an absolute path').optional(),
   }).strict().default({ format: 'text', level: 'info' }),
 }).strict();
 

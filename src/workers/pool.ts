@@ -299,7 +299,10 @@ export class WorkerPool {
     // young generation buy it nothing but memory. With a collection when idle
     // a waiting worker stays near Node's baseline (measured by npm run bench:
     // ~45 MiB RSS, ~8 MiB of it private; the node binary's pages are shared).
-    const nodeArgs = ['--lite-mode', '--max-semi-space-size=1', '--expose-gc', WORKER_MAIN];
+    // --lite-mode implies --jitless, which cannot run WebAssembly: without
+    // --no-expose-wasm V8 turns the flag off itself and says so on stderr
+    // ("disabling flag --expose_wasm due to conflicting flags") at every start.
+    const nodeArgs = ['--lite-mode', '--no-expose-wasm', '--max-semi-space-size=1', '--expose-gc', WORKER_MAIN];
     const wanted = (this.opts.noNewPrivs?.() ?? true);
     const setpriv = wanted ? findSetpriv() : undefined;
     if (setpriv === undefined && wanted && !warnedNoSetpriv) {
@@ -330,7 +333,9 @@ export class WorkerPool {
     // databases read-write without O_CLOEXEC) are overlaid with /dev/null in
     // the child, so a worker never receives them; worker-main.ts then closes
     // every inheritable descriptor it finds, these and any from our own parent.
-    const io = shieldDescriptors(['ignore', 'inherit', 'inherit', 'ipc']);
+    // Its stderr comes back here, to be logged like our own lines (log.file,
+    // the journal's priorities, JSON), not written past the logger.
+    const io = shieldDescriptors(['ignore', 'inherit', 'pipe', 'ipc']);
     let child: ChildProcess;
     try {
       // setpriv sets no_new_privs and execs node in the same process (same
@@ -345,6 +350,7 @@ export class WorkerPool {
     const w: Worker = { key, identity, child, started: Date.now(), spawnedAt: performance.now(), pending: new Map(), lastUsed: Date.now(), delivered: 0 };
     this.workers.set(key, [...live, w]);
     this.live.add(w);
+    this.logStderr(w);
     child.on('message', (raw: unknown) => this.onMessage(w, raw));
     child.on('error', (err) => this.opts.log.error(`worker for ${identity.user}: ${err.message}`));
     child.on('exit', (code, signal) => {
@@ -360,6 +366,32 @@ export class WorkerPool {
     });
     this.opts.log.debug(`started worker for ${identity.user}`, { pid: child.pid, uid: identity.uid, gid: identity.gid });
     return w;
+  }
+
+  /**
+   * A worker writes to stderr only when something went wrong (worker-main.ts:
+   * a fatal start, an uncaught error, a refused message), so every line is an
+   * error. Always drained: a full pipe would block the worker.
+   */
+  private logStderr(w: Worker): void {
+    let partial = '';
+    const flush = (text: string): void => {
+      for (const line of text.split('\n')) {
+        if (line.trim() !== '') this.opts.log.error(`worker for ${w.identity.user} pid ${w.child.pid ?? '?'}: ${line.trim().slice(0, 2000)}`);
+      }
+    };
+    w.child.stderr?.setEncoding('utf8');
+    w.child.stderr?.on('data', (chunk: string) => {
+      partial += chunk;
+      const nl = partial.lastIndexOf('\n');
+      if (nl < 0) {
+        if (partial.length > 8192) { flush(partial); partial = ''; }
+        return;
+      }
+      flush(partial.slice(0, nl));
+      partial = partial.slice(nl + 1);
+    });
+    w.child.stderr?.on('end', () => flush(partial));
   }
 
   private onMessage(w: Worker, raw: unknown): void {

@@ -22,7 +22,7 @@ import { closeInheritableDescriptors } from '../os/descriptors.js';
 import { checkMasterMessage, IPC_VERSION, requestIdOf, type DeliverRequest, type DeliveryResult, type WorkerMessage } from './ipc.js';
 
 function fail(why: string): never {
-  process.stderr.write(`mailprocd worker[${process.pid}]: fatal: ${why}\n`);
+  process.stderr.write(`fatal: ${why}\n`);
   process.exit(78); // EX_CONFIG
 }
 
@@ -86,7 +86,7 @@ async function handle(req: DeliverRequest): Promise<DeliveryResult[]> {
     try {
       results.push(await executeDestination(copy, d, req.options, token !== undefined ? { token, check: req.redelivery?.check === true } : undefined));
     } catch (err) {
-      process.stderr.write(`mailprocd worker[${process.pid}]: error: ${(err as Error).stack ?? String(err)}\n`);
+      process.stderr.write(`error: ${(err as Error).stack ?? String(err)}\n`);
       results.push({ status: status('4.3.0', `internal error in ${d.kind} delivery`) });
     }
   }
@@ -129,7 +129,7 @@ function armIdleCollection(): void {
 process.on('message', (raw: unknown) => {
   const m = checkMasterMessage(raw);
   if (typeof m === 'string') {
-    process.stderr.write(`mailprocd worker[${process.pid}]: refusing malformed message: ${m}\n`);
+    process.stderr.write(`refusing malformed message: ${m}\n`);
     // Answer a deliver request by its id, so the master fails it (4.3.0) instead of waiting for ever.
     const id = requestIdOf(raw);
     if (id !== undefined) send({ v: IPC_VERSION, type: 'refused', id, reason: m });

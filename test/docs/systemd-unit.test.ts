@@ -44,3 +44,20 @@ test('the unit starts the daemon with options it has, and checks the config firs
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the unit logs as mailprocd to the mail facility, creates its working directory and is ordered before either Postfix master', () => {
+  const unit = readFileSync(UNIT, 'utf8');
+  const value = (key: string): string => unit.match(new RegExp(`^${key}=(.*)$`, 'm'))?.[1] ?? '';
+  assert.equal(value('SyslogIdentifier'), 'mailprocd');
+  assert.equal(value('SyslogFacility'), 'mail');
+  // WorkingDirectory must exist before the start: StateDirectory= makes /var/lib/<name>.
+  assert.equal(value('WorkingDirectory'), `/var/lib/${value('StateDirectory')}`);
+  assert.notEqual(value('RuntimeDirectory'), '');
+  const before = value('Before').split(/\s+/);
+  assert.ok(before.includes('postfix@-.service') && before.includes('postfix.service'), `Before=${value('Before')}`);
+  // A root master that changes to users' ids, hands them directories and signals their workers.
+  const caps = value('CapabilityBoundingSet').split(/\s+/);
+  for (const cap of ['CAP_SETUID', 'CAP_SETGID', 'CAP_CHOWN', 'CAP_FOWNER', 'CAP_DAC_OVERRIDE', 'CAP_KILL']) assert.ok(caps.includes(cap), cap);
+  assert.ok(!caps.includes('CAP_SYS_ADMIN') && !caps.includes('CAP_SYS_PTRACE'));
+  assert.equal(value('User'), '', 'runs as root: the workers drop to each user');
+});

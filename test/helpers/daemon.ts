@@ -3,7 +3,7 @@
 // unix LMTP socket; collects its log lines; stops it by PID. Used by the
 // integration tests. Cleans up its directory on stop().
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -33,6 +33,12 @@ export interface DaemonOptions {
   readonly dir?: string;
   /** Run the daemon itself as this user (the directory must be theirs). */
   readonly runAs?: { readonly uid: number; readonly gid: number };
+  /** Added to the daemon's environment. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** The daemon's stderr is appended to this file (not a pipe); its lines are read from there. */
+  readonly stderrFile?: string;
+  /** Log lines are also read from this file (log.file), followed by name: a new file there is read from its start. */
+  readonly logFile?: string;
 }
 
 export interface TestDaemon {
@@ -100,31 +106,61 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   writeFileSync(configFile, stringify(config));
 
   if (opts.runAs) for (const f of [sources, join(sources, 'rules'), join(sources, 'uid'), join(sources, 'gid'), join(sources, 'lists'), join(sources, 'spam'), configFile]) chownSync(f, opts.runAs.uid, opts.runAs.gid);
+  const stderrFd = opts.stderrFile !== undefined ? openSync(opts.stderrFile, 'a') : undefined;
   const child = spawn(process.execPath, [DAEMON, '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', stderrFd ?? 'pipe'],
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
     ...(opts.runAs ? { uid: opts.runAs.uid, gid: opts.runAs.gid, cwd: dir } : {}),
   });
+  if (stderrFd !== undefined) closeSync(stderrFd);
   const logs: string[] = [];
   const watchers: { re: RegExp; resolve: (l: string) => void }[] = [];
-  let partial = '';
-  const onData = (chunk: Buffer): void => {
-    partial += chunk.toString('utf8');
-    const lines = partial.split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      logs.push(line);
-      if (process.env.MAILPROC_TEST_LOG === '1') process.stderr.write(`[daemon] ${line}\n`);
-      for (const w of [...watchers]) {
-        if (w.re.test(line)) {
-          watchers.splice(watchers.indexOf(w), 1);
-          w.resolve(line);
+  const lineReader = (): ((chunk: Buffer) => void) => {
+    let partial = '';
+    return (chunk) => {
+      partial += chunk.toString('utf8');
+      const lines = partial.split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        logs.push(line);
+        if (process.env.MAILPROC_TEST_LOG === '1') process.stderr.write(`[daemon] ${line}\n`);
+        for (const w of [...watchers]) {
+          if (w.re.test(line)) {
+            watchers.splice(watchers.indexOf(w), 1);
+            w.resolve(line);
+          }
         }
       }
+    };
+  };
+  child.stdout?.on('data', lineReader());
+  child.stderr?.on('data', lineReader());
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const followed = [opts.stderrFile, opts.logFile].filter((f): f is string => f !== undefined).map((path) => ({ path, ino: -1, offset: 0, read: lineReader() }));
+  const poll = (): void => {
+    for (const f of followed) {
+      let st;
+      try {
+        st = statSync(f.path);
+      } catch {
+        continue;
+      }
+      if (st.ino !== f.ino || st.size < f.offset) Object.assign(f, { ino: st.ino, offset: 0 });
+      if (st.size === f.offset) continue;
+      const buf = Buffer.alloc(st.size - f.offset);
+      const fd = openSync(f.path, 'r');
+      try {
+        f.offset += readSync(fd, buf, 0, buf.length, f.offset);
+      } finally {
+        closeSync(fd);
+      }
+      f.read(buf);
     }
   };
-  child.stdout?.on('data', onData);
-  child.stderr?.on('data', onData);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  if (followed.length > 0) {
+    const follower = setInterval(poll, 20);
+    void exited.then(() => { clearInterval(follower); poll(); });
+  }
 
   const waitForLog = (re: RegExp, timeoutMs = 30_000): Promise<string> => {
     const seen = logs.find((l) => re.test(l));
@@ -140,7 +176,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   // come up is killed, not left running to keep the test file alive.
   let ready: string;
   try {
-    ready = await waitForLog(/ ready /, 90_000);
+    // " ready ", "<6>ready " when stderr is the journal, '"message":"ready ' in JSON.
+    ready = await waitForLog(/[ >"]ready /, 90_000);
   } catch (err) {
     child.kill('SIGKILL');
     throw err;

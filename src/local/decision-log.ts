@@ -60,7 +60,7 @@ export function createDecisionLog(state: StateStore, config: () => RulesConfig, 
     record(queueId, recipient, code, decision, at = new Date()) {
       const address = decision.address;
       const key = decisionKey(address, at.getTime(), queueId, recipient.toLowerCase());
-      if (config().log_entries === 0 || !fits(key)) return Promise.resolve();
+      if (config().log_entries === 0 || !fits(key) || state.isClosed()) return Promise.resolve();
       const value: DecisionRecord = {
         time: at.toISOString(), queueId, recipient, sender: decision.sender, subject: decision.subject.slice(0, 500), status: code, copies: decision.copies,
       };
@@ -68,7 +68,7 @@ export function createDecisionLog(state: StateStore, config: () => RulesConfig, 
       if (writes.size > 100_000) writes.clear();
       writes.set(address, n + 1);
       return db.put(key, value)
-        .then(() => (n % TRIM_EVERY === 0 ? trim(address) : undefined))
+        .then(() => (n % TRIM_EVERY === 0 && !state.isClosed() ? trim(address) : undefined))
         .catch((err: unknown) => log.error(`rules log for ${address}: ${(err as Error).message}`, {}, queueId));
     },
     read(address, last) {

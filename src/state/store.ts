@@ -147,6 +147,8 @@ export interface StateStore {
   /** Deletes dedupe entries older than `windowMs`; returns how many. */
   pruneDedupe(windowMs: number, now: number): Promise<number>;
   close(): Promise<void>;
+  /** True once close() was called: late writers (a delivery ending during shutdown) skip their records. */
+  isClosed(): boolean;
 }
 
 export const rosterKey = (list: string, member: string): string => `${list}\0${member}`;
@@ -204,6 +206,12 @@ export function openState(dir: string): StateStore {
   const roster = root.openDB<number, string>('roster', {});
   const vacation = root.openDB<VacationRecord, string>('vacation', {});
   const dedupe = root.openDB<DedupeRecord, string>('dedupe', {});
+  // After close, lmdb-js aborts the process on a read ("invalid read txn"):
+  // a late caller (a delivery finishing during shutdown) gets an error instead.
+  let closed = false;
+  const usable = (): void => {
+    if (closed) throw new Error('the state store is closed (shutting down)');
+  };
   return {
     root,
     greylist: root.openDB<TripletRecord, string>('greylist', {}),
@@ -219,7 +227,9 @@ export function openState(dir: string): StateStore {
       const key = rosterKey(list, address);
       return fitsKey(key) && roster.get(key) !== undefined;
     },
+    isClosed: () => closed,
     claimVacation: (key, periodMs, now) => {
+      usable();
       const k = storageKey(key);
       return root.transactionSync(() => {
         const last = vacation.get(k);
@@ -230,18 +240,23 @@ export function openState(dir: string): StateStore {
       });
     },
     dedupeSeen: (key, windowMs, now) => {
+      usable();
       const r = dedupe.get(storageKey(key));
       return r !== undefined && now - r[0] < windowMs ? { firstMs: r[0], queueId: r[1] } : undefined;
     },
     dedupeRecord: async (key, now, queueId, windowMs) => {
+      usable();
       const k = storageKey(key);
       const r = dedupe.get(k);
       if (r !== undefined && now - r[0] < windowMs) return;
       await dedupe.put(k, [now, queueId]);
     },
-    pruneVacation: (now) => prune(vacation, (r) => now - r[0] >= r[1]),
-    pruneDedupe: (windowMs, now) => prune(dedupe, (r) => now - r[0] >= windowMs),
-    close: () => root.close(),
+    pruneVacation: async (now) => (closed ? 0 : prune(vacation, (r) => now - r[0] >= r[1])),
+    pruneDedupe: async (windowMs, now) => (closed ? 0 : prune(dedupe, (r) => now - r[0] >= windowMs)),
+    close: () => {
+      closed = true;
+      return root.close();
+    },
   };
 }
 

@@ -7,6 +7,7 @@
 // seconds, so an administrator can write what they mean.
 import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
+import { metricsConfigSchema } from './metrics.js';
 import { policyConfigSchema } from './policy.js';
 import { dedupeConfigSchema, relayConfigSchema } from './relay.js';
 import { rulesConfigSchema } from './rules.js';
@@ -182,6 +183,8 @@ export const configSchema = z.object({
   spam: spamConfigSchema,
   /** What mailbox owners may do with their own rules, and the decision log: see src/config/rules.ts. */
   rules: rulesConfigSchema,
+  /** The Prometheus endpoint (loopback only unless written otherwise): see src/config/metrics.ts. */
+  metrics: metricsConfigSchema,
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

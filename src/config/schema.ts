@@ -1,7 +1,8 @@
 // The configuration schema: every key, its type, its default. The defaults ARE
 // the embedded default that `npm start` runs with no file: LMTP on
 // ./var/run/lmtp.sock and 127.0.0.1:2424, SMTP on 127.0.0.1:2525, tables
-// compiled from ./db into ./var/db, Maildirs under ./var/mail.
+// compiled from ./db into ./var/db, Maildirs under ./var/mail, metrics on
+// http://127.0.0.1:9742/metrics.
 // Exports the zod schema and the inferred Config type; load.ts validates and
 // freezes. Sizes accept 10M/512k/bytes, durations 30s/5m/2h/1d/ms numbers in
 // seconds, so an administrator can write what they mean.

@@ -34,6 +34,7 @@ import { startControl } from './control/server.js';
 import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
 import { createDnsblPlugin, createSpfPlugin, startPolicyService } from './policy/index.js';
+import { createMetrics, startMetricsServer, type Metrics } from './metrics/index.js';
 import { QueueManager } from './queue/manager.js';
 import { probeRelay, Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
@@ -93,7 +94,7 @@ interface TablePaths {
  * fatal only when there is nothing compiled at all). `allowRoot` is
  * delivery.allow_root: the compiler accepts uid/gid root for those keys.
  */
-async function refreshTables(paths: TablePaths, info: TablesInfo, log: Logger, allowRoot: readonly string[]): Promise<void> {
+async function refreshTables(paths: TablePaths, info: TablesInfo, log: Logger, allowRoot: readonly string[], metrics: Metrics): Promise<void> {
   let stale = info.generation === 0;
   for (const t of TABLE_NAMES) {
     const src = await stat(join(paths.sources, t)).catch(() => undefined);
@@ -105,6 +106,7 @@ async function refreshTables(paths: TablePaths, info: TablesInfo, log: Logger, a
     return;
   }
   const report = await compileTables({ sourceDir: paths.sources, dbDir: paths.db, allowRoot });
+  metrics.tablesCompiled(report.ok);
   if (report.ok) {
     log.info(`compiled tables from ${paths.sources} into ${paths.db}`, { generation: report.generation });
     return;
@@ -226,8 +228,9 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   let config = first;
   let defaultDestination = firstDefault;
   await prepareDirectories(config, log);
+  const metrics = createMetrics();
   const tablePaths: TablePaths = { sources: config.paths.sources, db: config.paths.db };
-  await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log, config.delivery.allow_root);
+  await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log, config.delivery.allow_root, metrics);
   const tables = openTables(config.paths.db);
 
   const pool = new WorkerPool({
@@ -281,7 +284,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     relay: createRelayCopyContext({
       hostname: config.hostname, relays, tables, log, delimiter: () => config.delivery.recipient_delimiter,
       deliver: (env, message, address, o) => deliverToAddress(deliveryContext(mayStart), tables, config.delivery.recipient_delimiter, env, message, address, o),
-      forwardSender: (sender) => srsSender(config, sender),
+      forwardSender: (sender) => srsSender(config, sender), metrics,
     }),
     duplicates,
     special: (rcpt) => srsRecipient(config, rcpt),
@@ -300,10 +303,10 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     spool, config: () => config, log, relays,
     // The queue's deliveries that still wait for a worker slot when SIGTERM arrives are not started.
     deliver: (env, message, address, redelivery) => deliverToAddress(deliveryContext(() => queue.mayStart()), tables, config.delivery.recipient_delimiter, env, message, address, { redelivery }),
-    report: (r) => logDelivery(log, r, decisions),
+    report: (r) => logDelivery(log, r, decisions, metrics),
   });
   const handlers = createIntake({
-    config: () => config, log, tables, spool, queue, decisions,
+    config: () => config, log, tables, spool, queue, decisions, metrics,
     // Tokens for LMTP copies too, unchecked: one that outlives lmtp.window is adopted by the
     // queue under this queue id, and a repeat after a crash must find what it wrote.
     deliver: (env, message, r) => deliverToRecipient(deliveryContext(), env, message, r, { redelivery: { key: redeliveryKey(env.queueId, r.rcpt.address), check: false } }),
@@ -319,7 +322,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   };
   const policy = await startPolicyService({
     config: config.policy, tables, state, log, baseDir: process.cwd(),
-    recipientDelimiter: config.delivery.recipient_delimiter, plugins,
+    recipientDelimiter: config.delivery.recipient_delimiter, plugins, metrics,
   });
   const asRoot = process.getuid?.() === 0;
   const self = userInfo();
@@ -341,6 +344,8 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     recipientDelimiter: config.delivery.recipient_delimiter, log, generation: () => tables.info().generation,
   });
   const queued = await queue.start();
+  metrics.watch({ queue, pool, tables, ...(spam ? { spam } : {}) });
+  const metricsServer = await startMetricsServer(config.metrics.listen, metrics, log);
   const where = [
     ...listeners.map((l) => `${l.kind}=${l.listen.kind === 'unix' ? `unix:${l.listen.path}` : `${l.listen.host}:${l.port()}`}`),
     ...policy.listening.map((l) => `policy=${l.kind === 'unix' ? `unix:${l.path}` : l.spec.replace(/:\d+$/, `:${l.port}`)}`),
@@ -365,7 +370,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
       log.error(`reload failed, keeping the running configuration: ${why}`);
     }
     try {
-      await refreshTables(tablePaths, tables.info(), log, config.delivery.allow_root);
+      await refreshTables(tablePaths, tables.info(), log, config.delivery.allow_root, metrics);
     } catch (err) {
       log.error(`table refresh failed, keeping the tables in use: ${(err as Error).message}`);
     }
@@ -403,7 +408,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
           terminated = pool.terminate(KILL_AFTER_MS);
         }, grace);
         await userSockets.close();
-        await Promise.all([...listeners.map((l) => l.close()), policy.close()]);
+        await Promise.all([...listeners.map((l) => l.close()), policy.close(), metricsServer.close()]);
         await new Promise<void>((resolve) => control.close(() => resolve()));
         // Outcomes of killed workers arrive as their exits are seen; past that, stop waiting.
         await queue.stop(Math.max(0, startedStop + grace + KILL_AFTER_MS + RECORD_MS - Date.now()));

@@ -14,3 +14,4 @@ export {
 } from './policy.js';
 export { spamConfigSchema, type SpamConfig, type SpamConfigInput } from './spam.js';
 export { rulesConfigSchema, type RulesConfig } from './rules.js';
+export { DEFAULT_METRICS_LISTEN, isLoopbackListen, metricsConfigSchema, type MetricsConfig } from './metrics.js';

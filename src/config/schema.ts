@@ -1,13 +1,15 @@
 // The configuration schema: every key, its type, its default. The defaults ARE
 // the embedded default that `npm start` runs with no file: LMTP on
 // ./var/run/lmtp.sock and 127.0.0.1:2424, SMTP on 127.0.0.1:2525, tables
-// compiled from ./db into ./var/db, Maildirs under ./var/mail.
+// compiled from ./db into ./var/db, Maildirs under ./var/mail, metrics on
+// http://127.0.0.1:9742/metrics.
 // Exports the zod schema and the inferred Config type; load.ts validates and
 // freezes. Sizes accept 10M/512k/bytes, durations 30s/5m/2h/1d/ms numbers in
 // seconds, so an administrator can write what they mean.
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
+import { metricsConfigSchema } from './metrics.js';
 import { policyConfigSchema } from './policy.js';
 import { dedupeConfigSchema, relayConfigSchema } from './relay.js';
 import { rulesConfigSchema } from './rules.js';
@@ -183,6 +185,8 @@ export const configSchema = z.object({
   spam: spamConfigSchema,
   /** What mailbox owners may do with their own rules, and the decision log: see src/config/rules.ts. */
   rules: rulesConfigSchema,
+  /** The Prometheus endpoint (loopback only unless written otherwise): see src/config/metrics.ts. */
+  metrics: metricsConfigSchema,
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

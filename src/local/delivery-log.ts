@@ -14,9 +14,13 @@
 // the decision log (decision-log.ts) for `mailproc rules log`: one writer of
 // both, from one outcome record.
 //
-// Exports: logDelivery, formatSeconds. Never throws (the logger and the decision log do not).
+// The metrics event for the line (src/mail/metrics-events.ts) is raised here
+// too, from the same record: the counters and the log never disagree.
+//
+// Exports: logDelivery, formatSeconds. Never throws (the logger, the decision log and the metrics do not).
 import type { Logger } from '../log.js';
 import type { TlsSession } from '../mail/envelope.js';
+import type { MetricsEvents } from '../mail/metrics-events.js';
 import type { RecipientOutcome } from '../mail/outcome.js';
 import { isTemporary, statusWord, type Status } from '../mail/status.js';
 import type { DecisionLog } from './decision-log.js';
@@ -41,7 +45,7 @@ export interface DeliveryLogEntry {
   readonly now?: number;
 }
 
-export function logDelivery(log: Logger, e: DeliveryLogEntry, decisions?: DecisionLog): void {
+export function logDelivery(log: Logger, e: DeliveryLogEntry, decisions?: DecisionLog, metrics?: MetricsEvents): void {
   const s = e.final ?? e.outcome.status;
   const decision = e.outcome.decision;
   if (decisions !== undefined && decision !== undefined && !isTemporary(s)) void decisions.record(e.queueId, e.to, s.code, decision, e.now !== undefined ? new Date(e.now) : undefined);
@@ -49,7 +53,9 @@ export function logDelivery(log: Logger, e: DeliveryLogEntry, decisions?: Decisi
   const t = e.outcome.timing;
   const delays = t === undefined ? undefined
     : `${formatSeconds(t.beforeMs)}/${formatSeconds(t.slotMs)}/${formatSeconds(t.transferMs)}/${formatSeconds(t.workMs)}`;
-  const delay = ((Math.max(0, (e.now ?? Date.now()) - e.arrival.getTime())) / 1000).toFixed(3);
+  const delayMs = Math.max(0, (e.now ?? Date.now()) - e.arrival.getTime());
+  const delay = (delayMs / 1000).toFixed(3);
+  metrics?.recipientLogged({ code: s.code, relay: e.outcome.relay, timing: t, delayMs });
   log.info(text, { to: e.to, ...(e.origTo !== undefined ? { orig_to: e.origTo } : {}), relay: e.outcome.relay, delay, delays, dsn: s.code, ...tlsFields(e.tls), status: statusWord(s) }, e.queueId);
 }
 

@@ -22,6 +22,7 @@ import type { Config } from '../config/index.js';
 import type { Tables } from '../db/index.js';
 import type { Logger } from '../log.js';
 import type { Envelope } from '../mail/envelope.js';
+import type { MetricsEvents } from '../mail/metrics-events.js';
 import { hopCount, parseMessage, type ParsedMessage } from '../mail/message.js';
 import type { RecipientOutcome } from '../mail/outcome.js';
 import { isSuccess, status, type Status } from '../mail/status.js';
@@ -39,6 +40,8 @@ export type IntakeResult = Pick<RecipientOutcome, 'status' | 'detail'>;
 export interface IntakeHandlers {
   readonly config: () => Config;
   readonly log: Logger;
+  /** Where the listeners count connections they refuse; undefined: nowhere. */
+  readonly metrics?: MetricsEvents;
   /** RCPT: the recipient, or the status to refuse it with. Never throws. */
   acceptRecipient(address: string, declaredSize: number | undefined): Recipient | Status;
   /** LMTP after DATA: one result per element of `recipients`, in order. */
@@ -57,6 +60,8 @@ export interface IntakeDeps {
   readonly deliver: (env: Envelope, message: ParsedMessage, r: Recipient) => Promise<RecipientOutcome>;
   /** Where final decisions are recorded for `mailproc rules log` (decision-log.ts); undefined: nowhere. */
   readonly decisions?: DecisionLog;
+  /** Counts accepted messages and logged recipients (src/metrics); undefined: nothing is counted. */
+  readonly metrics?: MetricsEvents;
 }
 
 const MAX_HOPS = 100;
@@ -75,6 +80,7 @@ export function createIntake(d: IntakeDeps): IntakeHandlers {
   /** The intake line (Postfix's qmgr "from=<…>, size=…, nrcpt=…"), and the hop check every recipient shares. */
   const received = (env: Envelope, raw: Buffer, n: number): { message: ParsedMessage; loop?: Status } => {
     d.log.info('', { from: env.sender, size: raw.length, nrcpt: n, proto: env.protocol, ...tlsFields(env.tls) }, env.queueId);
+    d.metrics?.messageAccepted(env.protocol);
     const message = parseMessage(raw);
     const hops = hopCount(message.headers);
     return hops >= MAX_HOPS ? { message, loop: status('5.4.6', `Too many hops (${hops} Received header fields): mail forwarding loop`) } : { message };
@@ -83,6 +89,7 @@ export function createIntake(d: IntakeDeps): IntakeHandlers {
   return {
     config: d.config,
     log: d.log,
+    ...(d.metrics !== undefined ? { metrics: d.metrics } : {}),
 
     acceptRecipient(address, declaredSize) {
       const c = d.config();
@@ -109,7 +116,7 @@ export function createIntake(d: IntakeDeps): IntakeHandlers {
       let handedOver = false;
       const log = (e: Running, o: RecipientOutcome): void => {
         e.logged = true;
-        logDelivery(d.log, { queueId: env.queueId, to: e.r.rcpt.address, outcome: o, arrival: env.arrival, ...(env.tls !== undefined ? { tls: env.tls } : {}) }, d.decisions);
+        logDelivery(d.log, { queueId: env.queueId, to: e.r.rcpt.address, outcome: o, arrival: env.arrival, ...(env.tls !== undefined ? { tls: env.tls } : {}) }, d.decisions, d.metrics);
       };
       for (const r of recipients) {
         const key = r.rcpt.address.toLowerCase();

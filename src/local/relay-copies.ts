@@ -29,6 +29,7 @@ import type { Destination, ListEntry } from '../classify/rules.js';
 import { splitCommand, type Tables } from '../db/index.js';
 import { parseRecipient, type RecipientAddress } from '../mail/address.js';
 import type { Envelope } from '../mail/envelope.js';
+import type { MetricsEvents } from '../mail/metrics-events.js';
 import { parseHeaders, type ParsedMessage } from '../mail/message.js';
 import type { RecipientOutcome } from '../mail/outcome.js';
 import { isSuccess, ok, status, type Status } from '../mail/status.js';
@@ -66,6 +67,8 @@ export interface RelayCopyOptions {
   readonly deliver: (env: Envelope, message: ParsedMessage, address: string, o: { depth: number; dedupe: boolean }) => Promise<RecipientOutcome>;
   readonly forwardSender?: (sender: string) => string;
   readonly log: Logger;
+  /** Counts each subscriber's logged outcome (src/metrics); undefined: nothing is counted. */
+  readonly metrics?: MetricsEvents;
 }
 
 /** The daemon's RelayCopyContext: the relays, the lists table, and local delivery for alias lists. */
@@ -85,7 +88,7 @@ export function createRelayCopyContext(o: RelayCopyOptions): RelayCopyContext {
     deliverLocal: async (env, message, address, list, depth) => {
       const outcome = await o.deliver(env, message, address, { depth, dedupe: true });
       // Each subscriber's own line (Postfix's orig_to=); the list's line is the caller's.
-      logDelivery(o.log, { queueId: env.queueId, to: address, origTo: list, outcome, arrival: env.arrival, ...(env.tls !== undefined ? { tls: env.tls } : {}) });
+      logDelivery(o.log, { queueId: env.queueId, to: address, origTo: list, outcome, arrival: env.arrival, ...(env.tls !== undefined ? { tls: env.tls } : {}) }, undefined, o.metrics);
       return outcome;
     },
     ...(o.forwardSender !== undefined ? { forwardSender: o.forwardSender } : {}),

@@ -38,6 +38,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { listenOn } from '../net/listen.js';
 import type { Listen as ListenSpec } from '../config/index.js';
+import type { MetricsEvents } from '../mail/metrics-events.js';
 import { formatReply, RequestReader, type ReadItem } from './protocol.js';
 import type { PolicyAction, PolicyRequest } from './types.js';
 
@@ -56,6 +57,8 @@ export interface PolicyServerOptions {
   /** The answer to one request: at once when it can be, else a promise. May throw or reject on internal trouble. */
   readonly decide: (req: PolicyRequest) => PolicyAction | Promise<PolicyAction>;
   readonly log: Logger;
+  /** Counts connections closed by a limit (src/metrics); undefined: nothing is counted. */
+  readonly metrics?: MetricsEvents | undefined;
 }
 
 export interface BoundListener {
@@ -303,6 +306,7 @@ export class PolicyServer {
     this.byListener.set(where, mine);
     if (!this.makeRoom(mine, this.o.limits.connections, `${where} has ${mine.size} connections, limits.connections`)) {
       this.o.log.warn(`policy ${where}: ${mine.size} connections (limits.connections), all in the middle of a request; new connection from ${socket.remoteAddress ?? 'the unix socket'} closed`);
+      this.o.metrics?.connectionRefused('policy', 'connections');
       socket.destroy();
       return;
     }
@@ -313,6 +317,7 @@ export class PolicyServer {
       theirs = this.byClient.get(ip) ?? new Set<Connection>();
       if (!this.makeRoom(theirs, perClient, `${ip} has ${theirs.size} connections, limits.connections_per_client`)) {
         this.o.log.warn(`policy ${where}: ${theirs.size} connections from ${ip} (limits.connections_per_client), all in the middle of a request; new connection closed`);
+        this.o.metrics?.connectionRefused('policy', 'connections_per_client');
         socket.destroy();
         return;
       }

@@ -16,8 +16,10 @@
 // (address in use, socket owner unknown) throw, naming the config key or the
 // address, after undoing what was started. At run time nothing throws:
 // plugin trouble is the chain's (logged, fail open), socket trouble the server's.
+import { performance } from 'node:perf_hooks';
 import type { TableReader } from '../db/index.js';
 import type { Logger } from '../log.js';
+import type { MetricsEvents } from '../mail/metrics-events.js';
 import { PolicyChain, type ChainLink, type Decision } from './chain.js';
 import { parseListen, type PolicyConfig } from '../config/index.js';
 import { createGreylistPlugin } from './plugins/greylist.js';
@@ -44,6 +46,8 @@ export interface PolicyServiceOptions {
   readonly plugins?: Readonly<Record<string, PolicyPlugin>>;
   /** Milliseconds since the epoch; injectable for tests. */
   readonly now?: () => number;
+  /** Counts requests by deciding plugin and action, with latency, and refused connections (src/metrics); undefined: nothing is counted. */
+  readonly metrics?: MetricsEvents;
 }
 
 export interface PolicyService {
@@ -119,7 +123,8 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
 
   const decide = (req: PolicyRequest): Promise<Decision> => chain.decide(req);
   /** A decision as the connection sends it; a decisive one is logged (at info: the fields are not even built below that). */
-  const answer = (req: PolicyRequest, d: Decision): PolicyAction => {
+  const answer = (req: PolicyRequest, d: Decision, started: number): PolicyAction => {
+    o.metrics?.policyDecided(d.plugin, d.action, (performance.now() - started) / 1000);
     if (d.plugin !== undefined && o.log.enabled('info')) {
       o.log.info(`${d.plugin}: action=${d.action}`, {
         client: req.get('client_address'), from: req.get('sender'), to: req.get('recipient'), state: req.get('protocol_state'),
@@ -138,10 +143,12 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
       connectionsPerClient: c.limits.connections_per_client,
     },
     decide: (req) => {
+      const started = performance.now();
       const d = chain.decideNow(req);
-      return d instanceof Promise ? d.then((x) => answer(req, x)) : answer(req, d);
+      return d instanceof Promise ? d.then((x) => answer(req, x, started)) : answer(req, d, started);
     },
     log: o.log,
+    metrics: o.metrics,
   });
   try {
     await server.start();

@@ -215,6 +215,15 @@ export class QueueManager {
     }
   }
 
+  /**
+   * Messages in the queue's hands now — waiting for their next attempt, due,
+   * running or adopted — counted from memory, without reading the spool
+   * (the metrics scrape asks for it).
+   */
+  depth(): number {
+    return new Set([...this.timers.keys(), ...this.waiting, ...this.running, ...this.adopted]).size;
+  }
+
   /** What the spool holds, for `mailproc queue list`. */
   async list(): Promise<QueueInfo[]> {
     const out: QueueInfo[] = [];

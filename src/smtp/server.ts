@@ -245,6 +245,7 @@ export class Listener {
     const n = (this.perClient.get(ip) ?? 0) + 1;
     if (n > limit) {
       this.h.log.warn(`${this.kind} client ${ip}: more than ${limit} connections (limits.connections_per_client); refused`);
+      this.h.metrics?.connectionRefused(this.kind, 'connections_per_client');
       return cb(replyError(status('4.7.0', `${this.h.config().hostname} Error: too many connections from ${ip}`, 421)));
     }
     this.perClient.set(ip, n);

@@ -201,6 +201,11 @@ export class SpamCheckers {
     void this.ensureParent().ready.catch((err: unknown) => this.o.log.error(`spam checker parent: ${(err as Error).message}`));
   }
 
+  /** The pids of the checkers listening now (no /proc reads: the metrics scrape asks). */
+  pids(): number[] {
+    return [...this.checkers.values()].filter((c) => c.state === 'listening' && c.pid > 0).map((c) => c.pid);
+  }
+
   /** The parent's pid, when it runs. */
   parentPid(): number | undefined {
     return this.parent?.alive === true ? this.parent.child.pid : undefined;

@@ -49,6 +49,8 @@ export interface TestDaemon {
   readonly smtpPort: number;
   readonly policyPort: number;
   readonly policySocket: string;
+  /** The metrics endpoint's port, from its start line; 0 when metrics are off (the default here: give metrics.listen to turn them on). */
+  readonly metricsPort: number;
   readonly configFile: string;
   readonly child: ChildProcess;
   readonly logs: string[];
@@ -100,6 +102,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     delivery: { default: `maildir:${mail}/\${user}/Maildir/`, mbox_lock_delay: '50ms' },
     // Off unless a test turns it on (test/local/spam.test.ts): the other tests compare delivered bytes.
     spam: { enabled: false },
+    // Off unless a test asks (test/metrics): the embedded default's fixed port would be shared by every daemon.
+    metrics: { listen: [] },
     log: { level: 'debug' },
   }, opts.config ?? {});
   const configFile = join(dir, 'mailprocd.yaml');
@@ -184,12 +188,14 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
   }
   const ports = [...ready.matchAll(/(lmtp|smtp|policy)=127\.0\.0\.1:(\d+)/g)];
   const portOf = (kind: string): number => Number(ports.find((m) => m[1] === kind)?.[2] ?? 0);
+  const metricsLine = logs.map((l) => /metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(l)).find((m) => m !== null);
   return {
     dir, mail, socket, configFile, child, logs, waitForLog,
     lmtpPort: portOf('lmtp'),
     smtpPort: portOf('smtp'),
     policyPort: portOf('policy'),
     policySocket: join(dir, 'policy.sock'),
+    metricsPort: Number(metricsLine?.[1] ?? 0),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill('SIGTERM');

@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
 import { policyConfigSchema } from './policy.js';
+import { probeConfigSchema } from './probe.js';
 import { dedupeConfigSchema, relayConfigSchema } from './relay.js';
 import { rulesConfigSchema } from './rules.js';
 import { spamConfigSchema } from './spam.js';
@@ -182,6 +183,8 @@ export const configSchema = z.object({
   spam: spamConfigSchema,
   /** What mailbox owners may do with their own rules, and the decision log: see src/config/rules.ts. */
   rules: rulesConfigSchema,
+  /** mailmond's probes: the key they are signed with, how long arrivals are kept (src/config/probe.ts). */
+  probe: probeConfigSchema,
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

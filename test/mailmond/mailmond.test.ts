@@ -4,16 +4,18 @@
 // daemon: check arrives; a forged probe is ignored and counted; a probe to a
 // mailbox is never recorded (exit 2 after the threshold); run serves
 // /metrics and runs its alert command once the daemon is stopped; check with
-// the daemon stopped exits 2 within its threshold. Every wait is on a
+// the daemon stopped exits 2 within its threshold. The scrape is checked
+// with Prometheus's own `promtool check metrics` where it is installed. Every wait is on a
 // condition (a log line, a file, a scrape), bounded only as a hang detector.
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { createTransport } from 'nodemailer';
 import { askDaemon } from '../../src/cli/mailproc/control-client.js';
 import { formatProbeHeader } from '../../src/mail/probe-token.js';
+import { findProgram } from '../helpers/components.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -127,6 +129,11 @@ void test('mailmond run: serves Prometheus text on loopback and runs the alert c
     return /^mailmond_probes_total\{result="arrived"\} [1-9]/m.test(text) ? text : undefined;
   }, HANG_MS, diag);
   assert.match(arrived, /^# TYPE mailmond_probes_total counter$/m);
+  const promtool = findProgram('promtool');
+  if (promtool !== undefined) {
+    const lint = spawnSync(promtool, ['check', 'metrics'], { input: arrived, encoding: 'utf8' });
+    assert.equal(lint.status, 0, `promtool check metrics:\n${lint.stdout}${lint.stderr}`);
+  }
   assert.match(arrived, /^mailmond_delay_seconds\{stage="total",window="5m",quantile="0.99"\} [\d.e-]+$/m);
   assert.match(arrived, /^mailmond_last_delay_seconds\{stage="mta"\} [\d.e-]+$/m);
   assert.match(out, /probe \S+ arrived total=[\d.]+s mta=/, 'one plain line per probe when not on a terminal');

@@ -38,12 +38,21 @@ export class ProbeStats {
   private samples: Sample[] = [];
   readonly counts: Record<Result, number> = { arrived: 0, slow: 0, lost: 0, unsent: 0 };
   last: { readonly at: number; readonly result: Result; readonly stages?: ProbeStages } | undefined;
+  /** Since start, per stage, of the probes that arrived: a summary's _sum and _count. */
+  private readonly sums = new Map<string, { sum: number; count: number }>(ALL_STAGES.map((k) => [k, { sum: 0, count: 0 }]));
   /** mailprocd's own count of what its probe addresses ignored, from the last reply that had it. */
   ignored: Readonly<Record<string, number>> = {};
 
   add(o: ProbeOutcome, result: Result, now: number): void {
     this.counts[result]++;
     const stages = o.result === 'arrived' ? o.stages : undefined;
+    if (stages !== undefined) {
+      for (const k of ALL_STAGES) {
+        const t = this.sums.get(k) as { sum: number; count: number };
+        t.sum += stages[k];
+        t.count++;
+      }
+    }
     this.samples.push({ at: now, stages });
     this.last = { at: now, result, ...(stages !== undefined ? { stages } : {}) };
     const oldest = now - LONGEST_MS;
@@ -69,12 +78,15 @@ export class ProbeStats {
     out.push('# HELP mailmond_last_probe_timestamp_seconds When the last probe finished (arrived or given up).');
     out.push('# TYPE mailmond_last_probe_timestamp_seconds gauge');
     if (this.last !== undefined) out.push(`mailmond_last_probe_timestamp_seconds ${num(this.last.at / 1000)}`);
-    out.push('# HELP mailmond_delay_seconds Probe delay quantiles by stage over a sliding window; a probe that did not arrive counts as +Inf.');
-    out.push('# TYPE mailmond_delay_seconds gauge');
+    out.push('# HELP mailmond_delay_seconds Probe delay by stage: quantiles over a sliding window (a probe that did not arrive counts as +Inf), sum and count of the arrived ones since start.');
+    out.push('# TYPE mailmond_delay_seconds summary');
     for (const w of WINDOWS) {
       for (const s of ALL_STAGES) {
         const q = this.quantiles(s, w.ms, now);
-        QUANTILES.forEach((quantile, i) => out.push(`mailmond_delay_seconds{stage="${s}",window="${w.name}",quantile="${quantile}"} ${num(q.values[i] as number)}`));
+        const labels = `stage="${s}",window="${w.name}"`;
+        QUANTILES.forEach((quantile, i) => out.push(`mailmond_delay_seconds{${labels},quantile="${quantile}"} ${num(q.values[i] as number)}`));
+        const t = this.sums.get(s) as { sum: number; count: number };
+        out.push(`mailmond_delay_seconds_sum{${labels}} ${num(t.sum)}`, `mailmond_delay_seconds_count{${labels}} ${t.count}`);
       }
     }
     out.push('# HELP mailmond_window_probes Probes finished within each window.');

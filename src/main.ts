@@ -41,7 +41,7 @@ import { Spool } from './queue/spool.js';
 import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
 import {
-  createDecisionLog, createDuplicateFilter, createIntake, createOwnerRules, createRelayCopyContext, srsRecipient, srsSender, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext,
+  createDecisionLog, createDuplicateFilter, createIntake, createProbeLedger, createOwnerRules, createRelayCopyContext, srsRecipient, srsSender, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext,
 } from './local/index.js';
 import type { PlanDefaults } from './classify/plan.js';
 import { clearIdentityCache, resolveIdentity } from './os/identity.js';
@@ -266,6 +266,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   const relays = new Relays(() => ({ name: config.hostname, relay: config.relay }));
   void probeRelay(config.relay).then((warning) => { if (warning !== undefined) log.warn(warning); });
   const duplicates = createDuplicateFilter(state, () => config.dedupe.window);
+  const probes = createProbeLedger({ store: state, key: () => config.probe.key, log });
   // The recipient layer's context, read afresh per delivery (a reload changes config and the default).
   const deliveryContext = (mayStart?: () => boolean): DeliveryContext => ({
     pool,
@@ -289,11 +290,12 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     duplicates,
     special: (rcpt) => srsRecipient(config, rcpt),
     vacation: { hostname: config.hostname, outbound: () => relays.outbound(), claim: (key, periodMs, now) => state.claimVacation(key, periodMs, now), log },
+    probes,
   });
   const pruneRecords = setInterval(() => {
     const now = Date.now();
-    void Promise.all([state.pruneVacation(now), state.pruneDedupe(config.dedupe.window, now)])
-      .catch((err: unknown) => log.error(`pruning vacation and duplicate records failed: ${(err as Error).message}`));
+    void Promise.all([state.pruneVacation(now), state.pruneDedupe(config.dedupe.window, now), state.pruneProbes(config.probe.keep, now)])
+      .catch((err: unknown) => log.error(`pruning vacation, duplicate and probe records failed: ${(err as Error).message}`));
   }, DECISION_PRUNE_MS);
   pruneRecords.unref();
 
@@ -336,7 +338,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     config: () => config.rules,
     delivery: () => deliveryContext(),
   });
-  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, startedAt: Date.now(), ...(spam ? { spam } : {}) });
+  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, probes, startedAt: Date.now(), ...(spam ? { spam } : {}) });
   const userSockets = await startUserSockets({
     ...(spam ? { spam } : {}),
     rules, defaultUser,

@@ -68,6 +68,7 @@ export function formatDestination(d: Destination): string {
     case 'forward': return `forward:${d.address}`;
     case 'list': return `list:${d.name}`;
     case 'discard': return 'discard';
+    case 'probe': return 'probe';
     case 'vacation': return vacationText(d);
     case 'reject': return word(`reject:${d.code}${d.text !== '' ? ` ${d.text}` : ''}`);
   }

@@ -38,6 +38,12 @@ export type Destination =
   | { readonly kind: 'list'; readonly name: string }
   | { readonly kind: 'discard' }
   /**
+   * mailmond's probe address: a probe signed with probe.key has its arrival
+   * and stage timings recorded (src/local/probe.ts) and nothing is written;
+   * anything else sent here is ignored and logged. Admin rules only.
+   */
+  | { readonly kind: 'probe' }
+  /**
    * An automatic reply to the sender (RFC 3834, Sieve vacation RFC 5230), at
    * most once per sender every `days` days. Not a delivery: the planner still
    * gives the default destination when no other rule applied (Sieve's

@@ -15,3 +15,4 @@ export {
 export { spamConfigSchema, type SpamConfig, type SpamConfigInput } from './spam.js';
 export { rulesConfigSchema, type RulesConfig } from './rules.js';
 export { DEFAULT_METRICS_LISTEN, isLoopbackListen, metricsConfigSchema, type MetricsConfig } from './metrics.js';
+export { probeConfigSchema, type ProbeConfig } from './probe.js';

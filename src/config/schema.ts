@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
 import { metricsConfigSchema } from './metrics.js';
 import { policyConfigSchema } from './policy.js';
+import { probeConfigSchema } from './probe.js';
 import { dedupeConfigSchema, relayConfigSchema } from './relay.js';
 import { rulesConfigSchema } from './rules.js';
 import { spamConfigSchema } from './spam.js';
@@ -187,6 +188,8 @@ export const configSchema = z.object({
   rules: rulesConfigSchema,
   /** The Prometheus endpoint (loopback only unless written otherwise): see src/config/metrics.ts. */
   metrics: metricsConfigSchema,
+  /** mailmond's probes: the key they are signed with, how long arrivals are kept (src/config/probe.ts). */
+  probe: probeConfigSchema,
   log: z.object({
     format: z.enum(['text', 'json']).default('text'),
     level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),

@@ -7,12 +7,16 @@
 //   {"cmd":"queue.flush"}           → attempt every waiting message now
 //   {"cmd":"queue.delete","id":ID}  → remove a message without delivering it
 //   {"cmd":"spam.checker","user":U} → U's spam checker (a name or uid), started if need be (`mailproc learn --user`)
+//   {"cmd":"probe","id":ID}         → mailmond's probe ID as recorded ({"probe":null} until it arrives),
+//                                     and what probe addresses got since start (recorded, forged, …)
 //   {"cmd":"rules.…","address":A,…} → any address's owner rules, dry run and decision log, as on a
 //                                     user's socket (user-protocol.ts, user-rules.ts), for root
 // Replies are {"ok":true,...} or {"ok":false,"error":"…"}. A malformed line
 // gets an error reply; the connection stays open for the next line.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import type { ProbeLedger } from '../local/probe.js';
+import { isProbeId } from '../mail/probe-token.js';
 import { listenOn } from '../net/listen.js';
 import { headerEnd, normaliseLineEndings } from '../mail/message.js';
 import type { QueueManager } from '../queue/manager.js';
@@ -34,6 +38,8 @@ export interface ControlDeps {
   /** undefined: spam checking off or SpamAssassin not installed. */
   readonly spam?: SpamCheckers;
   readonly rules?: RulesService;
+  /** mailmond's probes (src/local/probe.ts). */
+  readonly probes?: Pick<ProbeLedger, 'find' | 'counts'>;
 }
 
 /** A rules.test request carries its message (up to 8 MiB, base64). */
@@ -45,6 +51,7 @@ export type ControlRequest =
   | { readonly cmd: 'queue.flush' }
   | { readonly cmd: 'queue.show' | 'queue.delete'; readonly id: string }
   | { readonly cmd: 'spam.checker'; readonly user: string }
+  | { readonly cmd: 'probe'; readonly id: string }
   | RulesRequest;
 
 /** The one parser of control requests. */
@@ -69,6 +76,8 @@ export function parseControlRequest(line: string): ControlRequest | string {
       return typeof r.id === 'string' && /^[0-9A-F]{6,32}$/.test(r.id) ? { cmd: r.cmd, id: r.id } : 'id: expected a queue id';
     case 'spam.checker':
       return typeof r.user === 'string' && /^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$/.test(r.user) ? { cmd: r.cmd, user: r.user } : 'user: expected a user name or uid';
+    case 'probe':
+      return typeof r.id === 'string' && isProbeId(r.id) ? { cmd: r.cmd, id: r.id } : 'id: expected a probe id';
     default:
       return `unknown command ${JSON.stringify(r.cmd)}`;
   }
@@ -105,6 +114,8 @@ async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<strin
     case 'rules.list': case 'rules.add': case 'rules.remove': case 'rules.move':
     case 'rules.clear': case 'rules.test': case 'rules.log':
       return d.rules === undefined ? { ok: false, error: 'rules cannot be changed on this server' } : d.rules.answer({ root: true }, req);
+    case 'probe':
+      return d.probes === undefined ? { ok: false, error: 'no probes on this server' } : { ok: true, probe: d.probes.find(req.id) ?? null, counts: d.probes.counts() };
     case 'queue.delete':
       return (await d.queue.delete(req.id)) ? { ok: true } : { ok: false, error: `${req.id}: not in the queue, or being delivered right now` };
   }

@@ -17,8 +17,8 @@ import {
 /** The names the planner expands in paths, argv words and folders (src/classify/plan.ts). */
 const VARIABLES = ['user', 'local', 'extension', 'domain', 'address', 'home'];
 
-const DESTINATION_KINDS = 'maildir, mbox, pipe, forward, list, vacation, discard or reject';
-const DESTINATION_RE = /^(?:(?:maildir|mbox|pipe|forward|list|reject|vacation):|(?:discard|vacation)$)/;
+const DESTINATION_KINDS = 'maildir, mbox, pipe, forward, list, vacation, discard, probe or reject';
+const DESTINATION_RE = /^(?:(?:maildir|mbox|pipe|forward|list|reject|vacation):|(?:discard|vacation|probe)$)/;
 const MATCH_RE = /^(!?)(sender|extension|header:([A-Za-z0-9][A-Za-z0-9_.-]*))([=~])(.*)$/s;
 const COMPARE_RE = /^(!?)(size|score)(<=|>=|<|>|=)(.*)$/s;
 const OPTION_RE = /^(uid|gid|maxsize|folder|concurrency|text|text_file|subject|days|from|until|addresses)=(.*)$/s;
@@ -171,6 +171,12 @@ function parseDestination(t: Token, fail: Report): Destination | undefined {
     case 'discard':
       if (colon >= 0) {
         fail(t.line, 'discard takes no argument');
+        return undefined;
+      }
+      return { kind };
+    case 'probe':
+      if (colon >= 0) {
+        fail(t.line, 'probe takes no argument (the key is probe.key in the config file)');
         return undefined;
       }
       return { kind };

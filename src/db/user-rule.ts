@@ -6,6 +6,7 @@
 //   + `maildir:~/PATH`, `mbox:~/PATH`   relative to the owner's home;
 //   − uid= gid= concurrency= maxsize= locked    (admin only);
 //   − list:                 (lists are the administrator's);
+//   − probe                 (mailmond's probe addresses are the administrator's);
 //   − pipe:                 unless rules.user_pipes allows it (or that program);
 //   − vacation text_file=   (the daemon would read the file with its own
 //                           privileges, root's: a user writes text="…");
@@ -132,6 +133,8 @@ export function parseUserRule(text: string, n: number, policy: UserRulePolicy): 
   switch (d.kind) {
     case 'list':
       return at(head.column, 'list: destinations are set by the administrator');
+    case 'probe':
+      return at(head.column, 'probe addresses are set by the administrator (mailmond)');
     case 'pipe': {
       const program = d.argv[0] ?? '';
       if (policy.pipes === false) return at(head.column, 'pipe: is not allowed for your rules on this server (rules.user_pipes)');

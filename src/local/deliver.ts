@@ -52,6 +52,7 @@ import type { WorkerPool, WorkerTiming } from '../workers/pool.js';
 import type { DuplicateFilter } from './dedupe.js';
 import { foldCopies } from './fold.js';
 import { pipeManager, relayCopies, type RelayCopyContext } from './relay-copies.js';
+import type { ProbeLedger } from './probe.js';
 import { answerVacations, type VacationContext } from './vacation.js';
 import type { Tables } from '../db/index.js';
 import { parseRecipient } from '../mail/address.js';
@@ -99,6 +100,8 @@ export interface DeliveryContext {
   readonly special?: (rcpt: RecipientAddress) => ResolvedRecipient | Status | undefined;
   /** Vacation replies (vacation.ts); undefined: vacation rules send nothing. */
   readonly vacation?: VacationContext;
+  /** mailmond's probes (probe.ts); undefined: a probe address discards what it gets. */
+  readonly probes?: ProbeLedger;
   readonly log: Logger;
 }
 
@@ -215,6 +218,10 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   const checked = decided.spam;
   if ('code' in checked) return { status: checked, detail: checked.text, relay: 'spam' };
   if (plan.kind === 'refuse') return { status: plan.status, relay: 'rules', decision, ...(plan.internal === true ? { detail: plan.status.text } : {}) };
+  // A probe address keeps no mail, not even a copy another rule asked for; no decision log entry either.
+  if (plan.steps.some((s) => s.destination.kind === 'probe')) {
+    return ctx.probes?.receive(env, message, rcpt.address, (work) => withOwnerSlot(ctx, decided.owner, work)) ?? { status: ok('Discarded by rule'), relay: 'probe' };
+  }
 
   const applied = new Set(plan.steps.map((s) => s.origin));
   const dedupe = o.dedupe === true || decided.rules.some((l) => l.rule.dedupe === true && applied.has(l.rule.origin));

@@ -22,3 +22,4 @@ export { createSpamVerdicts, type SpamVerdictsOptions } from './spam.js';
 export { acceptRecipient, lookupRecipient, unknownUser, type Recipient, type ResolvedRecipient } from './resolve.js';
 export { foldCopies } from './fold.js';
 export { formatSeconds, logDelivery, type DeliveryLogEntry } from './delivery-log.js';
+export { createProbeLedger, type ProbeCounts, type ProbeLedger } from './probe.js';

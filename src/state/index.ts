@@ -3,6 +3,6 @@
 // the keys clients choose (keys.ts), and the one-instance lock on the state
 // directory (instance-lock.ts). The compiled admin tables are src/db's,
 // read-only beside it.
-export { LEGACY_DIR, openState, openStateMigrating, rosterKey, rosterMembers, rosterRange, type ClientRecord, type RosterInfo, type StateStore, type TripletRecord, type UserPolicyRecord, type UserRulesRecord, type DecisionRecord, type VacationRecord, type DedupeRecord } from './store.js';
+export { LEGACY_DIR, openState, openStateMigrating, rosterKey, rosterMembers, rosterRange, type ClientRecord, type RosterInfo, type StateStore, type TripletRecord, type UserPolicyRecord, type UserRulesRecord, type DecisionRecord, type VacationRecord, type DedupeRecord, type ProbeRecord } from './store.js';
 export { boundedKey, fitsKey, keyBytes, MAX_KEY_BYTES, storageKey } from './keys.js';
 export { describeBusy, lockInstance, LOCK_FILE, type InstanceBusy, type InstanceLock } from './instance-lock.js';

@@ -17,7 +17,9 @@
 //   vacation          vacationKey(owner, sender) → [lastReplyMs, periodMs] (src/classify/vacation.ts; the
 //                                                period is kept so that pruning knows each entry's own)
 //   dedupe            dedupeKey(owner, Message-ID) → [firstDeliveryMs, queueId] (src/classify/duplicate.ts)
-// Nine named databases of maxDbs 12 (an LMDB environment needs the number
+//   probes            probe id → ProbeRecord (mailmond's probes that arrived, src/local/probe.ts;
+//                                                pruned after probe.keep)
+// Ten named databases of maxDbs 12 (an LMDB environment needs the number
 // up front; raising it later is harmless, going past it is an error at open).
 // Values are arrays of numbers or plain records: no msgpack record
 // structures to share between processes (see src/db/NOTES.md).
@@ -45,7 +47,7 @@
 // storageKey, so a sender of any length is remembered.
 //
 // Exports: openState, StateStore, RosterInfo, UserPolicyRecord, UserRulesRecord,
-// DecisionRecord, TripletRecord, VacationRecord, DedupeRecord,
+// DecisionRecord, TripletRecord, VacationRecord, DedupeRecord, ProbeRecord,
 // ClientRecord, rosterKey, rosterRange, rosterMembers, openStateMigrating, LEGACY_DIR.
 // Throws only for LMDB trouble (permissions, disk), like src/db; never for a key's length.
 import { mkdir, rename, stat } from 'node:fs/promises';
@@ -119,6 +121,25 @@ export interface DecisionRecord {
   readonly copies: readonly DecisionCopy[];
 }
 
+/** A mailmond probe that arrived with a valid signature: when, and where its time went (ms). */
+export interface ProbeRecord {
+  /** mailmond's clock when it handed the probe to the MTA (from the signed header). */
+  readonly sentMs: number;
+  /** Our end of DATA (or the queue's pick-up). */
+  readonly arrivalMs: number;
+  /** When the probe was recorded: the end of its delivery. */
+  readonly doneMs: number;
+  /** The MTA's share: from the earliest Received date (not before sentMs) to arrivalMs. */
+  readonly mtaMs: number;
+  /** Postfix-style delays=a/b/c/d of our side (src/mail/outcome.ts, DeliveryTiming). */
+  readonly beforeMs: number;
+  readonly slotMs: number;
+  readonly transferMs: number;
+  readonly workMs: number;
+  readonly queueId: string;
+  readonly recipient: string;
+}
+
 export interface StateStore {
   readonly root: RootDatabase;
   readonly greylist: Database<TripletRecord, string>;
@@ -130,6 +151,7 @@ export interface StateStore {
   readonly rulesLog: Database<DecisionRecord, [string, string, string, string]>;
   readonly vacation: Database<VacationRecord, string>;
   readonly dedupe: Database<DedupeRecord, string>;
+  readonly probes: Database<ProbeRecord, string>;
   /** A synced subscriber of `list` (its key in the lists table)? Both lower case. False for an address too long to be a key. */
   isSubscriber(list: string, address: string): boolean;
   /**
@@ -146,6 +168,8 @@ export interface StateStore {
   pruneVacation(now: number): Promise<number>;
   /** Deletes dedupe entries older than `windowMs`; returns how many. */
   pruneDedupe(windowMs: number, now: number): Promise<number>;
+  /** Deletes probe records older than `keepMs`; returns how many. */
+  pruneProbes(keepMs: number, now: number): Promise<number>;
   close(): Promise<void>;
   /** True once close() was called: late writers (a delivery ending during shutdown) skip their records. */
   isClosed(): boolean;
@@ -212,6 +236,7 @@ export function openState(dir: string): StateStore {
   const usable = (): void => {
     if (closed) throw new Error('the state store is closed (shutting down)');
   };
+  const probes = root.openDB<ProbeRecord, string>('probes', {});
   return {
     root,
     greylist: root.openDB<TripletRecord, string>('greylist', {}),
@@ -223,6 +248,7 @@ export function openState(dir: string): StateStore {
     rulesLog: root.openDB<DecisionRecord, [string, string, string, string]>('rules-log', {}),
     vacation,
     dedupe,
+    probes,
     isSubscriber: (list, address) => {
       const key = rosterKey(list, address);
       return fitsKey(key) && roster.get(key) !== undefined;
@@ -253,6 +279,7 @@ export function openState(dir: string): StateStore {
     },
     pruneVacation: async (now) => (closed ? 0 : prune(vacation, (r) => now - r[0] >= r[1])),
     pruneDedupe: async (windowMs, now) => (closed ? 0 : prune(dedupe, (r) => now - r[0] >= windowMs)),
+    pruneProbes: async (keepMs, now) => (closed ? 0 : prune(probes, (r) => now - r.doneMs >= keepMs)),
     close: () => {
       closed = true;
       return root.close();

@@ -103,6 +103,7 @@ const goodRules: { name: string; line: string; want: Rule }[] = [
     want: rule(MAILDIR, { conditions: [{ kind: 'spam', is: true }], uid: 'alice', gid: '100', maxsize: 10485760, concurrency: 4, stop: true }),
   },
   { name: 'a locked rule (before the owner\'s own)', line: 'maildir:/archive locked', want: rule({ kind: 'maildir', path: '/archive' }, { locked: true }) },
+  { name: 'mailmond\'s probe address', line: 'probe', want: rule({ kind: 'probe' }) },
 ];
 
 for (const c of goodRules) {
@@ -114,10 +115,11 @@ for (const c of goodRules) {
 }
 
 const bad: { name: string; table: TableName; text: string; want: string[] }[] = [
-  { name: 'unknown destination', table: 'rules', text: 'a maildri:/m', want: ['db/rules:1: unknown destination kind "maildri" (a rule starts with its destination: maildir, mbox, pipe, forward, list, vacation, discard or reject)'] },
-  { name: 'a condition where the destination goes', table: 'rules', text: 'a spam discard', want: ['db/rules:1: unknown destination kind "spam" (a rule starts with its destination: maildir, mbox, pipe, forward, list, vacation, discard or reject)', 'db/rules:1: second destination "discard": a rule has one destination, so give each its own line'] },
+  { name: 'unknown destination', table: 'rules', text: 'a maildri:/m', want: ['db/rules:1: unknown destination kind "maildri" (a rule starts with its destination: maildir, mbox, pipe, forward, list, vacation, discard, probe or reject)'] },
+  { name: 'a condition where the destination goes', table: 'rules', text: 'a spam discard', want: ['db/rules:1: unknown destination kind "spam" (a rule starts with its destination: maildir, mbox, pipe, forward, list, vacation, discard, probe or reject)', 'db/rules:1: second destination "discard": a rule has one destination, so give each its own line'] },
   { name: 'two destinations', table: 'rules', text: 'a mbox:/m\n  maildir:/m', want: ['db/rules:2: second destination "maildir:/m": a rule has one destination, so give each its own line'] },
-  { name: 'no destination', table: 'rules', text: 'a', want: ['db/rules:1: rule has no destination (want maildir, mbox, pipe, forward, list, vacation, discard or reject)'] },
+  { name: 'no destination', table: 'rules', text: 'a', want: ['db/rules:1: rule has no destination (want maildir, mbox, pipe, forward, list, vacation, discard, probe or reject)'] },
+  { name: 'probe with an argument', table: 'rules', text: 'a probe:secret', want: ['db/rules:1: probe takes no argument (the key is probe.key in the config file)'] },
   { name: 'maildir without a path', table: 'rules', text: 'a maildir:', want: ['db/rules:1: maildir needs a path: maildir:PATH'] },
   { name: 'mbox path ending in /', table: 'rules', text: 'a mbox:/var/mail/', want: ['db/rules:1: mbox path "/var/mail/" ends in "/": an mbox is a file'] },
   { name: 'empty pipe', table: 'rules', text: 'a pipe:""', want: ['db/rules:1: pipe needs a command: pipe:"/path/to/program ARG…"'] },

@@ -57,6 +57,7 @@ const bad: { name: string; text: string; policy?: Partial<UserRulePolicy>; want:
   { name: 'concurrency=', text: 'folder:X concurrency=9', want: 'rule 1, column 10: concurrency= is not allowed in your rules: delivery slots are set by the administrator' },
   { name: 'locked', text: 'folder:X locked', want: 'rule 1, column 10: locked is not allowed in your rules: locked rules are the administrator\'s' },
   { name: 'a list destination', text: 'list:dev@example.test', want: 'rule 1, column 1: list: destinations are set by the administrator' },
+  { name: 'a probe destination', text: 'probe', want: 'rule 1, column 1: probe addresses are set by the administrator (mailmond)' },
   { name: 'a folder with a slash', text: 'folder:a/b', want: 'rule 1, column 8: bad folder "a/b" (want a name without "/" that does not start with ".")' },
   { name: 'a folder starting with a dot', text: 'folder:..', want: 'rule 1, column 8: bad folder ".." (want a name without "/" that does not start with ".")' },
   { name: 'folder: without a default Maildir', text: 'folder:X', policy: { defaultMaildir: undefined }, want: 'rule 1, column 1: folder: needs a Maildir, and this address\'s default destination is not one: use maildir:~/PATH' },

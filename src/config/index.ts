@@ -14,3 +14,4 @@ export {
 } from './policy.js';
 export { spamConfigSchema, type SpamConfig, type SpamConfigInput } from './spam.js';
 export { rulesConfigSchema, type RulesConfig } from './rules.js';
+export { discoverConfig, loadConfigFrom, loadDiscoveredConfig, packageRoot, packageVersion, SYSTEM_CONFIG, type ConfigSource } from './discover.js';

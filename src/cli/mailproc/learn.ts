@@ -21,7 +21,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { tell, SpamdError } from '../../classify/spam/index.js';
-import { loadConfig } from '../../config/index.js';
+import { loadDiscoveredConfig } from '../../config/index.js';
 import { userSocketPath } from '../../control/user-sockets.js';
 import { askDaemon } from './control-client.js';
 import { USAGE } from './usage.js';
@@ -122,7 +122,7 @@ export async function runLearn(argv: string[]): Promise<number> {
     let request: Record<string, unknown>;
     let config;
     try {
-      config = v.socket === undefined || asRoot ? loadConfig(v.config) : undefined;
+      config = v.socket === undefined || asRoot ? loadDiscoveredConfig(v.config) : undefined;
     } catch (err) {
       process.stderr.write(`mailproc: ${(err as Error).message}\n`);
       return 69;

@@ -23,7 +23,7 @@
 // the message on standard input and sends at most MAX_TEST_BYTES of it with
 // its real size.
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../../config/index.js';
+import { loadDiscoveredConfig } from '../../config/index.js';
 import { userSocketPath } from '../../control/user-sockets.js';
 import { askAdminSocket, askUserSocket } from './control-client.js';
 import { USAGE } from './usage.js';
@@ -388,11 +388,11 @@ export async function runRules(argv: string[]): Promise<number> {
   if (socket !== undefined && socket !== '') reply = await askUserSocket(socket, request, timeoutMs);
   else if (uid === 0) {
     // Root may act on any address: the administrator's socket takes the same requests.
-    reply = await askAdminSocket(loadConfig(v.config), request, timeoutMs);
+    reply = await askAdminSocket(loadDiscoveredConfig(v.config), request, timeoutMs);
   } else {
     let run: string;
     try {
-      run = loadConfig(v.config).paths.run;
+      run = loadDiscoveredConfig(v.config).paths.run;
     } catch (err) {
       process.stderr.write(`mailproc: ${(err as Error).message}\nmailproc: give the socket with --socket PATH or $MAILPROC_SOCKET (it is <run>/users/${uid}/control.sock)\n`);
       return 69;

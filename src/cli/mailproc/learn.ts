@@ -24,7 +24,7 @@ import { tell, SpamdError } from '../../classify/spam/index.js';
 import { loadDiscoveredConfig } from '../../config/index.js';
 import { userSocketPath } from '../../control/user-sockets.js';
 import { askDaemon } from './control-client.js';
-import { USAGE } from './usage.js';
+import { describeArgError, USAGE } from './usage.js';
 
 export const LEARN_OPTIONS = {
   config: { type: 'string', short: 'c' }, socket: { type: 'string' }, help: { type: 'boolean', short: 'h' },
@@ -89,7 +89,7 @@ export async function runLearn(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: LEARN_OPTIONS, allowPositionals: true });
   } catch (err) {
-    process.stderr.write(`mailproc: ${(err as Error).message}\n${USAGE}`);
+    process.stderr.write(`mailproc learn: ${describeArgError(err as Error)}\n${USAGE}`);
     return 64;
   }
   const v = parsed.values;

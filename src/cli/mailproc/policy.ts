@@ -14,7 +14,7 @@ import { userSocketPath } from '../../control/user-sockets.js';
 import type { PolicyChange, PolicyView } from '../../control/user-protocol.js';
 import { askUserSocket } from './control-client.js';
 import { formatTable } from './format.js';
-import { USAGE } from './usage.js';
+import { describeArgError, USAGE } from './usage.js';
 
 export const POLICY_OPTIONS = {
   config: { type: 'string', short: 'c' }, socket: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
@@ -86,7 +86,7 @@ export async function runPolicy(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: POLICY_OPTIONS, allowPositionals: true });
   } catch (err) {
-    process.stderr.write(`mailproc: ${(err as Error).message}\n${USAGE}`);
+    process.stderr.write(`mailproc policy: ${describeArgError(err as Error)}\n${USAGE}`);
     return 64;
   }
   const v = parsed.values;

@@ -26,7 +26,7 @@ import { parseArgs } from 'node:util';
 import { loadDiscoveredConfig } from '../../config/index.js';
 import { userSocketPath } from '../../control/user-sockets.js';
 import { askAdminSocket, askUserSocket } from './control-client.js';
-import { USAGE } from './usage.js';
+import { describeArgError, USAGE } from './usage.js';
 
 /** spam.start_timeout (60 s by default) plus the check's spam.timeout, and room. */
 const SPAM_TEST_TIMEOUT_MS = 180_000;
@@ -366,7 +366,7 @@ export async function runRules(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: RULES_OPTIONS, allowPositionals: true });
   } catch (err) {
-    process.stderr.write(`mailproc: ${(err as Error).message}\n${USAGE}`);
+    process.stderr.write(`mailproc rules: ${describeArgError(err as Error)}\n${USAGE}`);
     return 64;
   }
   const v = parsed.values;

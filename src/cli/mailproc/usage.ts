@@ -37,3 +37,12 @@ const indent = (block: string, first: string, rest: string): string =>
 export const USAGE = `${Object.values(USAGE_OF).map((b, i) => indent(b, i === 0 ? 'usage: ' : '       ', '       ')).join('\n')}
 ${TABLES_LINE}
 `;
+
+/** node:util parseArgs's error, short: `unknown option "--bogus"`, `option "--at" needs a value`. */
+export function describeArgError(err: Error): string {
+  const unknown = /^Unknown option '([^']*)'/.exec(err.message);
+  if (unknown !== null) return `unknown option "${unknown[1]}"`;
+  const missing = /^Option '(?:-\w, )?([^' ]*)[^']*' argument missing/.exec(err.message);
+  if (missing !== null) return `option "${missing[1]}" needs a value`;
+  return err.message;
+}

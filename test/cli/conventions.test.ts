@@ -167,9 +167,9 @@ describe('config discovery, the same for every command', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /mailprocd: configuration \(embedded default\) is valid\n/);
     assert.match(r.stdout, new RegExp(`^  state: ${packageRoot()}/var$`, 'm'));
-    assert.match(r.stdout, /^  message_size: 50M$/m);
-    assert.match(r.stdout, /^  client_timeout: 5m$/m);
-    assert.match(r.stdout, /^    mode: "0660"$/m);
+    assert.match(r.stdout, /^ {2}message_size: 50M$/m);
+    assert.match(r.stdout, /^ {2}client_timeout: 5m$/m);
+    assert.match(r.stdout, /^ {4}mode: "0660"$/m);
     assert.ok(!r.stdout.includes(scratch), 'nothing resolved against the working directory');
   });
 
@@ -178,9 +178,9 @@ describe('config discovery, the same for every command', () => {
     writeFileSync(file, 'limits:\n  message_size: 10M\n  shutdown_grace: 1500ms\nqueue:\n  lifetime: 2w\n');
     const first = run(DAEMON, ['--check-config', '--config', file]);
     assert.equal(first.status, 0, first.stderr);
-    assert.match(first.stdout, /^  message_size: 10M$/m);
-    assert.match(first.stdout, /^  shutdown_grace: 1500ms$/m);
-    assert.match(first.stdout, /^  lifetime: 2w$/m);
+    assert.match(first.stdout, /^ {2}message_size: 10M$/m);
+    assert.match(first.stdout, /^ {2}shutdown_grace: 1500ms$/m);
+    assert.match(first.stdout, /^ {2}lifetime: 2w$/m);
     const again = join(scratch, 'again.yaml');
     writeFileSync(again, first.stdout);
     const second = run(DAEMON, ['--check-config', '--config', again]);
@@ -260,10 +260,10 @@ describe('queue show: text for people, --json for tools', () => {
     await ready;
     const r = await show([]);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^queue id:    4F2A0B9C1D$/m);
-    assert.match(r.stdout, /^arrived:     2026-12-05 08:47:12 \+0000 \(/m);
-    assert.match(r.stdout, /^size:        12\.3 KiB \(12605 bytes\)$/m);
-    assert.match(r.stdout, /^last error:  4\.2\.0 mailbox busy$/m);
+    assert.match(r.stdout, /^queue id: {4}4F2A0B9C1D$/m);
+    assert.match(r.stdout, /^arrived: {5}2026-12-05 08:47:12 \+0000 \(/m);
+    assert.match(r.stdout, /^size: {8}12\.3 KiB \(12605 bytes\)$/m);
+    assert.match(r.stdout, /^last error: {2}4\.2\.0 mailbox busy$/m);
     assert.match(r.stdout, /^ {2}alice@example\.test {2}to go$/m);
     assert.match(r.stdout, /^ {2}Carol@example\.test {2}done$/m);
     assert.match(r.stdout, /^ {2}Subject: hello$/m);

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
-// mailprocd: the daemon. `mailprocd [--config FILE]` runs it (no file = the
-// embedded default); `mailprocd --check-config [--config FILE]` validates and
-// prints the resolved configuration, exit 0 when good, 1 with every problem
-// named by key when not.
+// mailprocd: the daemon. `mailprocd [--config FILE]` runs it; `mailprocd
+// --check-config [--config FILE]` validates the configuration and prints the
+// effective one as YAML on stdout (in the config's own units: 5m, 10M),
+// "configuration … is valid" on stderr, exit 0 when good, 1 with every
+// problem named by key when not. `--version` prints the package version.
+// The configuration is found as for every mailproc command
+// (src/config/discover.ts): --config, $MAILPROCD_CONFIG,
+// /etc/mailprocd/mailprocd.yaml, else the embedded default under the package.
 //
 // Exit codes of the daemon: 0 after SIGTERM/SIGINT once stopped (main.ts
 // stop(): within limits.shutdown_grace plus a few seconds; if anything still
@@ -10,39 +14,48 @@
 // 1 when it cannot start — one line naming what to fix, e.g. "state directory
 // /var/lib/mailprocd is in use by mailprocd pid 1234" when another instance
 // holds the state directory (src/state/instance-lock.ts); 64 for bad options.
-import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config/index.js';
+import { Command, CommanderError } from 'commander';
+import { ConfigError, discoverConfig, loadConfigFrom, packageVersion } from '../config/index.js';
+import { formatConfigYaml } from '../config/print.js';
 import { createLogger } from '../log.js';
 import { probeRelay } from '../relay/index.js';
 import { parseDefaultDestination, startDaemon, STOP_SLACK_MS, type Daemon } from '../main.js';
 
-const USAGE = `usage: mailprocd [--config FILE] [--check-config]
-  --config FILE    YAML configuration (default: the embedded default, state under ./var)
-  --check-config   validate the configuration and print it, then exit
-`;
+interface Options { config?: string; checkConfig?: boolean }
 
-async function main(): Promise<number> {
-  let args;
+/** The options, or the exit code once help, the version or a usage error was printed. */
+function parseOptions(argv: string[]): Options | number {
+  const program = new Command('mailprocd')
+    .description('mail delivery server: LMTP/SMTP intake, per-user rules, Maildir and mbox delivery')
+    .option('-c, --config <file>', 'YAML configuration (default: $MAILPROCD_CONFIG, else /etc/mailprocd/mailprocd.yaml if it exists, else the embedded default, state under the package\'s ./var)')
+    .option('--check-config', 'validate the configuration, print the effective one as YAML, then exit')
+    .version(`mailprocd ${packageVersion()}`, '-V, --version', 'print the version and exit')
+    .helpOption('-h, --help', 'print this help and exit')
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined });
   try {
-    args = parseArgs({
-      options: { config: { type: 'string', short: 'c' }, 'check-config': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-    }).values;
+    program.parse(argv, { from: 'user' });
   } catch (err) {
-    process.stderr.write(`mailprocd: ${(err as Error).message}\n${USAGE}`);
+    if (!(err instanceof CommanderError)) throw err;
+    if (err.exitCode === 0) return 0;
+    const what = /unknown option '([^']*)'/.exec(err.message);
+    process.stderr.write(`mailprocd: ${what !== null ? `unknown option "${what[1]}"` : err.message.replace(/^error: /, '')}\n${program.helpInformation()}`);
     return 64;
   }
-  if (args.help) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  if (args['check-config']) {
+  return program.opts<Options>();
+}
+
+async function main(): Promise<number> {
+  const args = parseOptions(process.argv.slice(2));
+  if (typeof args === 'number') return args;
+  const source = discoverConfig({ option: args.config });
+  if (args.checkConfig === true) {
     try {
-      const c = loadConfig(args.config);
+      const c = loadConfigFrom(source);
       parseDefaultDestination(c.delivery.default);
       const relay = await probeRelay(c.relay);
       if (relay !== undefined) process.stderr.write(`mailprocd: warning: ${relay}\n`);
-      process.stdout.write(`${JSON.stringify(c, null, 2)}\n`);
+      process.stdout.write(formatConfigYaml(c));
       process.stderr.write(`mailprocd: configuration ${c.file ?? '(embedded default)'} is valid\n`);
       return 0;
     } catch (err) {
@@ -65,7 +78,10 @@ async function main(): Promise<number> {
   // Also keeps SIGUSR1 from opening Node's inspector on a root process.
   process.on('SIGUSR1', () => daemon?.reopenLogs());
   try {
-    daemon = await startDaemon(args.config !== undefined ? { configFile: args.config } : {});
+    // The embedded default's relative paths (./var, ./db, its sockets, the
+    // default Maildir) belong to the package, whoever starts it from where.
+    if (source.kind === 'default') process.chdir(source.base);
+    daemon = await startDaemon(source.kind === 'file' ? { configFile: source.file } : {});
   } catch (err) {
     const msg = err instanceof ConfigError ? err.message : `cannot start: ${(err as Error).message}`;
     createLogger({ format: 'text', level: 'info' }).error(msg);

@@ -16,3 +16,4 @@ export { spamConfigSchema, type SpamConfig, type SpamConfigInput } from './spam.
 export { rulesConfigSchema, type RulesConfig } from './rules.js';
 export { DEFAULT_METRICS_LISTEN, isLoopbackListen, metricsConfigSchema, type MetricsConfig } from './metrics.js';
 export { probeConfigSchema, type ProbeConfig } from './probe.js';
+export { discoverConfig, loadConfigFrom, loadDiscoveredConfig, packageRoot, packageVersion, SYSTEM_CONFIG, type ConfigSource } from './discover.js';

@@ -80,9 +80,9 @@ interface Environment {
 const GENERATION_KEY = 'generation';
 const infoKey = (table: TableName): string => `table:${table}`;
 
-function openEnvironment(dbDir: string): Environment {
+function openEnvironment(dbDir: string, readOnly = false): Environment {
   // Room for the other tables ../shared/DESIGN.md expects beside these (queue state, greylist, rates).
-  const root = open({ path: dbDir, maxDbs: 16 });
+  const root = open({ path: dbDir, maxDbs: 16, ...(readOnly ? { readOnly: true } : {}) });
   const openTable = (name: string): Database<unknown, string> => root.openDB<unknown, string>(name, {});
   const tables = Object.fromEntries(TABLE_NAMES.map((t) => [t, openTable(t)])) as Record<TableName, Database<unknown, string>>;
   return { root, tables, meta: openTable('meta') };
@@ -151,8 +151,9 @@ function readGeneration(env: Environment): number {
 }
 
 /** Opens (creating if need be) the environment for lookups; an uncompiled table simply has no entries. */
-export function openTables(dbDir: string): Tables {
-  const env = openEnvironment(dbDir);
+/** readOnly: for readers that must change nothing (`mailproc db show`); the tables must have been compiled. */
+export function openTables(dbDir: string, options: { readonly readOnly?: boolean } = {}): Tables {
+  const env = openEnvironment(dbDir, options.readOnly === true);
   return {
     lookup<T extends TableName>(table: T, keys: readonly string[]): TableHit<T> | undefined {
       const db = env.tables[table];

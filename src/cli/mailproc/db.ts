@@ -2,8 +2,11 @@
 // administrator's tables. compile turns the sources under paths.sources into
 // the LMDB tables the daemon reads, all or nothing (every error named by
 // file:line, and then nothing is compiled); show prints what one key maps to.
-// Works without a running daemon. Exit 0 done, 1 errors in the sources or
-// the key is not there, 64 usage.
+// Works without a running daemon. show opens the tables read-only and
+// creates nothing: with no compiled tables it says so and exits 1. Exit 0
+// done, 1 errors in the sources, no tables, or the key is not there, 64 usage.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { TABLE_NAMES, type TableName } from '../../classify/rules.js';
 import type { Config } from '../../config/index.js';
 import { compileTables, formatSourceError, openTables } from '../../db/index.js';
@@ -37,7 +40,12 @@ async function show(config: Config, args: readonly string[]): Promise<number> {
     process.stderr.write(USAGE);
     return 64;
   }
-  const tables = openTables(config.paths.db);
+  // Read-only, and only what is there: run from the wrong place, a reader must not leave an empty database behind.
+  if (!existsSync(join(config.paths.db, 'data.mdb'))) {
+    process.stderr.write(`mailproc: no compiled tables in ${config.paths.db} (configuration: ${config.file ?? 'the embedded default'}); compile them with mailproc db compile, or give --config\n`);
+    return 1;
+  }
+  const tables = openTables(config.paths.db, { readOnly: true });
   const hit = tables.lookup(table as TableName, [key.toLowerCase()]);
   await tables.close();
   if (!hit) {

@@ -21,10 +21,10 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { tell, SpamdError } from '../../classify/spam/index.js';
-import { loadConfig } from '../../config/index.js';
+import { loadDiscoveredConfig } from '../../config/index.js';
 import { userSocketPath } from '../../control/user-sockets.js';
 import { askDaemon } from './control-client.js';
-import { USAGE } from './usage.js';
+import { describeArgError, USAGE } from './usage.js';
 
 export const LEARN_OPTIONS = {
   config: { type: 'string', short: 'c' }, socket: { type: 'string' }, help: { type: 'boolean', short: 'h' },
@@ -89,7 +89,7 @@ export async function runLearn(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: LEARN_OPTIONS, allowPositionals: true });
   } catch (err) {
-    process.stderr.write(`mailproc: ${(err as Error).message}\n${USAGE}`);
+    process.stderr.write(`mailproc learn: ${describeArgError(err as Error)}\n${USAGE}`);
     return 64;
   }
   const v = parsed.values;
@@ -122,7 +122,7 @@ export async function runLearn(argv: string[]): Promise<number> {
     let request: Record<string, unknown>;
     let config;
     try {
-      config = v.socket === undefined || asRoot ? loadConfig(v.config) : undefined;
+      config = v.socket === undefined || asRoot ? loadDiscoveredConfig(v.config) : undefined;
     } catch (err) {
       process.stderr.write(`mailproc: ${(err as Error).message}\n`);
       return 69;

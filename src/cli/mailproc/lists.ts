@@ -5,7 +5,7 @@
 // --password-file or $MAILMAN_PASSWORD. Exit 0 synced, 1 the sync failed,
 // 64 usage.
 import { readFileSync } from 'node:fs';
-import { loadConfig } from '../../config/index.js';
+import { loadDiscoveredConfig } from '../../config/index.js';
 import { syncListSubscribers, type ListSource } from '../../policy/index.js';
 import { USAGE } from './usage.js';
 
@@ -23,7 +23,7 @@ export async function runListsSync(list: string, v: ListsSyncOptions): Promise<n
     process.stderr.write(`mailproc: lists sync needs exactly one of --mailman URL or --file PATH\n${USAGE}`);
     return 64;
   }
-  const config = loadConfig(v.config);
+  const config = loadDiscoveredConfig(v.config);
   const source: ListSource = v.file !== undefined
     ? { kind: 'file', path: v.file }
     : {

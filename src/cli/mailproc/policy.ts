@@ -8,13 +8,13 @@
 // daemon is not running or gives the caller no socket, 77 another user's
 // socket.
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../../config/index.js';
+import { loadDiscoveredConfig } from '../../config/index.js';
 import { size as sizeUnit } from '../../config/units.js';
 import { userSocketPath } from '../../control/user-sockets.js';
 import type { PolicyChange, PolicyView } from '../../control/user-protocol.js';
 import { askUserSocket } from './control-client.js';
 import { formatTable } from './format.js';
-import { USAGE } from './usage.js';
+import { describeArgError, USAGE } from './usage.js';
 
 export const POLICY_OPTIONS = {
   config: { type: 'string', short: 'c' }, socket: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
@@ -86,7 +86,7 @@ export async function runPolicy(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: POLICY_OPTIONS, allowPositionals: true });
   } catch (err) {
-    process.stderr.write(`mailproc: ${(err as Error).message}\n${USAGE}`);
+    process.stderr.write(`mailproc policy: ${describeArgError(err as Error)}\n${USAGE}`);
     return 64;
   }
   const v = parsed.values;
@@ -117,7 +117,7 @@ export async function runPolicy(argv: string[]): Promise<number> {
     if (uid === 0) return usage('policies belong to mailbox owners: run this as the owner (e.g. runuser -u USER -- mailproc policy …), or give --socket PATH');
     let run: string;
     try {
-      run = loadConfig(v.config).paths.run;
+      run = loadDiscoveredConfig(v.config).paths.run;
     } catch (err) {
       process.stderr.write(`mailproc: ${(err as Error).message}\nmailproc: give the socket with --socket PATH or $MAILPROC_SOCKET (it is <run>/users/${uid}/control.sock)\n`);
       return 69;

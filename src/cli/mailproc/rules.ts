@@ -23,10 +23,10 @@
 // the message on standard input and sends at most MAX_TEST_BYTES of it with
 // its real size.
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../../config/index.js';
+import { loadDiscoveredConfig } from '../../config/index.js';
 import { userSocketPath } from '../../control/user-sockets.js';
 import { askAdminSocket, askUserSocket } from './control-client.js';
-import { USAGE } from './usage.js';
+import { describeArgError, USAGE } from './usage.js';
 
 /** spam.start_timeout (60 s by default) plus the check's spam.timeout, and room. */
 const SPAM_TEST_TIMEOUT_MS = 180_000;
@@ -366,7 +366,7 @@ export async function runRules(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: RULES_OPTIONS, allowPositionals: true });
   } catch (err) {
-    process.stderr.write(`mailproc: ${(err as Error).message}\n${USAGE}`);
+    process.stderr.write(`mailproc rules: ${describeArgError(err as Error)}\n${USAGE}`);
     return 64;
   }
   const v = parsed.values;
@@ -388,11 +388,11 @@ export async function runRules(argv: string[]): Promise<number> {
   if (socket !== undefined && socket !== '') reply = await askUserSocket(socket, request, timeoutMs);
   else if (uid === 0) {
     // Root may act on any address: the administrator's socket takes the same requests.
-    reply = await askAdminSocket(loadConfig(v.config), request, timeoutMs);
+    reply = await askAdminSocket(loadDiscoveredConfig(v.config), request, timeoutMs);
   } else {
     let run: string;
     try {
-      run = loadConfig(v.config).paths.run;
+      run = loadDiscoveredConfig(v.config).paths.run;
     } catch (err) {
       process.stderr.write(`mailproc: ${(err as Error).message}\nmailproc: give the socket with --socket PATH or $MAILPROC_SOCKET (it is <run>/users/${uid}/control.sock)\n`);
       return 69;

@@ -1,18 +1,20 @@
 // `mailproc status [--json]`: what the running daemon is doing — its workers
 // (user, uid, gid, pid, age, messages, in flight), the load per uid:gid
 // (running, waiting), the spam checkers (user, uid, pid, socket, idle,
-// messages checked, private memory) and the queue size. Asks <run>/control.sock; exit 0
+// messages checked, private memory) and the queue size; local times, sizes
+// like 12.3 MiB; --json prints the daemon's reply as it came, for tools.
+// Asks <run>/control.sock; exit 0
 // printed, 1 the daemon refused, 69 the daemon is not running.
 import type { Config } from '../../config/index.js';
 import { askAdminSocket } from './control-client.js';
-import { formatAge, formatTable } from './format.js';
+import { formatAge, formatLocalTime, formatSize, formatTable } from './format.js';
 
 interface WorkerRow { user: string; uid: number; gid: number; pid?: number; startedAt: number; messages: number; inFlight: number }
 interface LoadRow { key: string; queued: number; active: number }
 interface CheckerRow { user: string; uid: number; pid: number; socket: string; idleMs: number; checked: number; privateBytes?: number }
 type SpamStatus = { enabled: false } | { enabled: true; parent: number | null; checkers: CheckerRow[] };
 
-const megabytes = (n: number | undefined): string => (n === undefined ? '-' : `${(n / 1024 / 1024).toFixed(1)}M`);
+const memory = (n: number | undefined): string => (n === undefined ? '-' : formatSize(n));
 
 function spamLines(spam: SpamStatus | undefined): string[] {
   if (spam === undefined || !spam.enabled) return ['spam checkers: off (spam.enabled, or SpamAssassin is not installed)'];
@@ -20,7 +22,7 @@ function spamLines(spam: SpamStatus | undefined): string[] {
   if (spam.checkers.length === 0) return [head, 'no user checker running'];
   return [head, formatTable([
     ['USER', 'UID', 'PID', 'IDLE', 'CHECKED', 'PRIVATE', 'SOCKET'],
-    ...spam.checkers.map((c) => [c.user, c.uid, c.pid, formatAge(c.idleMs), c.checked, megabytes(c.privateBytes), c.socket]),
+    ...spam.checkers.map((c) => [c.user, c.uid, c.pid, formatAge(c.idleMs), c.checked, memory(c.privateBytes), c.socket]),
   ])];
 }
 
@@ -28,7 +30,8 @@ function printStatus(r: Record<string, unknown>): void {
   const workers = r.workers as WorkerRow[];
   const load = r.load as LoadRow[];
   const q = r.queue as { messages: number; recipients: number };
-  const out = [`mailprocd pid ${String(r.pid)}, up ${formatAge(Number(r.uptime) * 1000)}`, ''];
+  const up = Number(r.uptime) * 1000;
+  const out = [`mailprocd pid ${String(r.pid)}, up ${formatAge(up)} (since ${formatLocalTime(Date.now() - up)})`, ''];
   out.push(workers.length === 0 ? 'workers: none running' : formatTable([
     ['USER', 'UID', 'GID', 'PID', 'AGE', 'MESSAGES', 'IN-FLIGHT'],
     ...workers.map((w) => [w.user, w.uid, w.gid, w.pid ?? '-', formatAge(Date.now() - w.startedAt), w.messages, w.inFlight]),

@@ -16,7 +16,7 @@
 // SIGTERM/SIGINT, 1 when it cannot start, 64 for bad options.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, type Config } from '../config/index.js';
+import { ConfigError, loadDiscoveredConfig, type Config } from '../config/index.js';
 import { duration } from '../config/units.js';
 import { createLogger, setProcessName } from '../log.js';
 import { probeOnce, type ProbeTarget } from './mailmond/probe.js';
@@ -88,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
     const smtp = parseSmtp(v.smtp ?? '127.0.0.1:25');
     const thresholdMs = parseDuration('threshold', v.threshold ?? '60s');
     try {
-      config = loadConfig(v.config);
+      config = loadDiscoveredConfig(v.config);
     } catch (err) {
       process.stderr.write(`mailmond: ${err instanceof ConfigError ? err.message : (err as Error).message}\n`);
       return cannot;

@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { parse } from 'yaml';
 import { DAEMON } from '../helpers/daemon.js';
 import { requireProgram } from '../helpers/components.js';
 
@@ -39,7 +40,7 @@ test('the unit starts the daemon with options it has, and checks the config firs
     const cfg = join(dir, 'mailprocd.yaml');
     writeFileSync(cfg, 'hostname: unit.test\n');
     const out = execFileSync(process.execPath, [DAEMON, '--check-config', '--config', cfg], { encoding: 'utf8', cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    assert.equal((JSON.parse(out) as { hostname: string }).hostname, 'unit.test');
+    assert.equal((parse(out) as { hostname: string }).hostname, 'unit.test');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -228,7 +228,12 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
   const toList = plan.steps.some((s) => s.destination.kind === 'list');
   const duplicate = toList ? ctx.duplicates?.listKey(ruleOwnerAddress(rcpt), message)
     : dedupe ? ctx.duplicates?.key(decided.owner, message) : undefined;
-  const first = duplicate !== undefined ? ctx.duplicates?.seen(duplicate) : undefined;
+  let first: string | undefined;
+  try {
+    first = duplicate !== undefined ? ctx.duplicates?.seen(duplicate) : undefined;
+  } catch (err) {
+    return { status: status('4.3.0', `duplicate check failed: ${(err as Error).message}`), relay: 'dedupe', decision };
+  }
   if (first !== undefined) return { status: ok('duplicate suppressed'), relay: 'dedupe', decision };
 
   const relay = [...new Set(plan.steps.map((s) => s.destination.kind))].join('+');
@@ -310,7 +315,10 @@ export async function deliverToRecipient(ctx: DeliveryContext, env: Envelope, me
     return res.results.map((x) => x.status);
   }));
   const folded = foldCopies([...copies.flat(), ...(await sent), ...refused]);
-  if (duplicate !== undefined && isSuccess(folded.status)) await ctx.duplicates?.record(duplicate, env.queueId);
+  if (duplicate !== undefined && isSuccess(folded.status)) {
+    // Delivered either way: a record that cannot be written only costs the suppression of a later copy.
+    await ctx.duplicates?.record(duplicate, env.queueId).catch((err: unknown) => ctx.log.warn(`duplicate record for ${rcpt.address} not written: ${(err as Error).message}`, undefined, env.queueId));
+  }
   replyIfDelivered(isSuccess(folded.status));
   const timing: DeliveryTiming | undefined = timings.length === 0 ? undefined : { beforeMs, ...slowest(timings) };
   return { status: folded.status, detail: folded.detail, relay, decision, ...(timing !== undefined ? { timing } : {}) };

@@ -166,7 +166,8 @@ async function expand(ctx: RelayCopyContext, env: Envelope, message: ParsedMessa
   await Promise.all([
     ...local.map(async (a) => {
       const o = await ctx.deliverLocal(env, copy, a, rcpt.address, depth + 1);
-      statuses.push(isSuccess(o.status) ? o.status : status(o.status.code, `<${a}>: ${o.detail ?? o.status.text}`));
+      // The status's own text, never the detail: it may reach the sender in a DSN, and details name paths and owners (they are in the subscriber's log line).
+      statuses.push(isSuccess(o.status) ? o.status : status(o.status.code, `<${a}>: ${o.status.text}`));
     }),
     (async () => {
       if (remote.length === 0) return;

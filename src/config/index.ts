@@ -12,6 +12,7 @@ export {
   PLUGIN_NAMES, RATE_KEYS, accessActionSchema, dnsblOptionsSchema, policyConfigSchema, spfOptionsSchema,
   type DnsblOptions, type PluginName, type PolicyConfig, type PolicyConfigInput, type RateRuleConfig, type SpfOptions,
 } from './policy.js';
+export { milterConfigSchema, type MilterConfig, type MilterConfigInput } from './milter.js';
 export { spamConfigSchema, type SpamConfig, type SpamConfigInput } from './spam.js';
 export { rulesConfigSchema, type RulesConfig } from './rules.js';
 export { DEFAULT_METRICS_LISTEN, isLoopbackListen, metricsConfigSchema, type MetricsConfig } from './metrics.js';

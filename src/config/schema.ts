@@ -10,6 +10,7 @@ import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { listenAddress, socketOptions } from './listen.js';
 import { metricsConfigSchema } from './metrics.js';
+import { milterConfigSchema } from './milter.js';
 import { policyConfigSchema } from './policy.js';
 import { probeConfigSchema } from './probe.js';
 import { dedupeConfigSchema, relayConfigSchema } from './relay.js';
@@ -182,6 +183,8 @@ export const configSchema = z.object({
   dedupe: dedupeConfigSchema,
   /** Postfix policy delegation (check_policy_service): see src/config/policy.ts for every key. */
   policy: policyConfigSchema,
+  /** The milter endpoint (smtpd_milters): policy chain at RCPT, site spam check, user filters; see src/config/milter.ts. */
+  milter: milterConfigSchema,
   /** SpamAssassin as each recipient's owner: see src/config/spam.ts for every key. */
   spam: spamConfigSchema,
   /** What mailbox owners may do with their own rules, and the decision log: see src/config/rules.ts. */

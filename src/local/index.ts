@@ -18,7 +18,7 @@ export { srsRecipient, srsSender } from './srs.js';
 export { answerVacations, readVacationText, type VacationContext } from './vacation.js';
 export { createDecisionLog, type DecisionLog } from './decision-log.js';
 export { createOwnerRules, ruleOwnerAddress, userRulePolicyFor, type LayeredRule, type OwnerRules, type OwnerRulesOptions } from './user-rules.js';
-export { createSpamVerdicts, type SpamVerdictsOptions } from './spam.js';
+export { askChecker, createSpamVerdicts, type CheckerOutcome, type SpamVerdictsOptions } from './spam.js';
 export { acceptRecipient, lookupRecipient, unknownUser, type Recipient, type ResolvedRecipient } from './resolve.js';
 export { foldCopies } from './fold.js';
 export { formatSeconds, logDelivery, type DeliveryLogEntry } from './delivery-log.js';

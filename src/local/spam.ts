@@ -10,7 +10,9 @@
 // owner's SpamAssassin required_score, user_prefs included); on_error =
 // open|closed (else spam.on_error).
 //
-// Exports: createSpamVerdicts, SpamVerdictsOptions.
+// Exports: createSpamVerdicts, SpamVerdictsOptions; askChecker and
+// CheckerOutcome, the one way to ask a user's checker (also the milter's
+// site check, src/milter/spam-filter.ts, as the service user).
 //
 // Failure contract: never throws. The checker cannot be had, does not answer
 // within spam.timeout, crashes or answers nonsense: fail open (the copies
@@ -44,39 +46,46 @@ interface RawResult {
 }
 
 /** error: for the log; short: for the header the user sees (no paths, no internals). */
-type Outcome = { readonly ok: RawResult } | { readonly error: string; readonly short: string };
+export type CheckerOutcome = { readonly ok: RawResult } | { readonly error: string; readonly short: string };
+type Outcome = CheckerOutcome;
 
 const HUMAN = (n: number): string => (n >= 1024 * 1024 ? `${Math.round(n / 1024 / 1024)}M` : `${Math.round(n / 1024)}k`);
+
+/**
+ * One check of a message's bytes by the owner's checker (started if need
+ * be): the score, the threshold of the owner's SpamAssassin and the rule
+ * names, or why there is none. Never throws. A checker that cannot be
+ * reached, hangs or talks nonsense is replaced for the next message.
+ */
+export async function askChecker(checkers: SpamCheckers | undefined, owner: Identity, bytes: Buffer, timeoutMs: number): Promise<CheckerOutcome> {
+  if (checkers === undefined) return { error: 'SpamAssassin is not installed (Debian: spamassassin)', short: 'SpamAssassin not installed' };
+  let lease;
+  try {
+    lease = await checkers.acquire(owner);
+  } catch (err) {
+    return { error: (err as Error).message, short: 'checker not available' };
+  }
+  let broken = false;
+  try {
+    const r = await symbols({ target: { path: lease.socket }, timeoutMs, connectTimeoutMs: timeoutMs }, bytes);
+    return { ok: { score: r.score, required: r.required, tests: r.tests } };
+  } catch (err) {
+    const e = err as SpamdError;
+    // A checker that takes no connections (its socket removed), hangs (stopped with SIGSTOP, a runaway
+    // rule) or talks nonsense is replaced: stopped now, started anew for the next message.
+    broken = e.kind === 'connect' || e.kind === 'timeout' || e.kind === 'protocol';
+    const short = e.kind === 'timeout' ? 'checker timed out' : e.kind === 'connect' ? 'checker not available' : 'checker failed';
+    return { error: `checker of ${owner.user}: ${e.message}`, short };
+  } finally {
+    lease.release(broken);
+  }
+}
 
 export function createSpamVerdicts(o: SpamVerdictsOptions): VerdictSource {
   // One check per message per owner: the recipients of one message share the ParsedMessage object.
   const inFlight = new WeakMap<ParsedMessage, Map<number, Promise<Outcome>>>();
 
-  const ask = async (owner: Identity, message: ParsedMessage): Promise<Outcome> => {
-    const checkers = o.checkers;
-    if (checkers === undefined) return { error: 'SpamAssassin is not installed (Debian: spamassassin)', short: 'SpamAssassin not installed' };
-    let lease;
-    try {
-      lease = await checkers.acquire(owner);
-    } catch (err) {
-      return { error: (err as Error).message, short: 'checker not available' };
-    }
-    let broken = false;
-    try {
-      const cfg = o.config();
-      const r = await symbols({ target: { path: lease.socket }, timeoutMs: cfg.timeout, connectTimeoutMs: cfg.timeout }, message.body);
-      return { ok: { score: r.score, required: r.required, tests: r.tests } };
-    } catch (err) {
-      const e = err as SpamdError;
-      // A checker that takes no connections (its socket removed), hangs (stopped with SIGSTOP, a runaway
-      // rule) or talks nonsense is replaced: stopped now, started anew for the next message.
-      broken = e.kind === 'connect' || e.kind === 'timeout' || e.kind === 'protocol';
-      const short = e.kind === 'timeout' ? 'checker timed out' : e.kind === 'connect' ? 'checker not available' : 'checker failed';
-      return { error: `checker of ${owner.user}: ${e.message}`, short };
-    } finally {
-      lease.release(broken);
-    }
-  };
+  const ask = (owner: Identity, message: ParsedMessage): Promise<Outcome> => askChecker(o.checkers, owner, message.body, o.config().timeout);
 
   const once = (owner: Identity, message: ParsedMessage): Promise<Outcome> => {
     let perOwner = inFlight.get(message);

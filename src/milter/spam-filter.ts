@@ -1,0 +1,186 @@
+// The site spam check through the milter: at end of message, one check by
+// SpamAssassin running as the service user `milter.spam.user` (never root),
+// in the same persistent checkers delivery uses for each owner
+// (src/workers/spam-checkers.ts, asked through src/local's askChecker). Per-
+// user verdicts stay at delivery: one pre-queue message may have many owners,
+// and this check knows none of them.
+//
+// The message is rebuilt from the milter's events: each header as
+// "Name:" + value — the value as the MTA sent it, with the one space Postfix
+// and Sendmail eat after the colon put back unless SMFIP_HDR_LEADSPC was
+// negotiated — then an empty line and the body chunks; line ends LF, as
+// delivery's own check sends them (the same bytes give the same score). Past
+// `milter.limits.message_size` bytes nothing more is kept and the message is
+// not checked (the body is skipped: fewer round trips).
+//
+// Outcomes: score at or above `milter.spam.reject_score` → 550 5.7.1, the
+// message refused before Postfix queues it; below → X-Spam-Flag, X-Spam-Level
+// and X-Spam-Status added as delivery adds them (src/classify/spam/headers.ts;
+// Flag YES from the service user's required_score); not checked (too large,
+// checker down or slow) → `X-Spam-Status: unchecked (reason)` with on_error
+// continue, or 451 4.7.1 with on_error tempfail. Those three header names
+// arriving with the message (forged by a sender, or left by another hop) are
+// deleted first, so the X-Spam-* lines below the MTA's Received header are
+// always this check's.
+//
+// Exports: createSpamFilter, SpamFilterOptions, SpamFilterSettings,
+// rebuildMessage, spamHeaderFields.
+//
+// Failure contract: never throws into the server; every trouble is an
+// outcome above, logged at warn with its reason. Why it is safe: the checker
+// runs as the service user (the spawner refuses uid 0, and so does this
+// filter, before asking); the message bytes reach it over its socket, it
+// reads no file of ours; nothing the checker says reaches the client or a
+// header but a score, a threshold and rule names that headers.ts checks.
+import type { HeaderVerdict } from '../classify/spam/index.js';
+import { spamHeaders, uncheckedHeader } from '../classify/spam/index.js';
+import { askChecker } from '../local/index.js';
+import type { Logger } from '../log.js';
+import type { Identity } from '../os/identity.js';
+import type { SpamCheckers } from '../workers/spam-checkers.js';
+import type { EomSession, MilterFilter, MilterFilterFactory, MilterSession, NormalizedVerdict } from './api.js';
+
+export interface SpamFilterSettings {
+  /** milter.spam.reject_score */
+  readonly rejectScore: number;
+  /** milter.spam.on_error */
+  readonly onError: 'continue' | 'tempfail';
+  /** milter.limits.message_size: more bytes than this (headers and body) are not checked. */
+  readonly messageSize: number;
+  /** One check, connect to answer (spam.timeout); keep it well inside Postfix's milter_content_timeout (300 s). */
+  readonly timeoutMs: number;
+}
+
+export interface SpamFilterOptions {
+  /** undefined: SpamAssassin is not installed (every check is a failure, per on_error). */
+  readonly checkers: SpamCheckers | undefined;
+  /** The service user (milter.spam.user) resolved; a string says why it cannot be (an unknown name). */
+  readonly identity: () => Promise<Identity | string>;
+  readonly settings: () => SpamFilterSettings;
+  readonly log: Logger;
+}
+
+const SPAM_HEADERS = ['X-Spam-Flag', 'X-Spam-Level', 'X-Spam-Status'] as const;
+const SPAM_LOWER: ReadonlySet<string> = new Set(SPAM_HEADERS.map((n) => n.toLowerCase()));
+const LF = Buffer.from('\n');
+const COLON = Buffer.from(':');
+const SPACE = Buffer.from(' ');
+const HUMAN = (n: number): string => (n >= 1024 * 1024 ? `${Math.round(n / 1024 / 1024)}M` : n >= 1024 ? `${Math.round(n / 1024)}k` : `${n} bytes`);
+const fixed = (n: number): string => (Math.round(n * 10) / 10).toFixed(1);
+
+interface Header {
+  readonly name: string;
+  readonly raw: Buffer;
+}
+
+/** CRLF → LF (bare CRs stay): the form delivery's check sends. */
+function toLf(b: Buffer): Buffer {
+  if (b.indexOf(13) < 0) return b;
+  return Buffer.from(b.toString('latin1').replace(/\r\n/g, '\n'), 'latin1');
+}
+
+/** The message as the MTA has it, from the milter's header events and body chunks, LF line ends. */
+export function rebuildMessage(headers: readonly Header[], body: readonly Buffer[], leadingSpace: boolean): Buffer {
+  const parts: Buffer[] = [];
+  for (const h of headers) parts.push(Buffer.from(h.name, 'latin1'), COLON, ...(leadingSpace ? [] : [SPACE]), toLf(h.raw), LF);
+  parts.push(LF, toLf(Buffer.concat(body)));
+  return Buffer.concat(parts);
+}
+
+/** delivery's X-Spam-* block as milter header fields: names and values, folds as "\n\t" (the MTA adds the CR). */
+export function spamHeaderFields(block: string): { name: string; value: string }[] {
+  return block.replace(/\n$/, '').split(/\n(?![ \t])/).map((field) => {
+    const colon = field.indexOf(':');
+    return { name: field.slice(0, colon), value: field.slice(colon + 1).replace(/^ /, '') };
+  });
+}
+
+export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
+  return () => {
+    let headers: Header[] = [];
+    let body: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    /** X-Spam-* fields that came with the message, by lower-case name: counted even past the size limit, to be deleted. */
+    let arrived = new Map<string, number>();
+    const reset = (): void => {
+      arrived = new Map();
+      headers = [];
+      body = [];
+      size = 0;
+      tooLarge = false;
+    };
+    const count = (n: number): boolean => {
+      size += n;
+      if (size > o.settings().messageSize) {
+        tooLarge = true;
+        headers = [];
+        body = [];
+      }
+      return tooLarge;
+    };
+    const addFields = (s: EomSession, block: string): void => {
+      for (const f of spamHeaderFields(block)) s.addHeader(f.name, (s.headerLeadingSpace === true ? ' ' : '') + f.value);
+    };
+    const unchecked = (s: EomSession, why: string, detail: string): NormalizedVerdict | undefined => {
+      const cfg = o.settings();
+      o.log.warn(`milter spam check not done (${cfg.onError === 'tempfail' ? 'answered 451 4.7.1' : 'accepted unchecked'}): ${detail}`, { queue_id: s.macro('i') });
+      if (cfg.onError === 'tempfail') return { result: 'tempfail', code: '451', xcode: '4.7.1', text: 'Spam check unavailable, try again later' };
+      addFields(s, uncheckedHeader(why));
+      return undefined;
+    };
+    const filter: MilterFilter = {
+      envfrom() {
+        reset();
+      },
+      header(_s: MilterSession, name: string, _value: string, raw: Buffer) {
+        const lower = name.toLowerCase();
+        if (SPAM_LOWER.has(lower)) {
+          // Not part of what is checked either: the message goes on without it.
+          arrived.set(lower, (arrived.get(lower) ?? 0) + 1);
+          return;
+        }
+        if (tooLarge || count(name.length + raw.length + 3)) return;
+        headers.push({ name, raw: Buffer.from(raw) });
+      },
+      body(_s: MilterSession, chunk: Buffer) {
+        if (tooLarge || count(chunk.length)) return 'skip';
+        body.push(Buffer.from(chunk));
+        return undefined;
+      },
+      async eom(s: EomSession) {
+        const kept = headers;
+        const chunks = body;
+        const large = tooLarge;
+        const forged = arrived;
+        reset();
+        const cfg = o.settings();
+        // Delete what arrived under our names, from the last one up: deleting the n-th leaves 1..n-1 where they were.
+        for (const name of SPAM_HEADERS) {
+          for (let i = forged.get(name.toLowerCase()) ?? 0; i >= 1; i--) s.changeHeader(name, i, null);
+        }
+        if (large) {
+          addFields(s, uncheckedHeader(`message larger than ${HUMAN(cfg.messageSize)}`));
+          return undefined;
+        }
+        const who = await o.identity();
+        if (typeof who === 'string') return unchecked(s, 'checker not available', `milter.spam.user: ${who}`);
+        if (who.uid === 0) return unchecked(s, 'checker not available', `milter.spam.user ${who.user} is root; SpamAssassin never runs as root`);
+        const outcome = await askChecker(o.checkers, who, rebuildMessage(kept, chunks, s.headerLeadingSpace === true), cfg.timeoutMs);
+        if ('error' in outcome) return unchecked(s, outcome.short, outcome.error);
+        const r = outcome.ok;
+        if (r.score >= cfg.rejectScore) {
+          if (o.log.enabled('info')) o.log.info(`milter spam check: rejected, score=${fixed(r.score)} reject_score=${fixed(cfg.rejectScore)} tests=${r.tests.join(',')}`, { queue_id: s.macro('i'), from: s.sender });
+          return { result: 'reject', code: '550', xcode: '5.7.1', text: `Message refused as spam (score ${fixed(r.score)}, limit ${fixed(cfg.rejectScore)})` };
+        }
+        const verdict: HeaderVerdict = { isSpam: r.score >= r.required, score: r.score, required: r.required, tests: r.tests };
+        addFields(s, spamHeaders(verdict));
+        return undefined;
+      },
+      abort() {
+        reset();
+      },
+    };
+    return filter;
+  };
+}

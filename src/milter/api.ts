@@ -74,19 +74,11 @@ export interface MilterSession {
   readonly recipients: readonly string[];
   /** The envelope sender of this message ("" for the null sender), once envfrom was seen. */
   readonly sender: string | undefined;
-  /**
-   * Whether SMFIP_HDR_LEADSPC was negotiated: then a header's raw value keeps
-   * the space after the colon (" value"), and a value a filter adds or changes
-   * must bring its own; without it (undefined = false) the MTA has eaten one
-   * space after the colon and adds one to values it is given (Postfix's
-   * milter8.c, Sendmail's default).
-   */
-  readonly headerLeadingSpace?: boolean;
 }
 
 /** The session in eom, with the modification actions (libmilter's smfi_* at end of message). */
 export interface EomSession extends MilterSession {
-  /** Appends a header. value is sent as given: fold it yourself with "\n\t" (a bare LF: the MTA adds the CR, libmilter's smfi_addheader). */
+  /** Appends a header. value is sent as given: fold it yourself with "\n\t" (a bare LF: the MTA adds the CR, as libmilter's smfi_addheader says). */
   addHeader(name: string, value: string | Buffer): void;
   /** Inserts a header at index (0 = before the first header). */
   insertHeader(index: number, name: string, value: string | Buffer): void;

@@ -224,7 +224,7 @@ export function createPolicyFilter(o: PolicyFilterOptions): MilterFilterFactory 
       },
       eom(s: EomSession) {
         // Several recipients may each have asked: in the order asked, each header on top (the last asked ends up first, as Postfix prepends).
-        for (const p of prepends) s.insertHeader(0, p.name, (s.headerLeadingSpace === true ? ' ' : '') + p.value);
+        for (const p of prepends) s.insertHeader(0, p.name, p.value);
         if (holds.length > 0) s.quarantine(holds.join('; '));
         reset();
       },

@@ -6,9 +6,9 @@
 // and this check knows none of them.
 //
 // The message is rebuilt from the milter's events: each header as
-// "Name:" + value — the value as the MTA sent it, with the one space Postfix
-// and Sendmail eat after the colon put back unless SMFIP_HDR_LEADSPC was
-// negotiated — then an empty line and the body chunks; line ends LF, as
+// "Name: " + value — the session gives values without the one space after
+// the colon whether or not SMFIP_HDR_LEADSPC was negotiated (session.ts), so
+// it is put back — then an empty line and the body chunks; line ends LF, as
 // delivery's own check sends them (the same bytes give the same score). Past
 // `milter.limits.message_size` bytes nothing more is kept and the message is
 // not checked (the body is skipped: fewer round trips).
@@ -63,8 +63,7 @@ export interface SpamFilterOptions {
 const SPAM_HEADERS = ['X-Spam-Flag', 'X-Spam-Level', 'X-Spam-Status'] as const;
 const SPAM_LOWER: ReadonlySet<string> = new Set(SPAM_HEADERS.map((n) => n.toLowerCase()));
 const LF = Buffer.from('\n');
-const COLON = Buffer.from(':');
-const SPACE = Buffer.from(' ');
+const COLON_SPACE = Buffer.from(': ');
 const HUMAN = (n: number): string => (n >= 1024 * 1024 ? `${Math.round(n / 1024 / 1024)}M` : n >= 1024 ? `${Math.round(n / 1024)}k` : `${n} bytes`);
 const fixed = (n: number): string => (Math.round(n * 10) / 10).toFixed(1);
 
@@ -80,9 +79,9 @@ function toLf(b: Buffer): Buffer {
 }
 
 /** The message as the MTA has it, from the milter's header events and body chunks, LF line ends. */
-export function rebuildMessage(headers: readonly Header[], body: readonly Buffer[], leadingSpace: boolean): Buffer {
+export function rebuildMessage(headers: readonly Header[], body: readonly Buffer[]): Buffer {
   const parts: Buffer[] = [];
-  for (const h of headers) parts.push(Buffer.from(h.name, 'latin1'), COLON, ...(leadingSpace ? [] : [SPACE]), toLf(h.raw), LF);
+  for (const h of headers) parts.push(Buffer.from(h.name, 'latin1'), COLON_SPACE, toLf(h.raw), LF);
   parts.push(LF, toLf(Buffer.concat(body)));
   return Buffer.concat(parts);
 }
@@ -120,7 +119,8 @@ export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
       return tooLarge;
     };
     const addFields = (s: EomSession, block: string): void => {
-      for (const f of spamHeaderFields(block)) s.addHeader(f.name, (s.headerLeadingSpace === true ? ' ' : '') + f.value);
+      // Without the leading space: the session puts it back when the MTA does not add it itself.
+      for (const f of spamHeaderFields(block)) s.addHeader(f.name, f.value);
     };
     const unchecked = (s: EomSession, why: string, detail: string): NormalizedVerdict | undefined => {
       const cfg = o.settings();
@@ -166,7 +166,7 @@ export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
         const who = await o.identity();
         if (typeof who === 'string') return unchecked(s, 'checker not available', `milter.spam.user: ${who}`);
         if (who.uid === 0) return unchecked(s, 'checker not available', `milter.spam.user ${who.user} is root; SpamAssassin never runs as root`);
-        const outcome = await askChecker(o.checkers, who, rebuildMessage(kept, chunks, s.headerLeadingSpace === true), cfg.timeoutMs);
+        const outcome = await askChecker(o.checkers, who, rebuildMessage(kept, chunks), cfg.timeoutMs);
         if ('error' in outcome) return unchecked(s, outcome.short, outcome.error);
         const r = outcome.ok;
         if (r.score >= cfg.rejectScore) {

@@ -34,7 +34,7 @@
 // header but a score, a threshold and rule names that headers.ts checks.
 import type { HeaderVerdict } from '../classify/spam/index.js';
 import { spamHeaders, uncheckedHeader } from '../classify/spam/index.js';
-import { askChecker } from '../local/index.js';
+import { askChecker, type CheckerOutcome } from '../local/index.js';
 import type { Logger } from '../log.js';
 import type { Identity } from '../os/identity.js';
 import type { SpamCheckers } from '../workers/spam-checkers.js';
@@ -47,7 +47,12 @@ export interface SpamFilterSettings {
   readonly onError: 'continue' | 'tempfail';
   /** milter.limits.message_size: more bytes than this (headers and body) are not checked. */
   readonly messageSize: number;
-  /** One check, connect to answer (spam.timeout); keep it well inside Postfix's milter_content_timeout (300 s). */
+  /**
+   * The whole check, a checker start included; past it the check counts as
+   * failed (on_error). Below milter.filter_timeout, so that this filter, not
+   * the server's limit, answers; and well inside Postfix's
+   * milter_content_timeout (300 s).
+   */
   readonly timeoutMs: number;
 }
 
@@ -92,6 +97,19 @@ export function spamHeaderFields(block: string): { name: string; value: string }
     const colon = field.indexOf(':');
     return { name: field.slice(0, colon), value: field.slice(colon + 1).replace(/^ /, '') };
   });
+}
+
+/**
+ * The check, or a timeout outcome once ms have passed (a checker that is
+ * still starting: askChecker bounds only the conversation). The check left
+ * behind still ends and releases its checker.
+ */
+function withinTime(check: Promise<CheckerOutcome>, ms: number): Promise<CheckerOutcome> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<CheckerOutcome>((resolve) => {
+    timer = setTimeout(() => resolve({ error: `no verdict within ${Math.round(ms / 1000)} s (the checker is starting or slow)`, short: 'checker timed out' }), ms);
+  });
+  return Promise.race([check, late]).finally(() => clearTimeout(timer));
 }
 
 export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
@@ -166,7 +184,7 @@ export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
         const who = await o.identity();
         if (typeof who === 'string') return unchecked(s, 'checker not available', `milter.spam.user: ${who}`);
         if (who.uid === 0) return unchecked(s, 'checker not available', `milter.spam.user ${who.user} is root; SpamAssassin never runs as root`);
-        const outcome = await askChecker(o.checkers, who, rebuildMessage(kept, chunks), cfg.timeoutMs);
+        const outcome = await withinTime(askChecker(o.checkers, who, rebuildMessage(kept, chunks), cfg.timeoutMs), cfg.timeoutMs);
         if ('error' in outcome) return unchecked(s, outcome.short, outcome.error);
         const r = outcome.ok;
         if (r.score >= cfg.rejectScore) {

@@ -15,7 +15,10 @@
 // corpus to its users): `rcptOf(seq)` gives message seq's recipient, and
 // `messageOf(seq, from, rcpt)` its DATA on the wire (CRLF, dot-stuffed,
 // ending in ".\r\n"; toWire() makes that from a file's bytes). `perMessage`
-// in the result is the latency of each message that was accepted, by seq.
+// in the result is the latency of each message that was accepted, by seq;
+// `outcomes` the final reply (code, text, ms) of every message that got one,
+// accepted or refused (the milter part reads verdicts from it).
+// `hello: 'EHLO'` speaks SMTP instead (a Postfix smtpd in front).
 //
 //   import { runLmtpLoad } from './lmtp-driver.mjs';
 //   const r = await runLmtpLoad({ target: 'unix:/tmp/x/lmtp.sock', count: 5000 });
@@ -56,8 +59,9 @@ export function toWire(bytes) {
 }
 
 class Session {
-  constructor(target, timeoutMs) {
+  constructor(target, timeoutMs, hello = 'LHLO') {
     this.target = target;
+    this.helloCmd = hello;
     this.timeoutMs = timeoutMs;
     this.buf = '';
     this.lines = [];
@@ -127,7 +131,7 @@ class Session {
   async hello() {
     const g = await this.reply();
     if (g.code !== 220) throw new Error(`greeting ${g.text}`);
-    await this.cmd('LHLO loadgen.bench.test', 2);
+    await this.cmd(`${this.helloCmd} loadgen.bench.test`, 2);
   }
 
   async quit() {
@@ -151,6 +155,7 @@ export async function runLmtpLoad(opts) {
   const messageOf = o.messageOf ?? ((seq, from, rcpt) => makeMessage(o.size, from, rcpt, seq));
   const lat = [];
   const perMessage = new Map();
+  const outcomes = new Map();
   const errors = new Map();
   let next = 0;
   let ok = 0;
@@ -170,7 +175,7 @@ export async function runLmtpLoad(opts) {
       const ts = performance.now();
       try {
         if (!c) {
-          c = new Session(target, o.timeoutMs);
+          c = new Session(target, o.timeoutMs, o.hello);
           await c.open();
           await c.hello();
         }
@@ -179,6 +184,7 @@ export async function runLmtpLoad(opts) {
         await c.cmd('DATA', 3);
         c.s.write(messageOf(seq, o.from, rcpt));
         const r = await c.reply();
+        outcomes.set(seq, { code: r.code, text: r.text, ms: performance.now() - ts });
         if (r.code >= 200 && r.code < 300) {
           ok++;
           const ms = performance.now() - ts;
@@ -208,6 +214,6 @@ export async function runLmtpLoad(opts) {
   const q = (p) => (lat.length > 0 ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : NaN);
   return {
     msgs: ok + failed, attempted: o.count, ok, failed, secs, msgsPerSec: ok / secs,
-    p50: q(0.5), p90: q(0.9), p99: q(0.99), max: lat.length > 0 ? lat[lat.length - 1] : NaN, errors, perMessage,
+    p50: q(0.5), p90: q(0.9), p99: q(0.99), max: lat.length > 0 ? lat[lat.length - 1] : NaN, errors, perMessage, outcomes,
   };
 }

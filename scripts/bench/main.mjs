@@ -13,7 +13,11 @@
 //  - forward: forward:ADDR copies through relay.smtp (nodemailer's pool) to a
 //            loopback SMTP sink: forwards/s, p50/p99 and connections opened
 //            per 1000 forwards; no peer sets up forwarding, so no ratio
-//            (scripts/bench/forward.mjs).
+//            (scripts/bench/forward.mjs);
+//  - milter: the milter endpoint behind a real Postfix: the site spam check
+//            beside spamass-milter (msgs/s, verdicts compared), and the
+//            policy chain with a header add beside no milter (p50 overhead)
+//            (scripts/bench/milter.mjs; needs root).
 // By default every part, one after the other, in the order below; `--only P`
 // or `--skip P` runs one part alone or leaves one out.
 //
@@ -34,7 +38,8 @@ import lmtp from './lmtp.mjs';
 import policy from './policy.mjs';
 import spam from './spam.mjs';
 import forward from './forward.mjs';
+import milter from './milter.mjs';
 
 // A new part is one more module with the same shape (harness.mjs, "A part
 // is …"), added here in the order it should run.
-await runBench([lmtp, policy, spam, forward]);
+await runBench([lmtp, policy, spam, forward, milter]);

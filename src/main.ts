@@ -33,8 +33,8 @@ import { redeliveryKey } from './mail/redelivery.js';
 import { startControl } from './control/server.js';
 import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
-import { createDnsblPlugin, createSpfPlugin, startPolicyService } from './policy/index.js';
-import { startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
+import { createDnsblPlugin, createSpfPlugin, policyRequest, startPolicyService, type PolicyService } from './policy/index.js';
+import { createPolicyFilter, createSpamFilter, startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
 import { createMetrics, startMetricsServer, type Metrics } from './metrics/index.js';
 import { QueueManager } from './queue/manager.js';
 import { probeRelay, Relays } from './relay/index.js';
@@ -209,10 +209,13 @@ export async function startDaemon(opts: { configFile?: string; log?: Logger; log
  */
 async function startSpamCheckers(config: Config, log: Logger): Promise<SpamCheckers | undefined> {
   const s = config.spam;
-  if (s.enabled === false) return undefined;
+  // The milter's site check uses the same checkers (as milter.spam.user), whatever delivery's spam.enabled says.
+  const site = config.milter.listen.length > 0 ? config.milter.spam.enabled : false;
+  if (s.enabled === false && site === false) return undefined;
   if (!(await spamAssassinInstalled(s.perl))) {
     if (s.enabled === 'auto') log.info('spam checking off: SpamAssassin is not installed (Debian: apt-get install spamassassin); mail is delivered unchecked');
-    else log.error(`spam.enabled is true but ${s.perl} cannot load Mail::SpamAssassin (Debian: apt-get install spamassassin); every check fails as spam.on_error (${s.on_error}) says`);
+    else if (s.enabled === true) log.error(`spam.enabled is true but ${s.perl} cannot load Mail::SpamAssassin (Debian: apt-get install spamassassin); every check fails as spam.on_error (${s.on_error}) says`);
+    if (site === true) log.error(`milter.spam.enabled is true but ${s.perl} cannot load Mail::SpamAssassin (Debian: apt-get install spamassassin); every site check fails as milter.spam.on_error (${config.milter.spam.on_error}) says`);
     return undefined;
   }
   const checkers = new SpamCheckers({
@@ -223,6 +226,37 @@ async function startSpamCheckers(config: Config, log: Logger): Promise<SpamCheck
   });
   checkers.warm();
   return checkers;
+}
+
+/**
+ * The built-in milter checks, in order: the policy chain at RCPT (one
+ * decision path with the policy endpoint: the milter asks the same chain,
+ * src/milter cannot import src/policy) when milter.policy; the site spam
+ * check at end of message when milter.spam.enabled is true, or auto and
+ * SpamAssassin is installed. Settings are read at start: a reload changes
+ * them on restart only, as for the checkers themselves.
+ */
+function builtinMilterFilters(config: Config, log: Logger, spam: SpamCheckers | undefined, policy: PolicyService): NamedFilter[] {
+  const m = config.milter;
+  const filters: NamedFilter[] = [];
+  if (m.policy) {
+    const decide = async (attrs: ReadonlyMap<string, string>): Promise<string> => (await policy.decide(policyRequest(attrs))).action;
+    filters.push({ name: 'policy', create: createPolicyFilter({ decide, log }) });
+  }
+  if (m.spam.enabled === true || (m.spam.enabled === 'auto' && spam !== undefined)) {
+    const settings = {
+      rejectScore: m.spam.reject_score,
+      onError: m.spam.on_error,
+      messageSize: m.limits.message_size,
+      // Below the server's limit for one filter call, so this filter answers per on_error first.
+      timeoutMs: Math.max(1000, Math.min(config.spam.timeout, m.filter_timeout - 1000)),
+    };
+    filters.push({
+      name: 'spam',
+      create: createSpamFilter({ checkers: spam, identity: () => resolveIdentity(m.spam.user), settings: () => settings, log }),
+    });
+  }
+  return filters;
 }
 
 async function startLocked(first: Config, log: Logger, configFile: string | undefined, firstDefault: Destination, instance: InstanceLock): Promise<Daemon> {
@@ -331,7 +365,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   // checks first (the policy chain at RCPT when milter.policy, the site spam
   // check at end of message per milter.spam), then the users' filters of
   // milter.filters. Each entry is a factory (one instance per MTA connection).
-  const milterFilters: (MilterFilterFactory | NamedFilter)[] = [];
+  const milterFilters: (MilterFilterFactory | NamedFilter)[] = builtinMilterFilters(config, log, spam, policy);
   const milter = config.milter.listen.length > 0
     ? await startMilterService({ config: config.milter, log, baseDir: process.cwd(), filters: milterFilters, metrics })
     : undefined;

@@ -2,7 +2,9 @@
 // built-in checks and users' filters alike); service.ts starts the listeners
 // (server.ts, one conversation per connection: session.ts); protocol.ts is
 // the wire format, exported for the tools that play the MTA (tests, the
-// benchmark). The filter host and the built-in checks are added beside it.
+// benchmark). The built-in checks: policy-filter.ts (the policy chain at
+// RCPT) and spam-filter.ts (the site spam check at end of message). The
+// filter host is added beside them.
 // Its configuration schema is src/config/milter.ts (config/ owns every schema).
 export {
   MILTER_EVENTS, eventsOf, verdictOf,
@@ -12,6 +14,8 @@ export {
 export { startMilterService, type MilterService, type MilterServiceOptions } from './service.js';
 export type { BoundListener as MilterListener } from './server.js';
 export type { NamedFilter } from './session.js';
+export { createPolicyFilter, mapPolicyAction, policyAttributes, type MappedAction, type PolicyFacts, type PolicyFilterOptions } from './policy-filter.js';
+export { createSpamFilter, rebuildMessage, spamHeaderFields, type SpamFilterOptions, type SpamFilterSettings } from './spam-filter.js';
 export {
   encodeCommand, encodeReply, formatReplyCode, negotiate, PacketDecoder, parseCommand, parseReply,
   MACRO_STAGES, MAX_CHUNK, MILTER_VERSION, SMFIF, SMFIP,

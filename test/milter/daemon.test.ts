@@ -10,7 +10,8 @@ import { startDaemon } from '../helpers/daemon.js';
 import { MilterClient } from '../helpers/milter-client.js';
 
 test('the daemon serves milters on its unix socket and TCP port; with no filters every event is switched off and mail is accepted', { timeout: 120_000 }, async () => {
-  const d = await startDaemon();
+  // No built-in checks either (the policy chain is on by default; the spam check is off in test daemons).
+  const d = await startDaemon({ config: { milter: { policy: false } } });
   try {
     assert.ok(d.milterPort > 0, 'the ready line names the milter TCP port');
     await d.waitForLog(/milter service listening on unix:\S+milter\.sock, 127\.0\.0\.1:\d+/);
@@ -36,6 +37,25 @@ test('milter.listen: [] starts no milter listener', { timeout: 120_000 }, async 
     assert.equal(d.milterPort, 0);
     assert.equal(existsSync(d.milterSocket), false);
     assert.ok(!d.logs.some((l) => /milter service listening/.test(l)), d.logs.join('\n'));
+  } finally {
+    await d.stop();
+    d.cleanup();
+  }
+});
+
+test('with milter.policy on (the default) the daemon asks the policy chain at RCPT: a non-subscriber to a closed list is refused 554 5.7.1', { timeout: 120_000 }, async () => {
+  const d = await startDaemon({ lists: 'dev@example.test  closed  subscribers=alice@example.test\n' });
+  try {
+    const c = await MilterClient.connect({ path: d.milterSocket });
+    const neg = await c.negotiate();
+    assert.equal(neg.protocol & SMFIP.NORCPT, 0, 'RCPT is asked for');
+    assert.deepEqual(await c.decision({ kind: 'connect', hostname: 'client.test', family: 'inet', port: 4242, address: '127.0.0.1' }), { kind: 'continue' });
+    assert.deepEqual(await c.decision({ kind: 'helo', name: 'client.test' }), { kind: 'continue' });
+    assert.deepEqual(await c.decision({ kind: 'mail', sender: '<eve@outside.test>', args: [] }), { kind: 'continue' });
+    assert.deepEqual(await c.decision({ kind: 'rcpt', recipient: '<dev@example.test>', args: [] }), { kind: 'replycode', text: '554 5.7.1 <dev@example.test>: Recipient address rejected: Only subscribers may post to this list' });
+    assert.deepEqual(await c.decision({ kind: 'rcpt', recipient: '<alice@example.test>', args: [] }), { kind: 'continue' });
+    c.send({ kind: 'quit' });
+    await c.closed();
   } finally {
     await d.stop();
     d.cleanup();

@@ -140,6 +140,8 @@ async function startPostfix(dir, ours, peer) {
 /** mailprocd with only a milter listener (and the LMTP socket the daemon wants), the milter section given. */
 async function startOurs(dir, milter, policy) {
   mkdirSync(join(dir, 'db'), { recursive: true });
+  // No rules are needed (nothing is delivered), but the table must exist; the lists plugin gets one closed list.
+  for (const t of ['rules', 'uid', 'gid', 'spam']) writeFileSync(join(dir, 'db', t), '');
   writeFileSync(join(dir, 'db', 'lists'), `list@${DOMAIN}  closed  subscribers=a@${DOMAIN}\n`);
   const sock = join(dir, 'milter.sock');
   const cfg = join(dir, 'mailprocd.yaml');
@@ -179,8 +181,7 @@ async function startSpamd(dir, nobody) {
   return { child, sock, log: () => log };
 }
 
-async function startSpamassMilter(dir, spamdSock, postfixUid, postfixGid) {
-  const sock = join(dir, 'spamass.sock');
+async function startSpamassMilter(sock, spamdSock, postfixUid, postfixGid) {
   // As user postfix: its socket (made with the process's own rights) is then Postfix's to connect to.
   const child = startChild(which('setpriv'), [`--reuid=${postfixUid}`, `--regid=${postfixGid}`, '--clear-groups', which('spamass-milter'),
     '-p', sock, '-m', '-r', '10', '--', '-U', spamdSock]);
@@ -206,7 +207,7 @@ function load(port, count, sessions, messageOf) {
 /** Queue id → { yes, score } from the milter_header_checks WARN lines of X-Spam-Status. */
 function verdictsInLog(text) {
   const m = new Map();
-  for (const x of text.matchAll(/ ([0-9A-Za-z]+): warning: header X-Spam-Status: (Yes|No), score=(-?[\d.]+)/g)) m.set(x[1], { yes: x[2] === 'Yes', score: Number(x[3]) });
+  for (const x of text.matchAll(/ ([0-9A-Za-z]+): (?:milter-header-)?warning: header X-Spam-Status: (Yes|No), score=(-?[\d.]+)/g)) m.set(x[1], { yes: x[2] === 'Yes', score: Number(x[3]) });
   return m;
 }
 
@@ -250,7 +251,12 @@ async function runMilterPart({ peersDir }) {
   const peerDir = join(dir, 'peer');
   mkdirSync(oursDir, { recursive: true, mode: 0o755 });
   mkdirSync(peerDir, { recursive: true, mode: 0o755 });
-  const postfix = await startPostfix(join(dir, 'postfix'), join(oursDir, 'milter.sock'), join(peerDir, 'spamass.sock'));
+  // spamass-milter runs as postfix and makes its socket in a directory of postfix's.
+  const peerSockDir = join(peerDir, 'milter');
+  mkdirSync(peerSockDir, { recursive: true, mode: 0o755 });
+  chownSync(peerSockDir, pf.uid, pf.gid);
+  const peerSock = join(peerSockDir, 'spamass.sock');
+  const postfix = await startPostfix(join(dir, 'postfix'), join(oursDir, 'milter.sock'), peerSock);
   note(`milter: Postfix ${execFileSync('postconf', ['-dh', 'mail_version'], { encoding: 'utf8' }).trim()} on 127.0.0.1: no milter :${postfix.ports.none}, mailprocd :${postfix.ports.ours}, spamass-milter :${postfix.ports.peer}`);
   const result = { name: 'mailprocd-bench-milter' };
   let spamd;
@@ -272,7 +278,7 @@ async function runMilterPart({ peersDir }) {
       }
       if (peerAvailable && !aborted) {
         spamd = await startSpamd(peerDir, nobody);
-        spamass = await startSpamassMilter(peerDir, spamd.sock, pf.uid, pf.gid);
+        spamass = await startSpamassMilter(peerSock, spamd.sock, pf.uid, pf.gid);
         await load(postfix.ports.peer, 10, 1, messageOf);
         runs.peer = await load(postfix.ports.peer, M, S, messageOf);
       }

@@ -15,7 +15,7 @@ export { startMilterService, type MilterService, type MilterServiceOptions } fro
 export type { BoundListener as MilterListener } from './server.js';
 export type { NamedFilter } from './session.js';
 export { createPolicyFilter, mapPolicyAction, policyAttributes, type MappedAction, type PolicyFacts, type PolicyFilterOptions } from './policy-filter.js';
-export { createSpamFilter, rebuildMessage, spamHeaderFields, type SpamFilterOptions, type SpamFilterSettings } from './spam-filter.js';
+export { createSpamFilter, rebuildMessage, receivedHeader, spamHeaderFields, type HopFacts, type SpamFilterOptions, type SpamFilterSettings } from './spam-filter.js';
 export {
   encodeCommand, encodeReply, formatReplyCode, negotiate, PacketDecoder, parseCommand, parseReply,
   MACRO_STAGES, MAX_CHUNK, MILTER_VERSION, SMFIF, SMFIP,

@@ -9,7 +9,11 @@
 // "Name: " + value — the session gives values without the one space after
 // the colon whether or not SMFIP_HDR_LEADSPC was negotiated (session.ts), so
 // it is put back — then an empty line and the body chunks; line ends LF, as
-// delivery's own check sends them (the same bytes give the same score). Past
+// delivery's own check sends them (the same bytes give the same score). On
+// top goes the Received line the MTA writes for this hop (Postfix hides its
+// own from milters): without it SpamAssassin sees a message that never
+// crossed a relay and gives every one ALL_TRUSTED (-1), and its relay rules
+// see nothing; delivery's check sees that line, so the two agree. Past
 // `milter.limits.message_size` bytes nothing more is kept and the message is
 // not checked (the body is skipped: fewer round trips).
 //
@@ -24,7 +28,7 @@
 // always this check's.
 //
 // Exports: createSpamFilter, SpamFilterOptions, SpamFilterSettings,
-// rebuildMessage, spamHeaderFields.
+// rebuildMessage, receivedHeader, spamHeaderFields.
 //
 // Failure contract: never throws into the server; every trouble is an
 // outcome above, logged at warn with its reason. Why it is safe: the checker
@@ -36,6 +40,7 @@ import type { HeaderVerdict } from '../classify/spam/index.js';
 import { spamHeaders, uncheckedHeader } from '../classify/spam/index.js';
 import { askChecker, type CheckerOutcome } from '../local/index.js';
 import type { Logger } from '../log.js';
+import { rfc5322Date } from '../mail/trace.js';
 import type { Identity } from '../os/identity.js';
 import type { SpamCheckers } from '../workers/spam-checkers.js';
 import type { EomSession, MilterFilter, MilterFilterFactory, MilterSession, NormalizedVerdict } from './api.js';
@@ -84,11 +89,39 @@ function toLf(b: Buffer): Buffer {
 }
 
 /** The message as the MTA has it, from the milter's header events and body chunks, LF line ends. */
-export function rebuildMessage(headers: readonly Header[], body: readonly Buffer[]): Buffer {
-  const parts: Buffer[] = [];
+export function rebuildMessage(headers: readonly Header[], body: readonly Buffer[], received?: Buffer): Buffer {
+  const parts: Buffer[] = received !== undefined ? [received] : [];
   for (const h of headers) parts.push(Buffer.from(h.name, 'latin1'), COLON_SPACE, toLf(h.raw), LF);
   parts.push(LF, toLf(Buffer.concat(body)));
   return Buffer.concat(parts);
+}
+
+/** What the MTA knows of this hop (connect info, HELO, its macros). */
+export interface HopFacts {
+  readonly helo?: string | undefined;
+  readonly clientName?: string | undefined;
+  readonly clientAddress?: string | undefined;
+  /** Macro j: the MTA's host name. */
+  readonly by?: string | undefined;
+  /** Macro i: the queue id. */
+  readonly queueId?: string | undefined;
+  readonly recipients: readonly string[];
+  readonly date: Date;
+}
+
+/**
+ * The Received line Postfix's cleanup writes for this hop, as far as the
+ * milter knows it: "from HELO (NAME [ADDR]) by HOST (Postfix) with ESMTP id
+ * QID for <RCPT>; DATE". Only printable ASCII from the client goes in.
+ */
+export function receivedHeader(h: HopFacts): Buffer {
+  const clean = (s: string | undefined, fallback: string): string => (s === undefined || s === '' ? fallback : s.replace(/[^!-~]/g, '?'));
+  const addr = clean(h.clientAddress, '').replace(/^IPv6:/i, '');
+  const lines = [`Received: from ${clean(h.helo, 'unknown')} (${clean(h.clientName, 'unknown')}${addr !== '' ? ` [${addr}]` : ''})`];
+  lines.push(`\tby ${clean(h.by, 'localhost')} (Postfix) with ESMTP${h.queueId !== undefined && h.queueId !== '' ? ` id ${clean(h.queueId, '')}` : ''}`);
+  if (h.recipients.length === 1) lines.push(`\tfor <${clean(h.recipients[0], '')}>; ${rfc5322Date(h.date)}`);
+  else lines[lines.length - 1] += `; ${rfc5322Date(h.date)}`;
+  return Buffer.from(`${lines.join('\n')}\n`, 'latin1');
 }
 
 /** delivery's X-Spam-* block as milter header fields: names and values, folds as "\n\t" (the MTA adds the CR). */
@@ -114,6 +147,8 @@ function withinTime(check: Promise<CheckerOutcome>, ms: number): Promise<Checker
 
 export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
   return () => {
+    let client: { name: string; address: string } | undefined;
+    let helo: string | undefined;
     let headers: Header[] = [];
     let body: Buffer[] = [];
     let size = 0;
@@ -148,6 +183,12 @@ export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
       return undefined;
     };
     const filter: MilterFilter = {
+      connect(_s, info) {
+        client = { name: info.hostname.startsWith('[') ? 'unknown' : info.hostname, address: info.family === 'inet' || info.family === 'inet6' ? info.address : '' };
+      },
+      helo(_s, name) {
+        helo = name;
+      },
       envfrom() {
         reset();
       },
@@ -184,7 +225,10 @@ export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
         const who = await o.identity();
         if (typeof who === 'string') return unchecked(s, 'checker not available', `milter.spam.user: ${who}`);
         if (who.uid === 0) return unchecked(s, 'checker not available', `milter.spam.user ${who.user} is root; SpamAssassin never runs as root`);
-        const outcome = await withinTime(askChecker(o.checkers, who, rebuildMessage(kept, chunks), cfg.timeoutMs), cfg.timeoutMs);
+        const outcome = await withinTime(askChecker(o.checkers, who, rebuildMessage(kept, chunks, receivedHeader({
+          helo, clientName: s.macro('{client_name}') ?? client?.name, clientAddress: s.macro('{client_addr}') ?? client?.address,
+          by: s.macro('j'), queueId: s.macro('i'), recipients: s.recipients, date: new Date(),
+        })), cfg.timeoutMs), cfg.timeoutMs);
         if ('error' in outcome) return unchecked(s, outcome.short, outcome.error);
         const r = outcome.ok;
         if (r.score >= cfg.rejectScore) {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { createLogger } from '../../src/log.js';
 import type { EomSession, MilterFilter, MilterVerdict } from '../../src/milter/index.js';
-import { createSpamFilter, rebuildMessage, spamHeaderFields, type SpamFilterSettings } from '../../src/milter/spam-filter.js';
+import { createSpamFilter, rebuildMessage, receivedHeader, spamHeaderFields, type SpamFilterSettings } from '../../src/milter/spam-filter.js';
 import { SpamCheckers } from '../../src/workers/spam-checkers.js';
 import { findProgram, requireProgram, requireRoot } from '../helpers/components.js';
 import { ensureUserWithHome } from '../helpers/users.js';
@@ -81,6 +81,22 @@ test('the message is rebuilt from the header events and body chunks with LF line
   assert.equal(rebuildMessage(e.headers, [e.body.subarray(0, 3), e.body.subarray(3)]).toString('latin1'), msg.replace(/\r\n/g, '\n'));
   // A header without a space after its colon comes back with one: spamd does not mind, and no byte of it is delivered.
   assert.equal(rebuildMessage(events('X-Odd:x\r\n\r\n').headers, []).toString('latin1'), 'X-Odd: x\n\n');
+});
+
+test('the checked message gets the Received line the MTA writes for this hop (Postfix hides it from milters)', () => {
+  const date = new Date(Date.UTC(2025, 0, 6, 10, 0, 0));
+  const rows: { facts: Parameters<typeof receivedHeader>[0]; want: string }[] = [
+    {
+      facts: { helo: 'client.test', clientName: 'mail.client.test', clientAddress: '192.0.2.1', by: 'mx.example.test', queueId: '4AB', recipients: ['alice@example.test'], date },
+      want: 'Received: from client.test (mail.client.test [192.0.2.1])\n\tby mx.example.test (Postfix) with ESMTP id 4AB\n\tfor <alice@example.test>; Mon, 06 Jan 2025 10:00:00 +0000\n',
+    },
+    {
+      // Several recipients: no "for"; nothing known: "unknown"; a client's control bytes never start a header line.
+      facts: { helo: 'evil\r\nX-Spam-Flag: NO', clientAddress: 'IPv6:2001:db8::1', recipients: ['a@x', 'b@x'], date },
+      want: 'Received: from evil??X-Spam-Flag:?NO (unknown [2001:db8::1])\n\tby localhost (Postfix) with ESMTP; Mon, 06 Jan 2025 10:00:00 +0000\n',
+    },
+  ];
+  for (const r of rows) assert.equal(receivedHeader(r.facts).toString('latin1'), r.want);
 });
 
 test('delivery\'s X-Spam-* block becomes milter header fields, folds as LF TAB', () => {

@@ -25,12 +25,15 @@
 #                    (SQLite under /var/lib/mailman3, no HyperKitty), so the
 #                    install asks nothing; its service is stopped.
 #   openssl          the STARTTLS tests make throwaway certificates with it.
+#   spamass-milter   the peer milter the benchmark's milter part compares our
+#                    site spam check against (it drives spamc → spamd); its
+#                    service is stopped below, the bench starts its own.
 #   prometheus       promtool, Prometheus's own reader of the text format: the
 #                    metrics tests check the scrape with `promtool check
 #                    metrics`; its server is stopped below, as the others are.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus spamass-milter)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -60,6 +63,6 @@ EOF
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packages' own daemons are not wanted: tests start their own instances.
-for svc in postfix dovecot spamd spamassassin policyd-weight postgrey mailman3 prometheus; do
+for svc in postfix dovecot spamd spamassassin policyd-weight postgrey mailman3 prometheus spamass-milter; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done

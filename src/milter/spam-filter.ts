@@ -70,6 +70,8 @@ export interface SpamFilterOptions {
   readonly log: Logger;
 }
 
+/** Well inside Postfix's milter_content_timeout (300 s). */
+const PROGRESS_MS = 30_000;
 const SPAM_HEADERS = ['X-Spam-Flag', 'X-Spam-Level', 'X-Spam-Status'] as const;
 const SPAM_LOWER: ReadonlySet<string> = new Set(SPAM_HEADERS.map((n) => n.toLowerCase()));
 const LF = Buffer.from('\n');
@@ -225,10 +227,14 @@ export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
         const who = await o.identity();
         if (typeof who === 'string') return unchecked(s, 'checker not available', `milter.spam.user: ${who}`);
         if (who.uid === 0) return unchecked(s, 'checker not available', `milter.spam.user ${who.user} is root; SpamAssassin never runs as root`);
-        const outcome = await withinTime(askChecker(o.checkers, who, rebuildMessage(kept, chunks, receivedHeader({
+        const received = receivedHeader({
           helo, clientName: s.macro('{client_name}') ?? client?.name, clientAddress: s.macro('{client_addr}') ?? client?.address,
           by: s.macro('j'), queueId: s.macro('i'), recipients: s.recipients, date: new Date(),
-        })), cfg.timeoutMs), cfg.timeoutMs);
+        });
+        // A long check (a large message, a checker starting) keeps Postfix's milter_content_timeout from running out.
+        const alive = setInterval(() => s.progress(), PROGRESS_MS);
+        const outcome = await withinTime(askChecker(o.checkers, who, rebuildMessage(kept, chunks, received), cfg.timeoutMs), cfg.timeoutMs)
+          .finally(() => clearInterval(alive));
         if ('error' in outcome) return unchecked(s, outcome.short, outcome.error);
         const r = outcome.ok;
         if (r.score >= cfg.rejectScore) {

@@ -7,3 +7,7 @@ export {
   type ConnectInfo, type EomSession, type MilterEvent, type MilterFilter, type MilterFilterFactory,
   type MilterResult, type MilterSession, type MilterVerdict, type NormalizedVerdict,
 } from './api.js';
+export {
+  FILTER_MEMORY_MB, loadMilterFilters, MilterFilterLoadError,
+  type LoadedMilterFilters, type LoadMilterFiltersOptions,
+} from './filter-host.js';

@@ -176,7 +176,10 @@ class FilterModule {
     private readonly memoryMb: number,
     private readonly log: Logger,
   ) {
-    this.factory = () => this.proxy();
+    const factory = (): MilterFilter => this.proxy();
+    // The server names a bare factory after its function name in its log lines.
+    Object.defineProperty(factory, 'name', { value: name });
+    this.factory = factory;
   }
 
   /** Starts the first worker; rejects with the reason when the module cannot be loaded. */

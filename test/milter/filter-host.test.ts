@@ -85,6 +85,7 @@ const INFO: ConnectInfo = { hostname: 'client.example', family: 'inet', address:
 test('a proxy has exactly the event methods its module defines, plus close, which the MTA sends anyway', async (t) => {
   const { host } = await load(['recorder', 'loop']);
   t.after(() => host.close());
+  assert.deepEqual(host.factories.map((f) => f.name), ['recorder.js', 'loop.js'], 'factories are named after their files, for the server\'s log');
   const [recorder, loop] = host.factories.map((f) => f());
   assert.deepEqual([...eventsOf(recorder!)].sort(), ['abort', 'close', 'connect', 'data', 'envfrom', 'envrcpt', 'eoh', 'eom', 'header', 'helo', 'body', 'unknown'].sort());
   assert.deepEqual([...eventsOf(loop!)].sort(), ['close', 'eom', 'header']);

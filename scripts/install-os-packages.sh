@@ -28,9 +28,11 @@
 #   prometheus       promtool, Prometheus's own reader of the text format: the
 #                    metrics tests check the scrape with `promtool check
 #                    metrics`; its server is stopped below, as the others are.
+#   miltertest      OpenDKIM's milter test client (Lua scripts playing the
+#                    MTA): the milter tests drive the example filter with it.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus miltertest)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

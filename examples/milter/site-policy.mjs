@@ -8,9 +8,10 @@
 //     DMARC;
 //   * on mail from outside the internal networks: tags the Subject with
 //     "[EXTERNAL]" and appends a short warning to plain-text bodies;
-//   * puts a message with an executable attachment (.exe, .js, …) on hold in
-//     Postfix's hold queue (`postqueue -p` shows it, `postsuper -H` releases
-//     it), saying why in a header;
+//   * refuses a message from outside with an executable attachment (.exe,
+//     .js, …) with 550 5.7.1 at the end of the message; from inside, puts it
+//     on hold in Postfix's hold queue (`postqueue -p` shows it, `postsuper -H`
+//     releases it) and says why in a header;
 //   * sends a copy of every message to an archive address, and delivers mail
 //     for retired addresses to their successors;
 //   * stamps every message with an X-Site-Policy header (what was decided, the
@@ -49,7 +50,7 @@ const ARCHIVE = 'archive@example.test';
 const RETIRED = new Map([['old-sales@example.test', 'sales@example.test']]);
 const TAG = '[EXTERNAL]';
 const WARNING = 'This message came from outside example.test. Do not open links or attachments you did not expect.';
-/** Attachment file name extensions that put a message on hold. */
+/** Attachment file name extensions refused from outside and held from inside. */
 const HOLD_EXTENSIONS = ['exe', 'scr', 'com', 'pif', 'bat', 'cmd', 'js', 'jse', 'vbs', 'wsf', 'jar', 'msi', 'hta'];
 /** Body bytes kept to append the warning to; a longer body keeps its bytes. */
 const MAX_KEEP = 1024 * 1024;
@@ -109,12 +110,16 @@ export default function sitePolicy() {
       // Attachment names may straddle two chunks: look at the end of the last one too.
       const text = message.tail + chunk.toString('latin1');
       const m = ATTACHMENT.exec(text);
-      if (m !== null && message.hold === undefined) message.hold = m[1];
+      // The name goes into a reply, a header and the log: printable ASCII only (no NUL, no 8-bit).
+      if (m !== null && message.hold === undefined) message.hold = m[1].replace(/[^\x20-\x7e]/g, '?');
       message.tail = text.slice(-300);
     },
 
     eom(s) {
       const decided = [];
+      if (message.hold !== undefined && external) {
+        return { result: 'reject', code: '550', xcode: '5.7.1', text: `Executable attachments (${message.hold}) are not accepted here` };
+      }
       if (message.hold !== undefined) {
         s.quarantine(`executable attachment ${message.hold}`);
         s.addHeader('X-Site-Policy-Hold', `executable attachment ${message.hold}`);
@@ -129,8 +134,7 @@ export default function sitePolicy() {
           decided.push('tagged');
         }
         if (message.textPlain && message.kept <= MAX_KEEP) {
-          s.replaceBody(Buffer.concat(message.body));
-          s.replaceBody(`\r\n-- \r\n${WARNING}\r\n`);
+          s.replaceBody(Buffer.concat([...message.body, Buffer.from(`\r\n-- \r\n${WARNING}\r\n`)]));
           decided.push('warned');
         }
       }

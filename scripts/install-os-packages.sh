@@ -28,7 +28,7 @@
 #   prometheus       promtool, Prometheus's own reader of the text format: the
 #                    metrics tests check the scrape with `promtool check
 #                    metrics`; its server is stopped below, as the others are.
-#   miltertest      OpenDKIM's milter test client (Lua scripts playing the
+#   miltertest       OpenDKIM's milter test client (Lua scripts playing the
 #                    MTA): the milter tests drive the example filter with it.
 set -euo pipefail
 

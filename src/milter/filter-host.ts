@@ -66,8 +66,10 @@ const WORKER_URL = new URL('./filter-worker.js', import.meta.url);
 
 /** Old-generation heap limit of one filter's worker; past it the worker dies (and is started again). */
 export const FILTER_MEMORY_MB = 256;
-/** A module's first load gets at least this long (a filter may read a large list at start). */
+/** Loading a module (at start, and each time its worker is started again) gets at least this long: a filter may read a large list. */
 const MIN_LOAD_MS = 30_000;
+/** Reasons kept for the connections of dead workers (one per worker generation). */
+const MAX_LOST = 64;
 /** Longest console line kept from a filter; the rest of the line is cut. */
 const MAX_LINE = 4096;
 
@@ -184,9 +186,13 @@ class FilterModule {
 
   /** Starts the first worker; rejects with the reason when the module cannot be loaded. */
   async load(): Promise<void> {
-    const live = this.start(Math.max(this.timeoutMs, MIN_LOAD_MS));
+    const live = this.start(this.loadMs());
     await live.ready;
     this.inService = true;
+  }
+
+  private loadMs(): number {
+    return Math.max(this.timeoutMs, MIN_LOAD_MS);
   }
 
   private start(loadMs: number): LiveWorker {
@@ -259,12 +265,14 @@ class FilterModule {
     live.dead = why;
     if (this.live === live) this.live = undefined;
     this.lost.set(live.gen, why);
+    // Only the reason is kept per generation; the oldest go (their sessions then read "stopped").
+    if (this.lost.size > MAX_LOST) this.lost.delete(this.lost.keys().next().value as number);
     for (const c of live.calls) this.fail(c, `its worker ${why}${this.closed ? '' : '; the filter is started again'}`);
     live.calls.clear();
     if (this.closed || !this.inService) return;
     if (live.served > 0) {
       this.log.warn(`milter filter ${this.name}: its worker ${why}; starting it again`, { filter: this.name });
-      if (this.live === undefined) this.start(this.timeoutMs);
+      if (this.live === undefined) this.start(this.loadMs());
     } else {
       this.log.warn(`milter filter ${this.name}: its worker ${why}; it is started again at the next call`, { filter: this.name });
     }
@@ -369,7 +377,7 @@ class FilterModule {
         if (event === 'close') return resolveCall({ result: 'continue' });
         return refuse(`its state on this connection was lost when its worker ${this.lost.get(st.gen) ?? 'stopped'}`);
       }
-      const live = this.live ?? this.start(this.timeoutMs);
+      const live = this.live ?? this.start(this.loadMs());
       st.gen = live.gen;
       const c: PendingCall = { id: this.nextCall++, event, session, live, resolve: resolveCall, reject: rejectCall, timer: undefined };
       live.calls.add(c);

@@ -237,6 +237,18 @@ test('a worker that crashes (process.exit, an uncaught exception) fails its call
   assert.ok(lines.some((l) => l.includes('milter filter crash.js: its worker crashed (Error: late boom); starting it again')), lines.join(''));
 });
 
+test('a filter past its heap limit loses only its own worker, which is started again', async (t) => {
+  const lines: string[] = [];
+  const log = createLogger({ format: 'text', level: 'debug', write: (l) => lines.push(l) });
+  const host = await loadMilterFilters({ paths: ['hog.js'], baseDir: FIXTURES, timeoutMs: 60_000, log, memoryMb: 32 });
+  t.after(() => host.close());
+  const s = new RecordingSession();
+  const f = host.factories[0]!();
+  assert.deepEqual(await call(f, 'helo', s, 'x'), { result: 'continue' });
+  await assert.rejects(call(f, 'envfrom', s, 'a@example.test', []), /^Error: milter filter hog\.js: envfrom failed: its worker crashed \(.*memory limit.*\); the filter is started again$/);
+  assert.deepEqual(await call(host.factories[0]!(), 'helo', new RecordingSession(), 'y'), { result: 'continue' });
+});
+
 test('a module that cannot be loaded is a start error naming milter.filters[i] and the path, one line per module', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'milter-filters-'));
   t.after(() => rm(dir, { recursive: true, force: true }));

@@ -1,7 +1,10 @@
 // The milter folder's public surface. api.ts is the filter contract (for
-// built-in checks and users' filters alike); the server, the filter host and
-// the built-in checks are added beside it. Its configuration schema is
-// src/config/milter.ts (config/ owns every schema).
+// built-in checks and users' filters alike); service.ts starts the listeners
+// (server.ts, one conversation per connection: session.ts); protocol.ts is
+// the wire format, exported for the tools that play the MTA (tests, the
+// benchmark). filter-host.ts runs administrators' filters (milter.filters),
+// each module in its own worker thread; the built-in checks are added beside it.
+// Its configuration schema is src/config/milter.ts (config/ owns every schema).
 export {
   MILTER_EVENTS, eventsOf, verdictOf,
   type ConnectInfo, type EomSession, type MilterEvent, type MilterFilter, type MilterFilterFactory,
@@ -11,3 +14,11 @@ export {
   FILTER_MEMORY_MB, loadMilterFilters, MilterFilterLoadError,
   type LoadedMilterFilters, type LoadMilterFiltersOptions,
 } from './filter-host.js';
+export { startMilterService, type MilterService, type MilterServiceOptions } from './service.js';
+export type { BoundListener as MilterListener } from './server.js';
+export type { NamedFilter } from './session.js';
+export {
+  encodeCommand, encodeReply, formatReplyCode, negotiate, PacketDecoder, parseCommand, parseReply,
+  MACRO_STAGES, MAX_CHUNK, MILTER_VERSION, SMFIF, SMFIP,
+  type DecodedPacket, type MilterReply, type MtaCommand, type ProtocolError,
+} from './protocol.js';

@@ -34,7 +34,7 @@ import { startControl } from './control/server.js';
 import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
 import { createDnsblPlugin, createSpfPlugin, startPolicyService } from './policy/index.js';
-import { startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
+import { loadMilterFilters, startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
 import { createMetrics, startMetricsServer, type Metrics } from './metrics/index.js';
 import { QueueManager } from './queue/manager.js';
 import { probeRelay, Relays } from './relay/index.js';
@@ -229,6 +229,11 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   let config = first;
   let defaultDestination = firstDefault;
   await prepareDirectories(config, log);
+  // Users' milter filters (each module in its worker thread) before anything listens: a
+  // module that cannot be loaded is a configuration error naming milter.filters[i].
+  const userFilters = config.milter.listen.length > 0 && config.milter.filters.length > 0
+    ? await loadMilterFilters({ paths: config.milter.filters, baseDir: process.cwd(), timeoutMs: config.milter.filter_timeout, log })
+    : undefined;
   const metrics = createMetrics();
   const tablePaths: TablePaths = { sources: config.paths.sources, db: config.paths.db };
   await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log, config.delivery.allow_root, metrics);
@@ -332,6 +337,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   // check at end of message per milter.spam), then the users' filters of
   // milter.filters. Each entry is a factory (one instance per MTA connection).
   const milterFilters: (MilterFilterFactory | NamedFilter)[] = [];
+  milterFilters.push(...(userFilters?.factories ?? []));
   const milter = config.milter.listen.length > 0
     ? await startMilterService({ config: config.milter, log, baseDir: process.cwd(), filters: milterFilters, metrics })
     : undefined;
@@ -421,6 +427,8 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         }, grace);
         await userSockets.close();
         await Promise.all([...listeners.map((l) => l.close()), policy.close(), milter?.close(), metricsServer.close()]);
+        // After the milter connections got their close: the filters' workers end.
+        await userFilters?.close();
         await new Promise<void>((resolve) => control.close(() => resolve()));
         // Outcomes of killed workers arrive as their exits are seen; past that, stop waiting.
         await queue.stop(Math.max(0, startedStop + grace + KILL_AFTER_MS + RECORD_MS - Date.now()));

@@ -5,12 +5,14 @@
 // output logged under the filter's name; a filter in an endless loop stopped
 // at milter.filter_timeout while the daemon's event loop goes on answering,
 // and its worker started again; a filter's own failures; a crashing worker;
-// and load errors that name the config key and the path.
+// and load errors that name the config key and the path (and keep the daemon
+// from starting).
 //
 // The EomSession here records what the replay does to it: the host's contract
 // is the calls it makes on the session it is given (the server owns the one
 // that speaks to the MTA; test/milter/miltertest.test.ts drives that one).
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { eventsOf, type ConnectInfo, type EomSession, type MilterFilter } from '../../src/milter/api.js';
 import { loadMilterFilters, MilterFilterLoadError, type LoadedMilterFilters } from '../../src/milter/filter-host.js';
 import { createLogger } from '../../src/log.js';
+import { makeTestDir, startDaemon } from '../helpers/daemon.js';
 import { waitFor } from '../helpers/wait.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -275,6 +278,23 @@ test('a module that cannot be loaded is a start error naming milter.filters[i] a
   // Relative paths are resolved against baseDir and reported as written.
   const rel = await loadMilterFilters({ paths: ['nothere.js'], baseDir: FIXTURES, timeoutMs: 10_000, log }).then(() => undefined, (e: unknown) => e);
   assert.match(String(rel), /milter\.filters\[0\]: nothere\.js: no such file/);
+});
+
+test('mailprocd does not start with a filter it cannot load: it exits 1 naming the key and the path, before anything listens', async (t) => {
+  const dir = makeTestDir();
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const bad = join(dir, 'bad.mjs');
+  await writeFile(bad, 'export default 42;\n');
+  const started = await startDaemon({ dir, config: { milter: { filters: [bad] } } }).then(
+    async (d) => {
+      await d.stop();
+      return 'started';
+    },
+    (e: unknown) => String(e),
+  );
+  assert.match(started, /daemon exited \(1\)/);
+  assert.ok(started.includes(`cannot start: milter.filters[0]: ${bad}: its default export is a number, not a function`), started);
+  assert.equal(existsSync(join(dir, 'lmtp.sock')), false, 'the LMTP socket was bound');
 });
 
 test('close() fails the calls in progress and every later call', async (t) => {

@@ -106,14 +106,20 @@ async function load(): Promise<{ factory: MilterFilterFactory; events: string[] 
 let macroSeq = 0;
 function askMacro(id: number, name: string): string | undefined {
   const q = ++macroSeq;
+  const deadline = Date.now() + data.macroWaitMs;
   Atomics.store(flag, 0, 0);
   post({ v: FILTER_IPC_VERSION, type: 'macro', id, q, name });
-  Atomics.wait(flag, 0, 0, data.macroWaitMs);
-  // Skip answers to lookups that gave up waiting earlier.
   for (;;) {
-    const got = receiveMessageOnPort(data.macroPort) as { message: MacroAnswer } | undefined;
-    if (got === undefined) return undefined;
-    if (got.message.q === q) return got.message.value ?? undefined;
+    Atomics.wait(flag, 0, 0, Math.max(0, deadline - Date.now()));
+    // Reset before reading: an answer posted after this sets the flag again, so none is slept through.
+    Atomics.store(flag, 0, 0);
+    for (;;) {
+      const got = receiveMessageOnPort(data.macroPort) as { message: MacroAnswer } | undefined;
+      if (got === undefined) break;
+      // Answers to lookups that gave up waiting earlier are skipped.
+      if (got.message.q === q) return got.message.value ?? undefined;
+    }
+    if (Date.now() >= deadline) return undefined;
   }
 }
 

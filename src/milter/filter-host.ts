@@ -237,6 +237,10 @@ class FilterModule {
         isLoaded = true;
         clearTimeout(loadTimer);
         if (gen === 1) this.events = new Set(m.events);
+        else if (m.events.length !== this.events.size || m.events.some((e) => !this.events.has(e))) {
+          // The steps negotiated with the MTA follow what was learnt at start.
+          this.log.warn(`milter filter ${this.name}: the module now defines ${m.events.join(', ')}; the daemon keeps asking for ${[...this.events].join(', ')} until it is restarted`, { filter: this.name });
+        }
         loaded();
       } else if (m.type === 'load-failed') {
         clearTimeout(loadTimer);

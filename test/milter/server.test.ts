@@ -474,3 +474,28 @@ test('close(): connections end, filters get close, the unix socket stops answeri
   assert.equal(closed, 1);
   await assert.rejects(MilterClient.connect({ path: m.socketPath }));
 });
+
+test('limits.packet_size: a body chunk over it closes that connection, logged; one at the limit is read', async (t) => {
+  const m = await startMilter(t, [() => ({ body: () => 'continue' })], { limits: { packet_size: '2k' } });
+  const ok = await m.client();
+  await ok.negotiate();
+  // command byte + 2047 bytes = 2048, the limit.
+  assert.deepEqual(show([await ok.decision({ kind: 'body', chunk: Buffer.alloc(2047, 0x61) })]), [{ kind: 'continue' }]);
+  const big = await m.client();
+  await big.negotiate();
+  big.send({ kind: 'body', chunk: Buffer.alloc(4096, 0x61) });
+  await big.closed();
+  await m.waitForLog(/protocol error: packet length 4097 is over the limit of 2048 bytes; connection closed/);
+  assert.deepEqual(show([await ok.decision({ kind: 'body', chunk: Buffer.from('still here') })]), [{ kind: 'continue' }]);
+});
+
+test('limits.idle_timeout: a connection the MTA leaves silent is closed, its filters closed', async (t) => {
+  let closed!: () => void;
+  const done = new Promise<void>((resolve) => { closed = resolve; });
+  const m = await startMilter(t, [() => ({ envrcpt: () => 'continue', close: () => closed() })], { limits: { idle_timeout: '200ms' } });
+  const c = await m.client();
+  await c.negotiate();
+  await c.closed();
+  await done;
+  await m.waitForLog(/nothing from the MTA for 200 ms \(milter\.limits\.idle_timeout\); closing/);
+});

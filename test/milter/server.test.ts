@@ -413,6 +413,22 @@ for (const onError of ['tempfail', 'continue'] as const) {
   });
 }
 
+test('a header value that would start a new header is refused as the filter\'s failure; a folded one goes through', async (t) => {
+  const m = await startMilter(t, [() => ({
+    eom: (s) => {
+      s.addHeader('X-Folded', 'one\r\n\ttwo');
+      if (s.sender === 'evil@x') s.addHeader('X-Report', 'ok\r\nBcc: victim@example.org');
+    },
+  })]);
+  const c = await m.client();
+  await c.negotiate();
+  c.send({ kind: 'mail', sender: '<good@x>', args: [] });
+  assert.deepEqual(show(await c.ask({ kind: 'eob', chunk: Buffer.alloc(0) })), [{ kind: 'addheader', name: 'X-Folded', value: 'bytes: one\r\n\ttwo' }, { kind: 'accept' }]);
+  c.send({ kind: 'mail', sender: '<evil@x>', args: [] });
+  assert.deepEqual(show(await c.ask({ kind: 'eob', chunk: Buffer.alloc(0) })), [{ kind: 'tempfail' }]);
+  await m.waitForLog(/eom failed: filter filter 1: header value has a line break that is not folding/);
+});
+
 test('a filter factory that throws: the connection is refused at connect under tempfail', async (t) => {
   const m = await startMilter(t, [() => { throw new Error('cannot start'); }]);
   const c = await m.client();

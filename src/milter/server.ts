@@ -184,7 +184,11 @@ class Connection {
   }
 
   private onIdle(): void {
-    if (this.busy) return;
+    if (this.busy) {
+      // Our own filter is slow, not the MTA idle: look again after another period (the event fires once per arming).
+      this.socket.setTimeout(this.o.limits.idleTimeoutMs);
+      return;
+    }
     this.o.log.debug(`milter ${this.peer}: nothing from the MTA for ${this.o.limits.idleTimeoutMs} ms (milter.limits.idle_timeout); closing`);
     this.stop();
   }

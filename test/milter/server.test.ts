@@ -515,3 +515,24 @@ test('limits.idle_timeout: a connection the MTA leaves silent is closed, its fil
   await done;
   await m.waitForLog(/nothing from the MTA for 200 ms \(milter\.limits\.idle_timeout\); closing/);
 });
+
+test('progress reaches the MTA while a slow eom is still working; the decision follows when it is done', async (t) => {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => { release = resolve; });
+  const m = await startMilter(t, [() => ({
+    eom: async (s) => {
+      s.progress();
+      await gate;
+      s.progress();
+      s.addHeader('X-Checked', 'late');
+      return 'accept';
+    },
+  })]);
+  const c = await m.client();
+  await c.negotiate();
+  c.send({ kind: 'eob', chunk: Buffer.alloc(0) });
+  assert.deepEqual(show([await c.reply()]), [{ kind: 'progress' }], 'sent while the filter waits');
+  assert.equal(c.pending, 0, 'nothing else yet');
+  release();
+  assert.deepEqual(show(await c.untilDecision()), [{ kind: 'progress' }, { kind: 'addheader', name: 'X-Checked', value: 'bytes: late' }, { kind: 'accept' }]);
+});

@@ -525,7 +525,7 @@ test('progress reaches the MTA while a slow eom is still working; the decision f
       await gate;
       s.progress();
       s.addHeader('X-Checked', 'late');
-      return 'accept';
+      return 'accept' as const;
     },
   })]);
   const c = await m.client();

@@ -5,13 +5,16 @@
 // reply codes at RCPT, end of headers and end of message, the headers added,
 // inserted and changed, the body replaced, recipients deleted and added, the
 // quarantine. The built-in checks are off so that the example's own steps are
-// what is negotiated. A second daemon loads a filter stuck in an endless
+// what is negotiated. The script docs/milter-api.md shows runs as written.
+// A second daemon loads a filter stuck in an endless
 // loop: the MTA gets a tempfail at milter.filter_timeout (on_filter_error),
 // and the next connection is served.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { requireProgram } from '../helpers/components.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -26,7 +29,7 @@ const sha256 = (s: string): string => createHash('sha256').update(s, 'latin1').d
 const RUN_LIMIT_MS = 60_000;
 
 function miltertest(program: string, script: string, vars: Record<string, string>): Promise<{ code: number | null; out: string }> {
-  const args = [...Object.entries(vars).flatMap(([k, v]) => ['-D', `${k}=${v}`]), '-s', join(LUA, script)];
+  const args = [...Object.entries(vars).flatMap(([k, v]) => ['-D', `${k}=${v}`]), '-s', resolve(LUA, script)];
   return new Promise((resolve) => {
     execFile(program, args, { timeout: RUN_LIMIT_MS, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
@@ -67,6 +70,15 @@ test('miltertest drives the example filter through mailprocd\'s milter socket: e
   });
   assert.ok(d.logs.some((l) => l.includes('milter filter site-policy.mjs loaded from')), d.logs.join('\n'));
   for (const c of CASES) await t.test(c.what, (tc) => runCase(tc, program, d, c.script, c.vars));
+  await t.test('the miltertest script docs/milter-api.md shows passes as written', async (tc) => {
+    const docs = await readFile(join(process.cwd(), 'docs/milter-api.md'), 'utf8');
+    const script = /cat > tag\.lua <<'EOF'\n([\s\S]*?)\nEOF\n/.exec(docs)?.[1];
+    assert.ok(script !== undefined, 'docs/milter-api.md has no tag.lua block');
+    const dir = await mkdtemp(join(tmpdir(), 'milter-docs-'));
+    tc.after(() => rm(dir, { recursive: true, force: true }));
+    await writeFile(join(dir, 'tag.lua'), `${script}\n`);
+    await runCase(tc, program, d, join(dir, 'tag.lua'));
+  });
   // The filter's console.log, in the daemon's log under its name.
   await d.waitForLog(/milter filter site-policy\.mjs: holding a message from <carol@example\.test>: executable attachment run\.js/);
 });

@@ -3,9 +3,10 @@
 //
 //   * refuses mail to addresses that never receive any (noreply@…), at RCPT,
 //     with 550 5.1.1 — the sender's server bounces, we never do;
-//   * refuses a message without exactly one From: header (550 5.7.1): two From
-//     headers are a known way to show one sender to the reader and another to
-//     DMARC;
+//   * refuses a message from outside without exactly one From: header (550
+//     5.7.1): two From headers are a known way to show one sender to the
+//     reader and another to DMARC (local programs' mail, cron's for one, is
+//     left to Postfix, which adds a missing From);
 //   * on mail from outside the internal networks: tags the Subject with
 //     "[EXTERNAL]" and appends a short warning to plain-text bodies;
 //   * refuses a message from outside with an executable attachment (.exe,
@@ -52,8 +53,11 @@ const TAG = '[EXTERNAL]';
 const WARNING = 'This message came from outside example.test. Do not open links or attachments you did not expect.';
 /** Attachment file name extensions refused from outside and held from inside. */
 const HOLD_EXTENSIONS = ['exe', 'scr', 'com', 'pif', 'bat', 'cmd', 'js', 'jse', 'vbs', 'wsf', 'jar', 'msi', 'hta'];
-/** Body bytes kept to append the warning to; a longer body keeps its bytes. */
-const MAX_KEEP = 1024 * 1024;
+/**
+ * Body bytes kept to append the warning to; a longer body is left as it is.
+ * Per connection in progress: the worker holds this for every one at once.
+ */
+const MAX_KEEP = 256 * 1024;
 
 // ---- The filter. ---------------------------------------------------------
 
@@ -97,7 +101,7 @@ export default function sitePolicy() {
     },
 
     eoh() {
-      if (message.fromCount !== 1) {
+      if (external && message.fromCount !== 1) {
         return { result: 'reject', code: '550', xcode: '5.7.1', text: `The message has ${message.fromCount} From: header fields; exactly one is required (RFC 5322)` };
       }
       return 'continue';

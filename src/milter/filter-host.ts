@@ -231,6 +231,13 @@ class FilterModule {
       const m = checkWorkerReply(raw);
       if (typeof m === 'string') {
         this.log.error(`milter filter ${this.name}: its worker sent a message that was refused: ${m}`);
+        // The call it claims to answer fails now rather than at the time limit.
+        const id = (raw as { id?: unknown } | null)?.id;
+        const c = typeof id === 'number' ? this.find(live, id) : undefined;
+        if (c !== undefined) {
+          live.calls.delete(c);
+          this.fail(c, `its worker sent a reply that was refused: ${m}`);
+        }
         return;
       }
       if (m.type === 'loaded') {

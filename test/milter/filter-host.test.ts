@@ -252,6 +252,13 @@ test('a filter past its heap limit loses only its own worker, which is started a
   assert.deepEqual(await call(host.factories[0]!(), 'helo', new RecordingSession(), 'y'), { result: 'continue' });
 });
 
+test('a reply a filter forges on parentPort is refused, and the call it names fails at once', async (t) => {
+  const { host, lines } = await load(['forger'], 60_000);
+  t.after(() => host.close());
+  await assert.rejects(call(host.factories[0]!(), 'helo', new RecordingSession(), 'x'), /^Error: milter filter forger\.js: helo failed: its worker sent a reply that was refused: result: verdict: .*CR, LF or NUL/);
+  assert.ok(lines.some((l) => l.includes('milter filter forger.js: its worker sent a message that was refused')), lines.join(''));
+});
+
 test('a module that cannot be loaded is a start error naming milter.filters[i] and the path, one line per module', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'milter-filters-'));
   t.after(() => rm(dir, { recursive: true, force: true }));

@@ -2,7 +2,7 @@
 // mailproc: the administrator's command. This file only declares the command
 // line (commander) and dispatches; each subcommand lives in
 // mailproc/<name>.ts, whose header states its contract:
-//   mailproc db compile [TABLE…] | show TABLE KEY   the administrator's tables      (mailproc/db.ts)
+//   mailproc db compile [TABLE…] | show TABLE KEY | transport-map   the administrator's tables (mailproc/db.ts)
 //   mailproc status [--json]                        workers, load, spam checkers, queue (mailproc/status.ts)
 //   mailproc queue list | show ID | flush | delete ID  [--json]                      (mailproc/queue.ts)
 //   mailproc lists sync LIST --mailman URL … | --file PATH                           (mailproc/lists.ts)
@@ -54,6 +54,9 @@ export function buildProgram(argv: readonly string[], done: (code: number) => vo
   db.command('show').description('print what a key maps to (reads the compiled tables, creates nothing)')
     .argument('<table>').argument('<key>')
     .action(async (table: string, key: string) => done(await runDb(config(), 'show', [table, key])));
+  db.command('transport-map').description('write the nodes table as a Postfix transport_maps source (stdout, or --output FILE atomically)')
+    .option('-o, --output <file>', 'write here (replaced whole), then run postmap on it')
+    .action(async (o: { output?: string }) => done(await runDb(config(), 'transport-map', o.output === undefined ? [] : [o.output])));
   usage(db, USAGE_OF.db);
 
   program.command('status').description('what the running daemon is doing: workers, load, spam checkers, queue')

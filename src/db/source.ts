@@ -1,5 +1,5 @@
 // Table sources: the one parser for the text files an administrator edits
-// (rules, uid, gid, lists, spam; the format is in db/README.md). Pure, no I/O:
+// (rules, uid, gid, lists, spam, nodes; the format is in db/README.md). Pure, no I/O:
 // text in, typed entries and EVERY error out, each naming file and line, and
 // the column where one character is to blame (a regex feature the linear-time
 // matcher lacks, a NUL). Never throws on bad input; a caller must not compile
@@ -75,8 +75,13 @@ export function parseTableSource<T extends TableName>(table: T, text: string, fi
       continue;
     }
     firstLine.set(key, entry.line);
+    if (table === 'nodes' && !keyToken.text.includes('@')) {
+      report(entry.line, `key "${keyToken.text}" names no domain: Postfix's transport_maps cannot route a local part in every domain (write user@domain or @domain)`);
+      continue;
+    }
     const value = table === 'lists' ? parseList(rest, where, report)
       : table === 'spam' ? parseSpam(rest, where, report)
+      : table === 'nodes' ? parseNode(rest, where, report)
       : parseAccountValue(table, rest, where, accounts, report);
     if (value !== undefined) values.set(key, value);
   }
@@ -208,4 +213,24 @@ function parseSpam(tokens: readonly Token[], where: Where, report: Report): Spam
   }
   if (!ok || check === undefined) return undefined;
   return { check, ...(required !== undefined ? { required } : {}), ...(onError !== undefined ? { onError } : {}), origin: where.origin };
+}
+
+// transport(5) values a mailbox host is reached by: lmtp or smtp, with a next
+// hop Postfix's clients understand. Anything else (a typo such as "lmpt:") would
+// make Postfix defer every message for that user with "unknown mail transport".
+const NODE_RE = /^(?:lmtp:(?:inet:(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?|unix:\/\S+|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?|[A-Za-z0-9.-]+(?::\d{1,5})?)|smtp:(?:\[[0-9A-Fa-f:.]+\]|\[[A-Za-z0-9.-]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?)$/;
+
+/** One transport(5) value: `lmtp:inet:HOST:PORT`, `lmtp:unix:/PATH`, `lmtp:[HOST]:PORT` or `smtp:[HOST]:PORT`. */
+function parseNode(tokens: readonly Token[], where: Where, report: Report): string | undefined {
+  const [hop, extra] = tokens;
+  if (hop === undefined || extra !== undefined) {
+    report(extra?.line ?? where.line, 'want exactly one next hop after the key (lmtp:inet:HOST:PORT, lmtp:unix:/PATH or smtp:[HOST]:PORT)');
+    return undefined;
+  }
+  const port = /:(\d{1,5})$/.exec(hop.text);
+  if (!NODE_RE.test(hop.text) || (port !== null && !hop.text.startsWith('lmtp:unix:') && (Number(port[1]) === 0 || Number(port[1]) > 65535))) {
+    report(hop.line, `bad next hop "${hop.text.slice(0, 80)}" (want lmtp:inet:HOST:PORT, lmtp:unix:/PATH, lmtp:[HOST]:PORT or smtp:[HOST]:PORT)`, columnOf(hop, 0));
+    return undefined;
+  }
+  return hop.text;
 }

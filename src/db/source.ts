@@ -32,6 +32,8 @@ export interface SourceError {
 export interface ParseOptions {
   /** delivery.allow_root: keys whose entries may name root (or 0) without the "root!" marker. */
   readonly allowRoot?: readonly string[];
+  /** Where an entry came from, for logs and `rules test` (default "FILE:LINE"); db sync names the central row. */
+  readonly originOf?: (line: number) => string;
 }
 
 /** lmdb-js's key limit in bytes; a longer key cannot be stored (nor looked up). */
@@ -61,7 +63,7 @@ export function parseTableSource<T extends TableName>(table: T, text: string, fi
     if (entry.broken || keyToken === undefined) continue;
     const key = parseKey(keyToken, report);
     if (key === undefined) continue;
-    const where: Where = { line: entry.line, origin: `${file}:${entry.line}` };
+    const where: Where = { line: entry.line, origin: options.originOf?.(entry.line) ?? `${file}:${entry.line}` };
     const accounts: AccountContext = { key, allowRoot };
     if (table === 'rules') {
       const rule = parseRule(rest, where, accounts, report);

@@ -1,5 +1,8 @@
-// `mailproc db compile [TABLE…]`, `mailproc db show TABLE KEY` and
+// `mailproc db compile [TABLE…]`, `mailproc db show TABLE KEY`,
+// `mailproc db sync --from URL [--watch] [--init]` and
 // `mailproc db transport-map [--output FILE]`: the administrator's tables.
+// sync compiles the tables from a central PostgreSQL instead of db/ (the
+// same parser and all-or-nothing write; --watch follows changes).
 // compile turns the sources under paths.sources into the LMDB tables the
 // daemon reads, all or nothing (every error named by file:line, and then
 // nothing is compiled); show prints what one key maps to; transport-map
@@ -7,13 +10,18 @@
 // each user to their mailbox host (docs/scale-out.md). Works without a
 // running daemon. show and transport-map open the tables read-only and
 // create nothing: with no compiled tables they say so and exit 1. Exit 0
-// done, 1 errors in the sources, no tables, or the key is not there, 64 usage.
+// done, 1 errors in the sources, no tables, or the key is not there, 64 usage,
+// 69 the central database cannot be reached (sync).
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { join } from 'node:path';
 import { TABLE_NAMES, type TableName } from '../../classify/rules.js';
 import type { Config } from '../../config/index.js';
-import { compileTables, formatSourceError, openTables } from '../../db/index.js';
+import { duration } from '../../config/units.js';
+import {
+  compileTables, formatSourceError, initCentralTables, openTables, redactUrl, syncCentralTables, watchCentralTables,
+  type SyncReport, type TableInfo,
+} from '../../db/index.js';
 import { USAGE } from './usage.js';
 
 async function compile(config: Config, names: readonly string[]): Promise<number> {
@@ -31,10 +39,76 @@ async function compile(config: Config, names: readonly string[]): Promise<number
     process.stderr.write('mailproc: nothing compiled; the tables in use are unchanged\n');
     return 1;
   }
-  for (const [t, info] of Object.entries(report.tables)) {
-    process.stdout.write(`${t}: ${info.entries} entries from ${info.source}\n`);
+  printCompiled(config, report.generation, report.tables);
+  return 0;
+}
+
+function printCompiled(config: Config, generation: number, tables: Partial<Record<string, TableInfo>>): void {
+  for (const [t, info] of Object.entries(tables)) {
+    if (info !== undefined) process.stdout.write(`${t}: ${info.entries} entries from ${info.source}\n`);
   }
-  process.stdout.write(`generation ${report.generation} in ${config.paths.db}\n`);
+  process.stdout.write(`generation ${generation} in ${config.paths.db}\n`);
+}
+
+export interface SyncArgs {
+  readonly from: string;
+  readonly watch?: boolean;
+  readonly init?: boolean;
+  readonly interval?: string;
+}
+
+/** Prints one sync's outcome as compile does; the exit code it stands for. */
+function printSync(config: Config, r: SyncReport): number {
+  switch (r.kind) {
+    case 'compiled':
+      printCompiled(config, r.generation, r.tables);
+      return 0;
+    case 'unchanged':
+      return 0;
+    case 'errors':
+      for (const e of r.errors) process.stderr.write(`mailproc: ${formatSourceError(e)}\n`);
+      process.stderr.write('mailproc: nothing compiled; the tables in use are unchanged\n');
+      return 1;
+    case 'unavailable':
+      process.stderr.write(`mailproc: cannot read the central tables: ${r.reason}; the tables in use are unchanged\n`);
+      return 69;
+  }
+}
+
+async function sync(config: Config, a: SyncArgs): Promise<number> {
+  if (!/^postgres(?:ql)?:\/\//.test(a.from)) {
+    process.stderr.write(`mailproc: --from wants a postgresql:// URL, not ${JSON.stringify(redactUrl(a.from))}\n`);
+    return 64;
+  }
+  const intervalParsed = duration.safeParse(a.interval ?? '60s');
+  if (!intervalParsed.success || intervalParsed.data < 1000) {
+    process.stderr.write(`mailproc: --interval wants a duration of at least 1s, like 30s or 5m, not ${JSON.stringify(a.interval)}\n`);
+    return 64;
+  }
+  const o = { url: a.from, dbDir: config.paths.db, allowRoot: config.delivery.allow_root };
+  if (a.init === true) {
+    try {
+      await initCentralTables(a.from);
+    } catch (err) {
+      process.stderr.write(`mailproc: cannot create the central tables in ${redactUrl(a.from)}: ${(err as Error).message}\n`);
+      return 69;
+    }
+  }
+  if (a.watch !== true) return printSync(config, await syncCentralTables(o));
+
+  // Follows the central tables until SIGTERM or SIGINT; each sync's outcome is printed as it happens.
+  const watch = watchCentralTables({
+    ...o,
+    intervalMs: intervalParsed.data,
+    onReport: (r) => void printSync(config, r),
+    onConnection: (up, detail) => process.stderr.write(`mailproc: ${up ? 'central tables reachable again' : 'lost the central tables'}: ${detail}\n`),
+    onReady: () => process.stdout.write(`watching ${redactUrl(a.from)} (LISTEN mailprocd_tables, and every ${intervalParsed.data / 1000} s)\n`),
+  });
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await watch.close();
   return 0;
 }
 
@@ -112,6 +186,11 @@ async function transportMap(config: Config, output: string | undefined): Promise
   }
   process.stdout.write(`${entries.length} addresses and domains written to ${output}; now run: postmap ${output}\n`);
   return 0;
+}
+
+/** `mailproc db sync`: its options come parsed (the dispatcher checked them). */
+export function runDbSync(config: Config, a: SyncArgs): Promise<number> {
+  return sync(config, a);
 }
 
 /** verb: compile, show or transport-map (the dispatcher checked); args: the words after it. */

@@ -291,7 +291,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     relay: createRelayCopyContext({
       hostname: config.hostname, relays, tables, log, delimiter: () => config.delivery.recipient_delimiter,
       deliver: (env, message, address, o) => deliverToAddress(deliveryContext(mayStart), tables, config.delivery.recipient_delimiter, env, message, address, o),
-      forwardSender: (sender) => srsSender(config, sender), metrics,
+      forwardSender: (sender) => srsSender(config, sender), metrics, duplicates,
     }),
     duplicates,
     special: (rcpt) => srsRecipient(config, rcpt),

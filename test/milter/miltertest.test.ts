@@ -7,8 +7,8 @@
 // quarantine. The built-in checks are off so that the example's own steps are
 // what is negotiated. The script docs/milter-api.md shows runs as written.
 // A second daemon loads a filter stuck in an endless
-// loop: the MTA gets a tempfail at milter.filter_timeout (on_filter_error),
-// and the next connection is served.
+// loop: LMTP answers while the filter is stuck, the MTA gets a tempfail at
+// milter.filter_timeout (on_filter_error), and the next connection is served.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -18,6 +18,7 @@ import { join, resolve } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { requireProgram } from '../helpers/components.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { lmtpRcptCode } from '../helpers/raw-client.js';
 
 const EXAMPLE = join(process.cwd(), 'examples/milter/site-policy.mjs');
 const LUA = join(process.cwd(), 'test/milter/lua');
@@ -83,7 +84,7 @@ test('miltertest drives the example filter through mailprocd\'s milter socket: e
   await d.waitForLog(/milter filter site-policy\.mjs: holding a message from <carol@example\.test>: executable attachment run\.js/);
 });
 
-test('a filter stuck in a loop: the MTA gets a tempfail at milter.filter_timeout, and the next connection is served', async (t) => {
+test('a filter stuck in a loop: LMTP answers meanwhile, the MTA gets a tempfail at milter.filter_timeout, and the next connection is served', async (t) => {
   const program = requireProgram(t, 'miltertest', 'miltertest');
   if (program === undefined) return;
   const loop = join(process.cwd(), 'dist/test/milter/fixtures/loop.js');
@@ -93,6 +94,13 @@ test('a filter stuck in a loop: the MTA gets a tempfail at milter.filter_timeout
     await d.stop();
     d.cleanup();
   });
-  await runCase(t, program, d, 'loop-tempfail.lua');
+  let finished = false;
+  const run = miltertest(program, 'loop-tempfail.lua', { socket: d.milterSocket }).finally(() => (finished = true));
+  // While the filter's worker is stuck, the daemon's own event loop answers LMTP.
+  await d.waitForLog(/milter filter loop\.js: stuck in a loop/);
+  assert.equal(await lmtpRcptCode(d.lmtpPort, 'alice@example.test'), 250);
+  assert.equal(finished, false, 'the stuck call was over before LMTP was asked: the test proved nothing');
+  const r = await run;
+  assert.equal(r.code, 0, `miltertest -s loop-tempfail.lua failed:\n${r.out}\n--- daemon log:\n${d.logs.slice(-30).join('\n')}`);
   await d.waitForLog(/milter filter loop\.js.*header.*milter\.filter_timeout \(3000 ms\)/);
 });

@@ -25,8 +25,12 @@
 //     filter_timeout: 10s        # one call longer than this is a failure
 //     on_filter_error: tempfail  # then: 451 4.7.1, the client retries
 //
-// and in Postfix's main.cf: smtpd_milters = unix:/run/mailproc/milter.sock
-// (the API, every method and action: docs/milter-api.md).
+// and in Postfix's main.cf (docs/milter.md: sockets, milter_default_action):
+//
+//   smtpd_milters = unix:private/mailprocd-milter
+//   milter_default_action = tempfail
+//
+// The API, every method and action: docs/milter-api.md.
 //
 // A filter module's default export is a factory: mailprocd calls it once per
 // MTA connection, so the variables in it are that connection's state. Each

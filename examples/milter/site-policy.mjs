@@ -16,7 +16,8 @@
 //   * sends a copy of every message to an archive address, and delivers mail
 //     for retired addresses to their successors;
 //   * stamps every message with an X-Site-Policy header (what was decided, the
-//     body's SHA-256) so that a user can see the filter saw it.
+//     body's SHA-256) so that a user can see the filter saw it, after
+//     deleting any X-Site-Policy headers the sender wrote himself.
 //
 // Load it (mailprocd.yaml), then restart mailprocd:
 //
@@ -73,7 +74,7 @@ const ATTACHMENT = new RegExp(`\\b(?:file)?name\\*?=\\s*"?([^";\\r\\n]{0,200}\\.
 export default function sitePolicy() {
   // State of this connection; reset per message in envfrom (one connection may carry several).
   let external = true;
-  const newMessage = () => ({ fromCount: 0, subject: undefined, textPlain: true, body: [], kept: 0, tail: '', hash: createHash('sha256'), hold: undefined });
+  const newMessage = () => ({ fromCount: 0, forged: { 'x-site-policy': 0, 'x-site-policy-hold': 0 }, subject: undefined, textPlain: true, body: [], kept: 0, tail: '', hash: createHash('sha256'), hold: undefined });
   let message = newMessage();
 
   return {
@@ -96,6 +97,7 @@ export default function sitePolicy() {
     header(_s, name, value) {
       const n = name.toLowerCase();
       if (n === 'from') message.fromCount++;
+      else if (n === 'x-site-policy' || n === 'x-site-policy-hold') message.forged[n]++;
       // value is the header's bytes read as latin1 (one char per byte): prefixing the
       // tag and writing it back as latin1 keeps a UTF-8 or encoded-word Subject intact.
       else if (n === 'subject' && message.subject === undefined) message.subject = value.replace(/^[ \t]+/, '');
@@ -127,6 +129,11 @@ export default function sitePolicy() {
       const decided = [];
       if (message.hold !== undefined && external) {
         return { result: 'reject', code: '550', xcode: '5.7.1', text: `Executable attachments (${message.hold}) are not accepted here` };
+      }
+      // Ours are the only ones: the sender's go first, last to first, before ours are added,
+      // so that no index can point at a header this filter added.
+      for (const [name, count] of [['X-Site-Policy', message.forged['x-site-policy']], ['X-Site-Policy-Hold', message.forged['x-site-policy-hold']]]) {
+        for (let i = count; i >= 1; i--) s.changeHeader(name, i, null);
       }
       if (message.hold !== undefined) {
         s.quarantine(`executable attachment ${message.hold}`);

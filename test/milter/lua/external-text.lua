@@ -1,6 +1,7 @@
 -- Plain-text mail from outside (192.0.2.1): the Subject is tagged, the
 -- warning is appended to the body, the retired recipient is replaced by its
--- successor, the archive gets a copy, and X-Site-Policy is inserted first.
+-- successor, the archive gets a copy, the sender's X-Site-Policy is deleted
+-- and ours is inserted first.
 -- Globals from the test (miltertest -D): socket, warning (the example's
 -- WARNING), sha (SHA-256 of the body sent below).
 -- miltertest does not print a script's error: say it, then stop with a non-zero exit.
@@ -17,6 +18,8 @@ if mt.getreply(conn) ~= SMFIR_CONTINUE then fail("rcptto old-sales: expected con
 if mt.header(conn, "From", "Alice <alice@example.org>") ~= nil then fail("header failed") end
 if mt.header(conn, "Subject", "hello") ~= nil then fail("header failed") end
 if mt.header(conn, "Content-Type", "text/plain; charset=utf-8") ~= nil then fail("header failed") end
+-- The sender's own stamp, to pass for internal mail: deleted.
+if mt.header(conn, "X-Site-Policy", "internal; unchanged") ~= nil then fail("header failed") end
 if mt.eoh(conn) ~= nil then fail("eoh failed") end
 if mt.getreply(conn) ~= SMFIR_CONTINUE then fail("eoh: expected continue") end
 if mt.bodystring(conn, "Hi Bob,\r\nsee you at 10.\r\n") ~= nil then fail("body failed") end
@@ -32,5 +35,6 @@ want(mt.eom_check(conn, MT_RCPTADD, "<sales@example.test>"), "sales@example.test
 want(mt.eom_check(conn, MT_RCPTADD, "<archive@example.test>"), "archive@example.test not added")
 want(mt.eom_check(conn, MT_HDRINSERT, "X-Site-Policy",
   " external; tagged, warned, old-sales@example.test->sales@example.test; body-sha256=" .. sha, 0), "X-Site-Policy not inserted first with the decisions and the body hash")
+want(mt.eom_check(conn, MT_HDRDELETE, "X-Site-Policy", 1), "the sender's X-Site-Policy not deleted")
 want(not mt.eom_check(conn, MT_QUARANTINE), "quarantined, but nothing asked for it")
 mt.disconnect(conn)

@@ -18,6 +18,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, discoverConfig, loadConfigFrom, packageVersion } from '../config/index.js';
 import { formatConfigYaml } from '../config/print.js';
 import { createLogger } from '../log.js';
+import { loadMilterFilters } from '../milter/index.js';
 import { probeRelay } from '../relay/index.js';
 import { parseDefaultDestination, startDaemon, STOP_SLACK_MS, type Daemon } from '../main.js';
 
@@ -55,6 +56,15 @@ async function main(): Promise<number> {
       parseDefaultDestination(c.delivery.default);
       const relay = await probeRelay(c.relay);
       if (relay !== undefined) process.stderr.write(`mailprocd: warning: ${relay}\n`);
+      // Users' milter filters are loaded (each in its worker) and ended again: a module that
+      // would stop the start is named now, as the start would name it (milter.filters[i]).
+      if (c.milter.filters.length > 0) {
+        const loaded = await loadMilterFilters({
+          paths: c.milter.filters, baseDir: source.kind === 'default' ? source.base : process.cwd(), timeoutMs: c.milter.filter_timeout,
+          log: createLogger({ format: 'text', level: 'warn' }),
+        });
+        await loaded.close();
+      }
       process.stdout.write(formatConfigYaml(c));
       process.stderr.write(`mailprocd: configuration ${c.file ?? '(embedded default)'} is valid\n`);
       return 0;

@@ -63,6 +63,8 @@ export interface Daemon {
   readonly listeners: readonly Listener[];
   readonly pool: WorkerPool;
   readonly queue: QueueManager;
+  /** The daemon's logger (log.format, log.file, the journal's priorities): for the command's own lines, e.g. a signal received. */
+  readonly log: Logger;
   stop(): Promise<void>;
   /** SIGHUP: never rejects; what failed is logged and the running state kept. */
   reload(): Promise<void>;
@@ -382,6 +384,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
 
   let stopping: Promise<void> | undefined;
   return {
+    log,
     config: () => config,
     listeners,
     pool,

@@ -48,6 +48,7 @@ const GOLDEN_CASES: readonly { readonly name: string; readonly cli: 'mailproc' |
   { name: 'mailprocd-help', cli: 'mailprocd', args: ['--help'] },
   { name: 'mailprocd-version', cli: 'mailprocd', args: ['--version'] },
   { name: 'mailprocd-unknown-option', cli: 'mailprocd', args: ['--frobnicate'] },
+  { name: 'mailprocd-bad-log-format', cli: 'mailprocd', args: ['--log-format', 'xml'] },
 ];
 
 /** The golden text of a run; the package version is a placeholder so that a release changes no golden file. */

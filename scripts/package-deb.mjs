@@ -33,7 +33,7 @@ import { gzipSync } from 'node:zlib';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const COMMANDS = ['mailprocd', 'mailproc', 'mailmond'];
 const MAN_PAGES = ['mailprocd.8', 'mailproc.1', 'mailmond.8', 'mailprocd.yaml.5'];
-const DOCS = ['README.md', 'docs/postfix.md', 'docs/mailmond.md', 'docs/metrics.md'];
+const DOCS = ['README.md', 'docs/postfix.md', 'docs/mailmond.md', 'docs/metrics.md', 'docs/operating.md', 'docs/upgrading.md'];
 const TABLES = ['rules', 'uid', 'gid', 'lists', 'spam'];
 
 function fail(message) {

@@ -133,6 +133,9 @@ async function deliverThroughInstalledDaemon(): Promise<void> {
     report.delivered = got.path;
     report.deliveryLog = log.find((l) => /status=sent/.test(l));
     assert.match(String(report.deliveryLog), /to=<alice@example\.test>.*dsn=2\.0\.0, status=sent/);
+    // The installed mailproc talks to the installed daemon over its control socket.
+    const status = mustRun('/usr/bin/mailproc', ['--config', config, 'status'], env);
+    assert.match(status, /^delivery delay since start, 1 delivery attempt\(s\)/m);
   } finally {
     child.kill('SIGTERM');
   }
@@ -143,7 +146,7 @@ async function main(): Promise<void> {
   isolate();
   assert.equal(existsSync('/etc/mailprocd/mailprocd.yaml'), false, '/etc/mailprocd/mailprocd.yaml before the install: is mailprocd installed on this machine?');
 
-  report.install = mustRun('dpkg', ['-i', deb as string]);
+  report.install = mustRun('dpkg', ['-i', deb as string], { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
   assert.equal(dpkgStatus(), 'install ok installed');
 
   // The files where an administrator looks for them.
@@ -158,6 +161,8 @@ async function main(): Promise<void> {
   report.version = mustRun('/usr/bin/mailprocd', ['--version']).trim();
   assert.match(String(report.version), /^mailprocd \d+\.\d+\.\d+$/);
   assert.match(mustRun('/usr/bin/mailproc', ['--version']), /^mailproc \d+\.\d+\.\d+/);
+  assert.match(mustRun('/usr/bin/mailmond', ['--version']), /^mailmond \d+\.\d+\.\d+/);
+  assert.match(mustRun('man', ['-w', 'mailprocd.yaml']), /man5\/mailprocd\.yaml\.5\.gz/);
 
   // --check-config with nothing named: it must find the installed conffile.
   const env = { ...process.env };
@@ -184,7 +189,7 @@ async function main(): Promise<void> {
   assert.equal(verify.stderr, '', 'systemd-analyze verify: no warnings');
   assert.equal(verify.status, 0);
 
-  report.purge = mustRun('dpkg', ['--purge', 'mailprocd']);
+  report.purge = mustRun('dpkg', ['--purge', 'mailprocd'], { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
   report.afterPurge = dpkgStatus();
   assert.notEqual(report.afterPurge, 'install ok installed');
   for (const gone of ['/etc/mailprocd', '/usr/lib/mailprocd', '/usr/bin/mailprocd', '/lib/systemd/system/mailprocd.service']) assert.equal(existsSync(gone), false, `${gone} after the purge`);

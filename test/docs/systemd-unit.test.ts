@@ -62,6 +62,8 @@ test('the unit logs as mailprocd to the mail facility, creates its working direc
   const value = (key: string): string => unit.match(new RegExp(`^${key}=(.*)$`, 'm'))?.[1] ?? '';
   assert.equal(value('SyslogIdentifier'), 'mailprocd');
   assert.equal(value('SyslogFacility'), 'mail');
+  // The log lines are on stderr: whatever happens to stdout, stderr goes to the journal.
+  assert.ok(value('StandardError') === 'journal' || (value('StandardError') === '' && value('StandardOutput') === ''), `StandardError=${value('StandardError')}`);
   // WorkingDirectory must exist before the start: StateDirectory= makes /var/lib/<name>.
   assert.equal(value('WorkingDirectory'), `/var/lib/${value('StateDirectory')}`);
   assert.notEqual(value('RuntimeDirectory'), '');

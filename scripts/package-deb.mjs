@@ -110,6 +110,14 @@ function main() {
 
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   const arch = run('dpkg', ['--print-architecture']).trim();
+  // The last commit's date (the same for every build of one commit), else today's.
+  let date;
+  try {
+    date = run('git', ['log', '-1', '--format=%cs'], { cwd: ROOT }).trim();
+  } catch {
+    date = '';
+  }
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(date)) date = new Date().toISOString().slice(0, 10);
   const stage = mkdtempSync(join(tmpdir(), 'mailprocd-deb-'));
   try {
     const root = join(stage, 'root');
@@ -142,8 +150,8 @@ MAILMOND_OPTS="--to mailmond@example.org --smtp 127.0.0.1:25 --interval 60s --th
 
     for (const page of MAN_PAGES) {
       const section = page.slice(page.lastIndexOf('.') + 1);
-      // The title line's source field gets the version, so `man` shows which release it documents.
-      const md = readFileSync(join(ROOT, 'docs', 'man', `${page}.md`), 'utf8').replace(/^(% .*)"mailprocd"/, `$1"mailprocd ${pkg.version}"`);
+      // The title line gets the date and the version, so `man` shows which release it documents.
+      const md = readFileSync(join(ROOT, 'docs', 'man', `${page}.md`), 'utf8').replace(/^(% \S+ \d) "" "mailprocd"/, `$1 "${date}" "mailprocd ${pkg.version}"`);
       const roff = run('go-md2man', [], { input: md, stdio: ['pipe', 'pipe', 'pipe'] });
       write(root, `usr/share/man/man${section}/${page}.gz`, gzipSync(roff, { level: 9 }));
     }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { formatLocalTime } from '../../src/cli/mailproc/format.js';
-import { formatQueueList } from '../../src/cli/mailproc/queue.js';
+import { formatQueueList, formatQueueMessage } from '../../src/cli/mailproc/queue.js';
 import { formatStatus } from '../../src/cli/mailproc/status.js';
 import { MAILPROC, startDaemon } from '../helpers/daemon.js';
 import { lmtpDeliver } from '../helpers/raw-client.js';
@@ -83,4 +83,20 @@ test('queue list text: size in KiB, arrival in local time, the recipients still 
     '-- 12.3 KiB in 1 message(s)',
     '',
   ].join('\n'));
+});
+
+test('queue show text: local times with how long ago and until when, the size both ways, and a sender\'s header bytes never reach the terminal raw', () => {
+  const arrival = NOW - 7_200_000;
+  const text = formatQueueMessage({
+    id: '1A2B3C4D5E', sender: 'evil@x.test', arrival, recipients: ['a@x.test', 'b@x.test'], done: ['a@x.test'],
+    size: 2048, attempts: 1, nextAttempt: NOW + 60_000, lastError: '4.2.2 mailbox full',
+  }, 'Subject: \x1b[2J\x1b]0;owned\x07 hi\r\nX-Bidi: \u202eevil\r\n\r\n', NOW);
+  assert.match(text, new RegExp(`^arrived: +${formatLocalTime(arrival).replaceAll('+', '\\+')} \\(2h ago\\)$`, 'm'));
+  assert.match(text, /^attempts: +1, next .* \(in 60s\)$/m);
+  assert.match(text, /^size: +2\.0 KiB \(2048 bytes\)$/m);
+  assert.match(text, /^ {2}a@x\.test {2}done$/m);
+  assert.match(text, /^ {2}b@x\.test {2}to go$/m);
+  for (const raw of ['\x1b', '\x07', '\u202e']) assert.ok(!text.includes(raw), `${JSON.stringify(raw)} printed raw`);
+  assert.match(text, /Subject: \\x1b\[2J\\x1b\]0;owned\\x07 hi/);
+  assert.match(text, /X-Bidi: \\u202eevil/);
 });

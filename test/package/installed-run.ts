@@ -189,7 +189,22 @@ async function main(): Promise<void> {
   assert.equal(verify.stderr, '', 'systemd-analyze verify: no warnings');
   assert.equal(verify.status, 0);
 
-  report.purge = mustRun('dpkg', ['--purge', 'mailprocd'], { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
+  // What a daemon run under systemd leaves in /var/lib/mailprocd, one message still queued:
+  // the purge forgets the tables and the state database, and never the queued mail.
+  const state = '/var/lib/mailprocd';
+  for (const d of ['db', 'state-db', 'spool/active']) mkdirSync(join(state, d), { recursive: true });
+  writeFileSync(join(state, 'db', 'data.mdb'), 'compiled');
+  writeFileSync(join(state, 'state-db', 'data.mdb'), 'state');
+  const queued = join(state, 'spool', 'active', '1A2B3C4D5E6F');
+  writeFileSync(queued, 'MAILPROC-SPOOL 1\n{}\nSubject: still queued\n\n');
+
+  const purge = sh('dpkg', ['--purge', 'mailprocd'], { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
+  assert.equal(purge.status, 0, `dpkg --purge:\n${purge.stdout}${purge.stderr}`);
+  report.purge = purge.stdout + purge.stderr;
+  assert.match(String(report.purge), /\/var\/lib\/mailprocd\/spool still holds queued mail; it is kept/);
+  assert.equal(readFileSync(queued, 'utf8'), 'MAILPROC-SPOOL 1\n{}\nSubject: still queued\n\n', 'the queued message survives the purge');
+  assert.equal(existsSync(join(state, 'db')), false, 'compiled tables purged');
+  assert.equal(existsSync(join(state, 'state-db')), false, 'state database purged');
   report.afterPurge = dpkgStatus();
   assert.notEqual(report.afterPurge, 'install ok installed');
   for (const gone of ['/etc/mailprocd', '/usr/lib/mailprocd', '/usr/bin/mailprocd', '/lib/systemd/system/mailprocd.service']) assert.equal(existsSync(gone), false, `${gone} after the purge`);

@@ -34,6 +34,7 @@ import { startControl } from './control/server.js';
 import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
 import { createDnsblPlugin, createSpfPlugin, startPolicyService } from './policy/index.js';
+import { startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
 import { createMetrics, startMetricsServer, type Metrics } from './metrics/index.js';
 import { QueueManager } from './queue/manager.js';
 import { probeRelay, Relays } from './relay/index.js';
@@ -287,7 +288,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     relay: createRelayCopyContext({
       hostname: config.hostname, relays, tables, log, delimiter: () => config.delivery.recipient_delimiter,
       deliver: (env, message, address, o) => deliverToAddress(deliveryContext(mayStart), tables, config.delivery.recipient_delimiter, env, message, address, o),
-      forwardSender: (sender) => srsSender(config, sender), metrics,
+      forwardSender: (sender) => srsSender(config, sender), metrics, duplicates,
     }),
     duplicates,
     special: (rcpt) => srsRecipient(config, rcpt),
@@ -328,6 +329,14 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     config: config.policy, tables, state, log, baseDir: process.cwd(),
     recipientDelimiter: config.delivery.recipient_delimiter, plugins, metrics,
   });
+  // The milter's filters, asked in this order on every connection: the built-in
+  // checks first (the policy chain at RCPT when milter.policy, the site spam
+  // check at end of message per milter.spam), then the users' filters of
+  // milter.filters. Each entry is a factory (one instance per MTA connection).
+  const milterFilters: (MilterFilterFactory | NamedFilter)[] = [];
+  const milter = config.milter.listen.length > 0
+    ? await startMilterService({ config: config.milter, log, baseDir: process.cwd(), filters: milterFilters, metrics })
+    : undefined;
   const asRoot = process.getuid?.() === 0;
   const self = userInfo();
   const defaultUser = (): { user: string; group?: string } => ({ user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) });
@@ -353,6 +362,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   const where = [
     ...listeners.map((l) => `${l.kind}=${l.listen.kind === 'unix' ? `unix:${l.listen.path}` : `${l.listen.host}:${l.port()}`}`),
     ...policy.listening.map((l) => `policy=${l.kind === 'unix' ? `unix:${l.path}` : l.spec.replace(/:\d+$/, `:${l.port}`)}`),
+    ...(milter?.listening ?? []).map((l) => `milter=${l.kind === 'unix' ? `unix:${l.path}` : l.spec.replace(/:\d+$/, `:${l.port}`)}`),
   ].join(' ');
   log.info(`ready ${where}`, { user: config.deliveryUser, queued, config: config.file ?? 'embedded default' });
 
@@ -413,7 +423,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
           terminated = pool.terminate(KILL_AFTER_MS);
         }, grace);
         await userSockets.close();
-        await Promise.all([...listeners.map((l) => l.close()), policy.close(), metricsServer.close()]);
+        await Promise.all([...listeners.map((l) => l.close()), policy.close(), milter?.close(), metricsServer.close()]);
         await new Promise<void>((resolve) => control.close(() => resolve()));
         // Outcomes of killed workers arrive as their exits are seen; past that, stop waiting.
         await queue.stop(Math.max(0, startedStop + grace + KILL_AFTER_MS + RECORD_MS - Date.now()));

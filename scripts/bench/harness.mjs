@@ -530,8 +530,8 @@ export function controlStatus(path) {
 
 /**
  * Writes the config of a bench daemon: the paths given, hostname bench.local,
- * exactly the listeners given (every other one off: the policy default would
- * listen on a fixed port, 127.0.0.1:10040), log.level warn, or info with
+ * exactly the listeners given (every other one off: the policy and milter
+ * defaults would listen on fixed ports, 127.0.0.1:10040 and :10042), log.level warn, or info with
  * --log-info. delivery: { default, fsync } when the part delivers mail.
  * spam: the `spam` section's keys (src/config/spam.ts) for the part that
  * measures spam checking; without it spam checking is off, so that a part
@@ -540,7 +540,7 @@ export function controlStatus(path) {
  * keys (src/config/relay.ts) for the part that sends mail on; without it the
  * default (127.0.0.1:25), which no other part uses.
  */
-export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], chain, delivery, spam, relay }) {
+export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], milter = [], chain, delivery, spam, relay }) {
   const q = (s) => JSON.stringify(s);
   const list = (a) => `[${a.map(q).join(', ')}]`;
   writeFileSync(file, [
@@ -557,6 +557,9 @@ export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, po
     'policy:',
     `  listen: ${list(policy)}`,
     ...(chain !== undefined ? [`  chain: ${list(chain)}`] : []),
+    // Off unless given: the default would listen on a fixed port, 127.0.0.1:10042.
+    'milter:',
+    `  listen: ${list(milter)}`,
     ...(delivery !== undefined ? ['delivery:', `  default: ${q(delivery.default)}`, `  fsync: ${delivery.fsync}`] : []),
     'spam:',
     ...Object.entries(spam ?? { enabled: false }).map(([k, v]) => `  ${k}: ${q(v)}`),

@@ -176,6 +176,9 @@ describe('config discovery, the same for every command', () => {
     assert.match(r.stdout, /^ {2}message_size: 50M$/m);
     assert.match(r.stdout, /^ {2}client_timeout: 5m$/m);
     assert.match(r.stdout, /^ {4}mode: "0660"$/m);
+    // The milter endpoint is part of the default: where Postfix's smtpd_milters connects, and how a failing filter is answered.
+    assert.match(r.stdout, /^milter:\n {2}listen:\n {4}- unix:\.\/var\/run\/milter\.sock\n {4}- 127\.0\.0\.1:10042\n/m);
+    assert.match(r.stdout, /^ {2}filter_timeout: 10s\n {2}on_filter_error: tempfail$/m);
     assert.ok(!r.stdout.includes(scratch), 'nothing resolved against the working directory');
   });
 

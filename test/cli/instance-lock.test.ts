@@ -76,6 +76,7 @@ test('a second mailprocd on the same state directory while a TCP listener is bus
     c.lmtp = { ...c.lmtp, listen: [`unix:${first.socket}`, `127.0.0.1:${first.lmtpPort}`] };
     c.smtp = { ...c.smtp, listen: [`127.0.0.1:${first.smtpPort}`] };
     c.policy = { ...c.policy, listen: [`unix:${first.policySocket}`, `127.0.0.1:${first.policyPort}`] };
+    c.milter = { ...c.milter, listen: [`unix:${first.milterSocket}`, `127.0.0.1:${first.milterPort}`] };
     const second = join(first.dir, 'second.yaml');
     writeFileSync(second, stringify(c));
     const socketBefore = statSync(first.socket).ino;
@@ -99,6 +100,7 @@ test('a second mailprocd on the same state directory with only unix listeners: r
       lmtp: { listen: [`unix:${join(dir, 'lmtp.sock')}`] },
       smtp: { listen: [] },
       policy: { listen: [`unix:${join(dir, 'policy.sock')}`] },
+      milter: { listen: [`unix:${join(dir, 'milter.sock')}`] },
     },
   });
   try {

@@ -49,6 +49,9 @@ export interface TestDaemon {
   readonly smtpPort: number;
   readonly policyPort: number;
   readonly policySocket: string;
+  /** The milter listener's TCP port and unix socket (test/helpers/milter-client.ts talks to them). */
+  readonly milterPort: number;
+  readonly milterSocket: string;
   /** The metrics endpoint's port, from its start line; 0 when metrics are off (the default here: give metrics.listen to turn them on). */
   readonly metricsPort: number;
   readonly configFile: string;
@@ -99,6 +102,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     lmtp: { listen: [`unix:${socket}`, '127.0.0.1:0'] },
     smtp: { listen: ['127.0.0.1:0'] },
     policy: { listen: [`unix:${join(dir, 'policy.sock')}`, '127.0.0.1:0'] },
+    // Never the embedded default's fixed 127.0.0.1:10042: two test daemons would collide there.
+    milter: { listen: [`unix:${join(dir, 'milter.sock')}`, '127.0.0.1:0'] },
     delivery: { default: `maildir:${mail}/\${user}/Maildir/`, mbox_lock_delay: '50ms' },
     // Off unless a test turns it on (test/local/spam.test.ts): the other tests compare delivered bytes.
     spam: { enabled: false },
@@ -186,7 +191,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     child.kill('SIGKILL');
     throw err;
   }
-  const ports = [...ready.matchAll(/(lmtp|smtp|policy)=127\.0\.0\.1:(\d+)/g)];
+  const ports = [...ready.matchAll(/(lmtp|smtp|policy|milter)=127\.0\.0\.1:(\d+)/g)];
   const portOf = (kind: string): number => Number(ports.find((m) => m[1] === kind)?.[2] ?? 0);
   const metricsLine = logs.map((l) => /metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(l)).find((m) => m !== null);
   return {
@@ -195,6 +200,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     smtpPort: portOf('smtp'),
     policyPort: portOf('policy'),
     policySocket: join(dir, 'policy.sock'),
+    milterPort: portOf('milter'),
+    milterSocket: join(dir, 'milter.sock'),
     metricsPort: Number(metricsLine?.[1] ?? 0),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;

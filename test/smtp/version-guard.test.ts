@@ -49,6 +49,7 @@ test('mailprocd refuses to start on another smtp-server version: exit 1, a messa
       lmtp: { listen: [`unix:${socket}`, '127.0.0.1:0'] },
       smtp: { listen: ['127.0.0.1:0'] },
       policy: { listen: [] },
+      milter: { listen: [] },
     }));
     const child = spawn(process.execPath, ['--import', pathToFileURL(register).href, DAEMON, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

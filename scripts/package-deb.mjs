@@ -33,8 +33,8 @@ import { gzipSync } from 'node:zlib';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const COMMANDS = ['mailprocd', 'mailproc', 'mailmond'];
 const MAN_PAGES = ['mailprocd.8', 'mailproc.1', 'mailmond.8', 'mailprocd.yaml.5'];
-const DOCS = ['README.md', 'docs/postfix.md', 'docs/mailmond.md', 'docs/metrics.md', 'docs/operating.md', 'docs/upgrading.md'];
-const TABLES = ['rules', 'uid', 'gid', 'lists', 'spam'];
+const DOCS = ['README.md', 'docs/postfix.md', 'docs/mailmond.md', 'docs/metrics.md', 'docs/operating.md', 'docs/upgrading.md', 'docs/milter.md', 'docs/scale-out.md'];
+const TABLES = ['rules', 'uid', 'gid', 'lists', 'spam', 'nodes'];
 
 function fail(message) {
   process.stderr.write(`package-deb: ${message}\n`);

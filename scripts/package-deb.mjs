@@ -59,8 +59,14 @@ function need(program, debianPackage) {
   }
 }
 
+/** A step's stdout; a step that fails ends the build with one line naming it and what it said. */
 function run(cmd, args, opts = {}) {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  } catch (err) {
+    if (cmd === 'git') throw err;
+    fail(`${cmd} ${args.join(' ')} failed: ${String(err.stderr ?? err.message).trim()}`);
+  }
 }
 
 function write(root, path, text, mode = 0o644) {

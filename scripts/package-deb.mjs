@@ -26,7 +26,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
@@ -130,7 +130,10 @@ function main() {
     const lib = join(root, 'usr/lib/mailprocd');
     mkdirSync(lib, { recursive: true });
     for (const f of ['package.json', 'package-lock.json']) copyFileSync(join(ROOT, f), join(lib, f));
-    cpSync(join(ROOT, 'dist', 'src'), join(lib, 'dist', 'src'), { recursive: true, filter: (src) => !src.endsWith('.map') });
+    // Only what src/ still compiles to: tsc never deletes the output of a source that is gone.
+    const distSrc = join(ROOT, 'dist', 'src');
+    const current = (file) => !file.endsWith('.map') && (!file.endsWith('.js') || existsSync(join(ROOT, 'src', relative(distSrc, file).replace(/\.js$/, '.ts'))));
+    cpSync(distSrc, join(lib, 'dist', 'src'), { recursive: true, filter: current });
     mkdirSync(join(lib, 'libexec'));
     copyFileSync(join(ROOT, 'libexec', 'spam-checker.pl'), join(lib, 'libexec', 'spam-checker.pl'));
     cpSync(join(ROOT, 'node_modules'), join(lib, 'node_modules'), { recursive: true, verbatimSymlinks: true });

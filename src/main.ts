@@ -64,6 +64,8 @@ export interface Daemon {
   readonly listeners: readonly Listener[];
   readonly pool: WorkerPool;
   readonly queue: QueueManager;
+  /** The daemon's logger (log.format, log.file, the journal's priorities): for the command's own lines, e.g. a signal received. */
+  readonly log: Logger;
   stop(): Promise<void>;
   /** SIGHUP: never rejects; what failed is logged and the running state kept. */
   reload(): Promise<void>;
@@ -353,7 +355,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     config: () => config.rules,
     delivery: () => deliveryContext(),
   });
-  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, probes, startedAt: Date.now(), ...(spam ? { spam } : {}) });
+  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, probes, startedAt: Date.now(), delays: () => metrics.delays(), ...(spam ? { spam } : {}) });
   const userSockets = await startUserSockets({
     ...(spam ? { spam } : {}),
     rules, defaultUser,
@@ -398,6 +400,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
 
   let stopping: Promise<void> | undefined;
   return {
+    log,
     config: () => config,
     listeners,
     pool,

@@ -3,7 +3,7 @@
 // line (commander) and dispatches; each subcommand lives in
 // mailproc/<name>.ts, whose header states its contract:
 //   mailproc db compile [TABLE…] | show TABLE KEY | sync --from URL | transport-map   the administrator's tables (mailproc/db.ts)
-//   mailproc status [--json]                        workers, load, spam checkers, queue (mailproc/status.ts)
+//   mailproc status [--json]                        workers, load, spam checkers, queue, delay (mailproc/status.ts)
 //   mailproc queue list | show ID | flush | delete ID  [--json]                      (mailproc/queue.ts)
 //   mailproc lists sync LIST --mailman URL … | --file PATH                           (mailproc/lists.ts)
 //   mailproc policy list | show | clear | set …     a mailbox owner's policies        (mailproc/policy.ts)
@@ -65,7 +65,7 @@ export function buildProgram(argv: readonly string[], done: (code: number) => vo
     .action(async (o: { output?: string }) => done(await runDb(config(), 'transport-map', o.output === undefined ? [] : [o.output])));
   usage(db, USAGE_OF.db);
 
-  program.command('status').description('what the running daemon is doing: workers, load, spam checkers, queue')
+  program.command('status').description('what the running daemon is doing: workers, load, spam checkers, queue, delivery delay')
     .option('--json', 'the daemon\'s reply as JSON, for tools')
     .allowExcessArguments()
     .action(async (o: { json?: boolean }) => done(await runStatus(config(), o.json === true)));

@@ -31,9 +31,13 @@
 #   prometheus       promtool, Prometheus's own reader of the text format: the
 #                    metrics tests check the scrape with `promtool check
 #                    metrics`; its server is stopped below, as the others are.
+#   miltertest       OpenDKIM's milter test client (Lua scripts playing the
+#                    MTA): the milter tests drive the example filter with it.
+#   go-md2man        turns docs/man/*.md into the man pages `npm run package`
+#                    puts in the Debian package (the install test builds it).
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus spamass-milter)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus miltertest go-md2man spamass-milter)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -34,7 +34,7 @@ import { startControl } from './control/server.js';
 import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
 import { createDnsblPlugin, createSpfPlugin, policyRequest, startPolicyService, type PolicyService } from './policy/index.js';
-import { createPolicyFilter, createSpamFilter, startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
+import { createPolicyFilter, createSpamFilter, loadMilterFilters, startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
 import { createMetrics, startMetricsServer, type Metrics } from './metrics/index.js';
 import { QueueManager } from './queue/manager.js';
 import { probeRelay, Relays } from './relay/index.js';
@@ -64,6 +64,8 @@ export interface Daemon {
   readonly listeners: readonly Listener[];
   readonly pool: WorkerPool;
   readonly queue: QueueManager;
+  /** The daemon's logger (log.format, log.file, the journal's priorities): for the command's own lines, e.g. a signal received. */
+  readonly log: Logger;
   stop(): Promise<void>;
   /** SIGHUP: never rejects; what failed is logged and the running state kept. */
   reload(): Promise<void>;
@@ -263,6 +265,11 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   let config = first;
   let defaultDestination = firstDefault;
   await prepareDirectories(config, log);
+  // Users' milter filters (each module in its worker thread) before anything listens: a
+  // module that cannot be loaded is a configuration error naming milter.filters[i].
+  const userFilters = config.milter.listen.length > 0 && config.milter.filters.length > 0
+    ? await loadMilterFilters({ paths: config.milter.filters, baseDir: process.cwd(), timeoutMs: config.milter.filter_timeout, log })
+    : undefined;
   const metrics = createMetrics();
   const tablePaths: TablePaths = { sources: config.paths.sources, db: config.paths.db };
   await refreshTables(tablePaths, await compiledInfo(tablePaths.db), log, config.delivery.allow_root, metrics);
@@ -320,7 +327,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     relay: createRelayCopyContext({
       hostname: config.hostname, relays, tables, log, delimiter: () => config.delivery.recipient_delimiter,
       deliver: (env, message, address, o) => deliverToAddress(deliveryContext(mayStart), tables, config.delivery.recipient_delimiter, env, message, address, o),
-      forwardSender: (sender) => srsSender(config, sender), metrics,
+      forwardSender: (sender) => srsSender(config, sender), metrics, duplicates,
     }),
     duplicates,
     special: (rcpt) => srsRecipient(config, rcpt),
@@ -366,6 +373,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   // check at end of message per milter.spam), then the users' filters of
   // milter.filters. Each entry is a factory (one instance per MTA connection).
   const milterFilters: (MilterFilterFactory | NamedFilter)[] = builtinMilterFilters(config, log, spam, policy);
+  milterFilters.push(...(userFilters?.factories ?? []));
   const milter = config.milter.listen.length > 0
     ? await startMilterService({ config: config.milter, log, baseDir: process.cwd(), filters: milterFilters, metrics })
     : undefined;
@@ -381,7 +389,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     config: () => config.rules,
     delivery: () => deliveryContext(),
   });
-  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, probes, startedAt: Date.now(), ...(spam ? { spam } : {}) });
+  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, probes, startedAt: Date.now(), delays: () => metrics.delays(), ...(spam ? { spam } : {}) });
   const userSockets = await startUserSockets({
     ...(spam ? { spam } : {}),
     rules, defaultUser,
@@ -426,6 +434,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
 
   let stopping: Promise<void> | undefined;
   return {
+    log,
     config: () => config,
     listeners,
     pool,
@@ -455,6 +464,8 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         }, grace);
         await userSockets.close();
         await Promise.all([...listeners.map((l) => l.close()), policy.close(), milter?.close(), metricsServer.close()]);
+        // After the milter connections got their close: the filters' workers end.
+        await userFilters?.close();
         await new Promise<void>((resolve) => control.close(() => resolve()));
         // Outcomes of killed workers arrive as their exits are seen; past that, stop waiting.
         await queue.stop(Math.max(0, startedStop + grace + KILL_AFTER_MS + RECORD_MS - Date.now()));

@@ -126,7 +126,13 @@ export interface TableValues {
   gid: string;
   lists: ListEntry;
   spam: SpamSetting;
+  /**
+   * The mailbox host an address lives on, as a Postfix transport(5) value
+   * ("lmtp:inet:mb2.example.org:24"): read only by `mailproc db transport-map`,
+   * which writes the MX's transport_maps source (docs/scale-out.md).
+   */
+  nodes: string;
 }
 
 export type TableName = keyof TableValues;
-export const TABLE_NAMES: readonly TableName[] = ['rules', 'uid', 'gid', 'lists', 'spam'];
+export const TABLE_NAMES: readonly TableName[] = ['rules', 'uid', 'gid', 'lists', 'spam', 'nodes'];

@@ -12,11 +12,13 @@
 // and --from ADDR (the probe's envelope sender; default the null sender).
 // Exit codes of check, as a Nagios plugin reads them: 0 arrived within the
 // threshold, 2 did not (or the MTA did not take it), 3 cannot probe (bad
-// config file, no probe.key); 64 for bad options. run exits 0 after
-// SIGTERM/SIGINT, 1 when it cannot start, 64 for bad options.
+// config file, no probe.key); 64 for bad options (an unknown one is named).
+// --version prints "mailmond VERSION", --help the usage, both on stdout,
+// exit 0. run exits 0 after SIGTERM/SIGINT, 1 when it cannot start, 64 for
+// bad options.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadDiscoveredConfig, type Config } from '../config/index.js';
+import { ConfigError, loadDiscoveredConfig, packageVersion, type Config } from '../config/index.js';
 import { duration } from '../config/units.js';
 import { createLogger, setProcessName } from '../log.js';
 import { probeOnce, type ProbeTarget } from './mailmond/probe.js';
@@ -24,6 +26,7 @@ import { formatCheck } from './mailmond/report.js';
 import { parseLoopbackListen, runMonitor } from './mailmond/run.js';
 
 const USAGE = `usage: mailmond check --to ADDR [--smtp HOST:PORT] [--threshold 60s] [--from ADDR] [--config FILE]
+       mailmond --version | --help
        mailmond run --to ADDR [--interval 60s] [--listen 127.0.0.1:9743] [--alert-command CMD]
                     [--threshold 60s] [--smtp HOST:PORT] [--from ADDR] [--config FILE]
   --to ADDR            the probe address (a "probe" rule in mailprocd's rules table)
@@ -40,7 +43,7 @@ check exits 0 when the probe arrived within the threshold, 2 when it did not, 3 
 const OPTIONS = {
   config: { type: 'string', short: 'c' }, to: { type: 'string' }, smtp: { type: 'string' }, threshold: { type: 'string' },
   interval: { type: 'string' }, listen: { type: 'string' }, 'alert-command': { type: 'string' }, from: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
+  help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' },
 } as const;
 
 class UsageError extends Error {}
@@ -64,13 +67,19 @@ async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (err) {
-    process.stderr.write(`mailmond: ${(err as Error).message}\n${USAGE}`);
+    // As mailproc and mailprocd say it: `mailmond: unknown option "--bogus"`, not parseArgs' paragraph.
+    const unknown = /^Unknown option '([^']*)'/.exec((err as Error).message);
+    process.stderr.write(`mailmond: ${unknown !== null ? `unknown option "${unknown[1]}"` : (err as Error).message}\n${USAGE}`);
     return 64;
   }
   const v = parsed.values;
   const [command, ...extra] = parsed.positionals;
   if (v.help === true) {
     process.stdout.write(USAGE);
+    return 0;
+  }
+  if (v.version === true) {
+    process.stdout.write(`mailmond ${packageVersion()}\n`);
     return 0;
   }
   if ((command !== 'check' && command !== 'run') || extra.length > 0) {

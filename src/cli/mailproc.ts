@@ -2,8 +2,8 @@
 // mailproc: the administrator's command. This file only declares the command
 // line (commander) and dispatches; each subcommand lives in
 // mailproc/<name>.ts, whose header states its contract:
-//   mailproc db compile [TABLE…] | show TABLE KEY   the administrator's tables      (mailproc/db.ts)
-//   mailproc status [--json]                        workers, load, spam checkers, queue (mailproc/status.ts)
+//   mailproc db compile [TABLE…] | show TABLE KEY | sync --from URL | transport-map   the administrator's tables (mailproc/db.ts)
+//   mailproc status [--json]                        workers, load, spam checkers, queue, delay (mailproc/status.ts)
 //   mailproc queue list | show ID | flush | delete ID  [--json]                      (mailproc/queue.ts)
 //   mailproc lists sync LIST --mailman URL … | --file PATH                           (mailproc/lists.ts)
 //   mailproc policy list | show | clear | set …     a mailbox owner's policies        (mailproc/policy.ts)
@@ -25,7 +25,7 @@
 import { Command, CommanderError } from 'commander';
 import { loadDiscoveredConfig, packageVersion } from '../config/index.js';
 import { completionScript } from './mailproc/completion.js';
-import { runDb } from './mailproc/db.js';
+import { runDb, runDbSync } from './mailproc/db.js';
 import { runLearn } from './mailproc/learn.js';
 import { runListsSync } from './mailproc/lists.js';
 import { runPolicy } from './mailproc/policy.js';
@@ -54,9 +54,18 @@ export function buildProgram(argv: readonly string[], done: (code: number) => vo
   db.command('show').description('print what a key maps to (reads the compiled tables, creates nothing)')
     .argument('<table>').argument('<key>')
     .action(async (table: string, key: string) => done(await runDb(config(), 'show', [table, key])));
+  db.command('sync').description('compile the tables from a central PostgreSQL instead of the sources (all or nothing); --watch follows its changes')
+    .requiredOption('--from <url>', 'postgresql://USER@HOST/DB (the password from PGPASSWORD or ~/.pgpass, not the command line)')
+    .option('--watch', 'keep running: sync on every change (LISTEN mailprocd_tables) and every --interval')
+    .option('--interval <duration>', 'with --watch, sync at least this often', '60s')
+    .option('--init', 'first create the central tables and their change triggers where missing')
+    .action(async (o: { from: string; watch?: boolean; interval?: string; init?: boolean }) => done(await runDbSync(config(), o)));
+  db.command('transport-map').description('write the nodes table as a Postfix transport_maps source (stdout, or --output FILE atomically)')
+    .option('-o, --output <file>', 'write here (replaced whole), then run postmap on it')
+    .action(async (o: { output?: string }) => done(await runDb(config(), 'transport-map', o.output === undefined ? [] : [o.output])));
   usage(db, USAGE_OF.db);
 
-  program.command('status').description('what the running daemon is doing: workers, load, spam checkers, queue')
+  program.command('status').description('what the running daemon is doing: workers, load, spam checkers, queue, delivery delay')
     .option('--json', 'the daemon\'s reply as JSON, for tools')
     .allowExcessArguments()
     .action(async (o: { json?: boolean }) => done(await runStatus(config(), o.json === true)));

@@ -4,6 +4,7 @@
 // effective one as YAML on stdout (in the config's own units: 5m, 10M),
 // "configuration … is valid" on stderr, exit 0 when good, 1 with every
 // problem named by key when not. `--version` prints the package version.
+// `--log-format text|json` overrides log.format (JSON lines for log shippers).
 // The configuration is found as for every mailproc command
 // (src/config/discover.ts): --config, $MAILPROCD_CONFIG,
 // /etc/mailprocd/mailprocd.yaml, else the embedded default under the package.
@@ -14,14 +15,15 @@
 // 1 when it cannot start — one line naming what to fix, e.g. "state directory
 // /var/lib/mailprocd is in use by mailprocd pid 1234" when another instance
 // holds the state directory (src/state/instance-lock.ts); 64 for bad options.
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, discoverConfig, loadConfigFrom, packageVersion } from '../config/index.js';
 import { formatConfigYaml } from '../config/print.js';
 import { createLogger } from '../log.js';
+import { loadMilterFilters } from '../milter/index.js';
 import { probeRelay } from '../relay/index.js';
 import { parseDefaultDestination, startDaemon, STOP_SLACK_MS, type Daemon } from '../main.js';
 
-interface Options { config?: string; checkConfig?: boolean }
+interface Options { config?: string; checkConfig?: boolean; logFormat?: 'text' | 'json' }
 
 /** The options, or the exit code once help, the version or a usage error was printed. */
 function parseOptions(argv: string[]): Options | number {
@@ -29,6 +31,7 @@ function parseOptions(argv: string[]): Options | number {
     .description('mail delivery server: LMTP/SMTP intake, per-user rules, Maildir and mbox delivery')
     .option('-c, --config <file>', 'YAML configuration (default: $MAILPROCD_CONFIG, else /etc/mailprocd/mailprocd.yaml if it exists, else the embedded default, state under the package\'s ./var)')
     .option('--check-config', 'validate the configuration, print the effective one as YAML, then exit')
+    .addOption(new Option('--log-format <format>', 'log lines as text (Postfix style) or json (one object per line); overrides log.format').choices(['text', 'json']))
     .version(`mailprocd ${packageVersion()}`, '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'print this help and exit')
     .exitOverride()
@@ -55,6 +58,15 @@ async function main(): Promise<number> {
       parseDefaultDestination(c.delivery.default);
       const relay = await probeRelay(c.relay);
       if (relay !== undefined) process.stderr.write(`mailprocd: warning: ${relay}\n`);
+      // Users' milter filters are loaded (each in its worker) and ended again: a module that
+      // would stop the start is named now, as the start would name it (milter.filters[i]).
+      if (c.milter.filters.length > 0) {
+        const loaded = await loadMilterFilters({
+          paths: c.milter.filters, baseDir: source.kind === 'default' ? source.base : process.cwd(), timeoutMs: c.milter.filter_timeout,
+          log: createLogger({ format: 'text', level: 'warn' }),
+        });
+        await loaded.close();
+      }
       process.stdout.write(formatConfigYaml(c));
       process.stderr.write(`mailprocd: configuration ${c.file ?? '(embedded default)'} is valid\n`);
       return 0;
@@ -68,7 +80,8 @@ async function main(): Promise<number> {
   let daemon: Daemon | undefined;
   let stopRequested: string | undefined;
   const shutdown = (sig: string): void => {
-    process.stderr.write(`mailprocd: ${sig} received\n`);
+    // In the daemon's log format: a raw line would break a JSON log and lack the journal's priority.
+    (daemon?.log ?? createLogger({ format: args.logFormat ?? 'text', level: 'info' })).info(`${sig} received`);
     if (daemon === undefined) stopRequested = sig;
     else stopAndExit(daemon);
   };
@@ -81,10 +94,13 @@ async function main(): Promise<number> {
     // The embedded default's relative paths (./var, ./db, its sockets, the
     // default Maildir) belong to the package, whoever starts it from where.
     if (source.kind === 'default') process.chdir(source.base);
-    daemon = await startDaemon(source.kind === 'file' ? { configFile: source.file } : {});
+    daemon = await startDaemon({
+      ...(source.kind === 'file' ? { configFile: source.file } : {}),
+      ...(args.logFormat !== undefined ? { logFormat: args.logFormat } : {}),
+    });
   } catch (err) {
     const msg = err instanceof ConfigError ? err.message : `cannot start: ${(err as Error).message}`;
-    createLogger({ format: 'text', level: 'info' }).error(msg);
+    createLogger({ format: args.logFormat ?? 'text', level: 'info' }).error(msg);
     return 1;
   }
   if (stopRequested !== undefined) stopAndExit(daemon);

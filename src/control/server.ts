@@ -1,7 +1,7 @@
 // The administrator's control socket (<run>/control.sock, mode 0600, owned by
 // the daemon's user: the file system is the authentication). One JSON request
 // per line, one JSON reply per line:
-//   {"cmd":"status"}                → workers, per-user load, queue size
+//   {"cmd":"status"}                → workers, per-user load, spam checkers, queue size, delivery delay percentiles
 //   {"cmd":"queue.list"}            → every spooled message
 //   {"cmd":"queue.show","id":ID}    → one message: envelope, progress, headers
 //   {"cmd":"queue.flush"}           → attempt every waiting message now
@@ -15,6 +15,7 @@
 // gets an error reply; the connection stays open for the next line.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import type { DelaySummary } from '../metrics/index.js';
 import type { ProbeLedger } from '../local/probe.js';
 import { isProbeId } from '../mail/probe-token.js';
 import { listenOn } from '../net/listen.js';
@@ -40,6 +41,8 @@ export interface ControlDeps {
   readonly rules?: RulesService;
   /** mailmond's probes (src/local/probe.ts). */
   readonly probes?: Pick<ProbeLedger, 'find' | 'counts'>;
+  /** Delivery delay percentiles since start, from the metrics' histograms. */
+  readonly delays?: () => Promise<DelaySummary>;
 }
 
 /** A rules.test request carries its message (up to 8 MiB, base64). */
@@ -92,6 +95,7 @@ async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<strin
         workers: d.pool.list(), load: d.pool.load(),
         spam: d.spam === undefined ? { enabled: false } : { enabled: true, parent: d.spam.parentPid() ?? null, checkers: await d.spam.list() },
         queue: { messages: queue.length, recipients: queue.reduce((n, q) => n + q.recipients.length - q.done.length, 0) },
+        ...(d.delays !== undefined ? { delays: await d.delays() } : {}),
       };
     }
     case 'queue.list':

@@ -1,5 +1,5 @@
 // Table sources: the one parser for the text files an administrator edits
-// (rules, uid, gid, lists, spam; the format is in db/README.md). Pure, no I/O:
+// (rules, uid, gid, lists, spam, nodes; the format is in db/README.md). Pure, no I/O:
 // text in, typed entries and EVERY error out, each naming file and line, and
 // the column where one character is to blame (a regex feature the linear-time
 // matcher lacks, a NUL). Never throws on bad input; a caller must not compile
@@ -32,6 +32,8 @@ export interface SourceError {
 export interface ParseOptions {
   /** delivery.allow_root: keys whose entries may name root (or 0) without the "root!" marker. */
   readonly allowRoot?: readonly string[];
+  /** Where an entry came from, for logs and `rules test` (default "FILE:LINE"); db sync names the central row. */
+  readonly originOf?: (line: number) => string;
 }
 
 /** lmdb-js's key limit in bytes; a longer key cannot be stored (nor looked up). */
@@ -61,7 +63,7 @@ export function parseTableSource<T extends TableName>(table: T, text: string, fi
     if (entry.broken || keyToken === undefined) continue;
     const key = parseKey(keyToken, report);
     if (key === undefined) continue;
-    const where: Where = { line: entry.line, origin: `${file}:${entry.line}` };
+    const where: Where = { line: entry.line, origin: options.originOf?.(entry.line) ?? `${file}:${entry.line}` };
     const accounts: AccountContext = { key, allowRoot };
     if (table === 'rules') {
       const rule = parseRule(rest, where, accounts, report);
@@ -75,8 +77,13 @@ export function parseTableSource<T extends TableName>(table: T, text: string, fi
       continue;
     }
     firstLine.set(key, entry.line);
+    if (table === 'nodes' && !keyToken.text.includes('@')) {
+      report(entry.line, `key "${keyToken.text}" names no domain: Postfix's transport_maps cannot route a local part in every domain (write user@domain or @domain)`);
+      continue;
+    }
     const value = table === 'lists' ? parseList(rest, where, report)
       : table === 'spam' ? parseSpam(rest, where, report)
+      : table === 'nodes' ? parseNode(rest, where, report)
       : parseAccountValue(table, rest, where, accounts, report);
     if (value !== undefined) values.set(key, value);
   }
@@ -208,4 +215,24 @@ function parseSpam(tokens: readonly Token[], where: Where, report: Report): Spam
   }
   if (!ok || check === undefined) return undefined;
   return { check, ...(required !== undefined ? { required } : {}), ...(onError !== undefined ? { onError } : {}), origin: where.origin };
+}
+
+// transport(5) values a mailbox host is reached by: lmtp or smtp, with a next
+// hop Postfix's clients understand. Anything else (a typo such as "lmpt:") would
+// make Postfix defer every message for that user with "unknown mail transport".
+const NODE_RE = /^(?:lmtp:(?:inet:(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?|unix:\/\S+|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?|[A-Za-z0-9.-]+(?::\d{1,5})?)|smtp:(?:\[[0-9A-Fa-f:.]+\]|\[[A-Za-z0-9.-]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?)$/;
+
+/** One transport(5) value: `lmtp:inet:HOST:PORT`, `lmtp:unix:/PATH`, `lmtp:[HOST]:PORT` or `smtp:[HOST]:PORT`. */
+function parseNode(tokens: readonly Token[], where: Where, report: Report): string | undefined {
+  const [hop, extra] = tokens;
+  if (hop === undefined || extra !== undefined) {
+    report(extra?.line ?? where.line, 'want exactly one next hop after the key (lmtp:inet:HOST:PORT, lmtp:unix:/PATH or smtp:[HOST]:PORT)');
+    return undefined;
+  }
+  const port = /:(\d{1,5})$/.exec(hop.text);
+  if (!NODE_RE.test(hop.text) || (port !== null && !hop.text.startsWith('lmtp:unix:') && (Number(port[1]) === 0 || Number(port[1]) > 65535))) {
+    report(hop.line, `bad next hop "${hop.text.slice(0, 80)}" (want lmtp:inet:HOST:PORT, lmtp:unix:/PATH, lmtp:[HOST]:PORT or smtp:[HOST]:PORT)`, columnOf(hop, 0));
+    return undefined;
+  }
+  return hop.text;
 }

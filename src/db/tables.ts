@@ -118,10 +118,31 @@ async function readSource(table: TableName, sourceDir: string, options: ParseOpt
 export async function compileTables(opts: CompileOptions): Promise<CompileReport> {
   const options: ParseOptions = { allowRoot: opts.allowRoot ?? [] };
   const sources = await Promise.all((opts.tables ?? TABLE_NAMES).map((t) => readSource(t, opts.sourceDir, options)));
+  return compileParsed(opts.dbDir, sources);
+}
+
+/** One table's source text from somewhere other than a file (`mailproc db sync`); file names it in errors and in the table's info. */
+export interface TableText {
+  readonly table: TableName;
+  readonly file: string;
+  readonly text: string;
+  /** What each entry's origin says (default "FILE:LINE"). */
+  readonly originOf?: (line: number) => string;
+}
+
+/** compileTables for sources already in memory: the same parser, the same all-or-nothing write. */
+export async function compileTableTexts(opts: { readonly dbDir: string; readonly sources: readonly TableText[]; readonly allowRoot?: readonly string[] }): Promise<CompileReport> {
+  const options: ParseOptions = { allowRoot: opts.allowRoot ?? [] };
+  return compileParsed(opts.dbDir, opts.sources.map((s) => ({
+    table: s.table, file: s.file, ...parseTableSource(s.table, s.text, s.file, { ...options, ...(s.originOf !== undefined ? { originOf: s.originOf } : {}) }),
+  })));
+}
+
+async function compileParsed(dbDir: string, sources: readonly ParsedSource[]): Promise<CompileReport> {
   const errors = sources.flatMap((s) => s.errors);
   if (errors.length > 0) return { ok: false, errors };
 
-  const env = openEnvironment(opts.dbDir);
+  const env = openEnvironment(dbDir);
   try {
     const compiledAt = new Date().toISOString();
     const tables: Partial<Record<TableName, TableInfo>> = {};

@@ -1,8 +1,8 @@
 // Duplicate suppression: the same Message-ID to the same owner within
 // dedupe.window is delivered once (procmail's formail -D, Sieve's
-// "duplicate"). On for each local subscriber of an alias list — a list
-// retried because one subscriber failed must not give the others a second
-// copy —, for a list address itself (a post that reaches the list twice,
+// "duplicate"). On for each subscriber of an alias list, local or remote —
+// a list retried because one subscriber failed must not give the others a
+// second copy —, for a list address itself (a post that reaches the list twice,
 // through two of its addresses, is handed over once), and for a recipient
 // whose applied rule says `dedupe`. The key is
 // classify/duplicate.ts's, the records are the state store's (src/state);
@@ -28,6 +28,8 @@ export interface DuplicateFilter {
   key(owner: Identity | string, message: ParsedMessage): string | undefined;
   /** The key for a list address and message: a list is its own owner (two lists of one owner each get a cross-post). */
   listKey(list: string, message: ParsedMessage): string | undefined;
+  /** The key for a remote subscriber's copy of an alias list's post: a retry of the list must not send it again. */
+  subscriberKey(list: string, subscriber: string, message: ParsedMessage): string | undefined;
   /** The queue id of the first delivery within the window, or undefined. */
   seen(key: string): string | undefined;
   /** After a successful delivery. */
@@ -38,6 +40,7 @@ export function createDuplicateFilter(records: DuplicateRecords, windowMs: () =>
   return {
     key: (owner, message) => (typeof owner === 'string' ? undefined : dedupeKey(String(owner.uid), message.headers.get('message-id')?.[0])),
     listKey: (list, message) => dedupeKey(`list:${list}`, message.headers.get('message-id')?.[0]),
+    subscriberKey: (list, subscriber, message) => dedupeKey(`list:${list}>${subscriber.toLowerCase()}`, message.headers.get('message-id')?.[0]),
     seen: (key) => records.dedupeSeen(key, windowMs(), now())?.queueId,
     record: (key, queueId) => records.dedupeRecord(key, now(), queueId, windowMs()),
   };

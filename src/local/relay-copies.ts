@@ -37,6 +37,7 @@ import { relayTraceHeader } from '../mail/trace.js';
 import type { Relay } from '../relay/index.js';
 import type { Logger } from '../log.js';
 import { logDelivery } from './delivery-log.js';
+import type { DuplicateFilter } from './dedupe.js';
 import { lookupRecipient } from './resolve.js';
 
 /** Alias lists inside alias lists: deeper than this is a configuration loop (Postfix's expansion limit is of this order). */
@@ -56,6 +57,16 @@ export interface RelayCopyContext {
   readonly isLocal: (address: string) => boolean;
   /** A local subscriber of an alias list, through the normal recipient path with duplicate suppression. */
   readonly deliverLocal: (env: Envelope, message: ParsedMessage, address: string, list: string, depth: number) => Promise<RecipientOutcome>;
+  /**
+   * Remote subscribers of an alias list who already have this post (by
+   * Message-ID, within dedupe.window): a retry of the list leaves them out.
+   * seen() throws when the record cannot be read (the list defers); record()
+   * never throws (a record not written is logged: at worst a second copy).
+   */
+  readonly remoteCopies?: {
+    seen(list: string, subscriber: string, message: ParsedMessage): boolean;
+    record(list: string, subscriber: string, message: ParsedMessage, queueId: string): Promise<void>;
+  };
 }
 
 export interface RelayCopyOptions {
@@ -69,6 +80,8 @@ export interface RelayCopyOptions {
   readonly log: Logger;
   /** Counts each subscriber's logged outcome (src/metrics); undefined: nothing is counted. */
   readonly metrics?: MetricsEvents;
+  /** Duplicate records (dedupe.ts), so a retried alias list does not resend to remote subscribers who have it; undefined: no suppression. */
+  readonly duplicates?: DuplicateFilter;
 }
 
 /** The daemon's RelayCopyContext: the relays, the lists table, and local delivery for alias lists. */
@@ -92,6 +105,21 @@ export function createRelayCopyContext(o: RelayCopyOptions): RelayCopyContext {
       return outcome;
     },
     ...(o.forwardSender !== undefined ? { forwardSender: o.forwardSender } : {}),
+    ...(o.duplicates !== undefined ? { remoteCopies: remoteCopies(o.duplicates, o.log) } : {}),
+  };
+}
+
+function remoteCopies(duplicates: DuplicateFilter, log: Logger): NonNullable<RelayCopyContext['remoteCopies']> {
+  return {
+    seen: (list, subscriber, message) => {
+      const key = duplicates.subscriberKey(list, subscriber, message);
+      return key !== undefined && duplicates.seen(key) !== undefined;
+    },
+    record: async (list, subscriber, message, queueId) => {
+      const key = duplicates.subscriberKey(list, subscriber, message);
+      if (key === undefined) return;
+      await duplicates.record(key, queueId).catch((err: unknown) => log.warn(`duplicate record for <${subscriber}> of list "${list}" not written: ${(err as Error).message}`, undefined, queueId));
+    },
   };
 }
 
@@ -161,8 +189,21 @@ async function expand(ctx: RelayCopyContext, env: Envelope, message: ParsedMessa
   if (entry.subscribers.length === 0) return ok(`list "${name}" has no subscribers`);
   const copy = withDeliveredTo(message, rcpt.address);
   const local = entry.subscribers.filter((a) => ctx.isLocal(a));
-  const remote = entry.subscribers.filter((a) => !ctx.isLocal(a));
   const statuses: Status[] = [];
+  let remote: string[];
+  try {
+    remote = entry.subscribers.filter((a) => {
+      if (ctx.isLocal(a)) return false;
+      // Sent on an earlier try of this list: counted as delivered, not sent again.
+      if (ctx.remoteCopies?.seen(name, a, message) === true) {
+        statuses.push(ok(`<${a}>: duplicate suppressed`));
+        return false;
+      }
+      return true;
+    });
+  } catch (err) {
+    return status('4.3.0', `list "${name}": duplicate check failed: ${(err as Error).message}`);
+  }
   await Promise.all([
     ...local.map(async (a) => {
       const o = await ctx.deliverLocal(env, copy, a, rcpt.address, depth + 1);
@@ -174,7 +215,11 @@ async function expand(ctx: RelayCopyContext, env: Envelope, message: ParsedMessa
       const raw = Buffer.concat([relayTraceHeader({ ...env, hostname: ctx.hostname, recipient: rcpt.address }), message.body]);
       const from = ctx.forwardSender?.(env.sender) ?? env.sender;
       const sent = await ctx.outbound().send({ from, to: remote, raw });
-      sent.forEach((s, k) => statuses.push(isSuccess(s) ? s : status(s.code, `<${remote[k] as string}>: ${s.text}`)));
+      await Promise.all(sent.map(async (s, k) => {
+        const a = remote[k] as string;
+        statuses.push(isSuccess(s) ? s : status(s.code, `<${a}>: ${s.text}`));
+        if (isSuccess(s)) await ctx.remoteCopies?.record(name, a, message, env.queueId);
+      }));
     })(),
   ]);
   const failed = statuses.filter((s) => !isSuccess(s));

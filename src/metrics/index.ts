@@ -3,3 +3,4 @@
 // calls through src/mail/metrics-events.ts; startMetricsServer serves it.
 export { createMetrics, TOP_OWNERS, type Metrics, type MetricsSources } from './registry.js';
 export { startMetricsServer, type MetricsServer } from './server.js';
+export { histogramQuantile, summarisePercentiles, type DelaySummary, type Percentiles } from './quantile.js';

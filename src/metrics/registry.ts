@@ -14,6 +14,7 @@ import { readFile } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { MetricsEvents, RecipientEvent } from '../mail/metrics-events.js';
 import { dsnClass, parseVmRss, pluginLabel, policyActionLabel, protocolLabel, relayLabel, statusLabel, topOwners } from './labels.js';
+import { summarisePercentiles, type Bucket, type DelaySummary } from './quantile.js';
 
 /** Owners shown in mailprocd_owner_deliveries: the busiest ones; the rest are in the totals. */
 export const TOP_OWNERS = 10;
@@ -33,6 +34,16 @@ export interface Metrics extends MetricsEvents {
   readonly registry: Registry;
   /** Where the on-scrape gauges read from; called once the parts exist. */
   watch(sources: MetricsSources): void;
+  /** Delivery delay and stage percentiles since start, from the histograms (`mailproc status`). */
+  delays(): Promise<DelaySummary>;
+}
+
+/** A histogram's cumulative buckets (for one stage, when given), as prom-client reports them. */
+async function bucketsOf(h: Histogram, stage?: string): Promise<Bucket[]> {
+  const { values } = await h.get();
+  return values
+    .filter((v) => v.metricName?.endsWith('_bucket') === true && (stage === undefined || v.labels.stage === stage))
+    .map((v) => ({ le: v.labels.le === '+Inf' ? Infinity : Number(v.labels.le), count: v.value }));
 }
 
 /** Delivery stages, Postfix's delays=a/b/c/d (src/mail/outcome.ts DeliveryTiming). */
@@ -111,6 +122,16 @@ export function createMetrics(): Metrics {
   return {
     registry,
     watch(s) { sources = s; },
+    async delays() {
+      const [total, before, slot, transfer, work] = await Promise.all([bucketsOf(delay), ...STAGES.map(([stage]) => bucketsOf(stages, stage))]);
+      return {
+        total: summarisePercentiles(total),
+        stages: {
+          before: summarisePercentiles(before ?? []), slot: summarisePercentiles(slot ?? []),
+          transfer: summarisePercentiles(transfer ?? []), work: summarisePercentiles(work ?? []),
+        },
+      };
+    },
     messageAccepted(protocol) { accepted.inc({ protocol: protocolLabel(protocol) }); },
     recipientLogged(e: RecipientEvent) {
       recipients.inc({ status: statusLabel(e.code), relay: relayLabel(e.relay), dsn_class: dsnClass(e.code) });

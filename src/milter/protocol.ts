@@ -180,7 +180,11 @@ export class PacketDecoder {
     if (this.pendingLength === 0) buf = chunk;
     else {
       this.pending.push(chunk);
-      buf = Buffer.concat(this.pending, this.pendingLength + chunk.length);
+      this.pendingLength += chunk.length;
+      // A large packet arrives in many chunks: join them once it is whole, not at every chunk.
+      const first = this.pending[0] as Buffer;
+      if (first.length >= 4 && this.pendingLength < 4 + first.readUInt32BE(0)) return [];
+      buf = Buffer.concat(this.pending, this.pendingLength);
       this.pending = [];
       this.pendingLength = 0;
     }

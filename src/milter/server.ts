@@ -5,8 +5,9 @@
 // Per connection:
 //  - commands are handled one after another; the MTA waits for our reply
 //    to most of them, but macros and events negotiated without a reply
-//    (SMFIP_NR_*) arrive back to back: they queue, and past MAX_QUEUED the
-//    socket is not read until the queue is worked off;
+//    (SMFIP_NR_*) arrive back to back: they queue, and past MAX_QUEUED
+//    commands or MAX_QUEUED_BYTES the socket is not read until the queue is
+//    worked off;
 //  - a protocol error (a bad length, a packet over limits.packet_size, an
 //    unknown command, a field cut short, a command before OPTNEG) is logged
 //    once, the filters get abort/close, and the connection is closed: the
@@ -68,13 +69,16 @@ export interface BoundListener {
 
 /** Commands read but not yet handled before we stop reading (NR events come without waiting for us). */
 const MAX_QUEUED = 256;
+/** The same in bytes, as packet sizes: a client cannot make us hold 256 packets of limits.packet_size each. */
+const MAX_QUEUED_BYTES = 1024 * 1024;
 /** How long close() lets a command in progress finish. */
 const CLOSE_GRACE_MS = 5_000;
 
 class Connection {
   private readonly decoder: PacketDecoder;
   private readonly conversation: MilterConversation;
-  private readonly queue: MtaCommand[] = [];
+  private readonly queue: { readonly cmd: MtaCommand; readonly size: number }[] = [];
+  private queuedBytes = 0;
   private busy = false;
   /** The pump working through the queue, awaited before the filters are closed. */
   private running: Promise<void> = Promise.resolve();
@@ -117,9 +121,11 @@ class Connection {
         this.protocolError(cmd.reason);
         return;
       }
-      this.queue.push(cmd);
+      const size = p.kind === 'packet' ? p.data.length : 0;
+      this.queue.push({ cmd, size });
+      this.queuedBytes += size;
     }
-    if (this.queue.length >= MAX_QUEUED) this.socket.pause();
+    if (this.full) this.socket.pause();
     if (!this.busy) {
       this.busy = true;
       this.running = this.pump();
@@ -128,8 +134,9 @@ class Connection {
 
   private async pump(): Promise<void> {
     try {
-      for (let cmd = this.queue.shift(); cmd !== undefined && !this.stopping; cmd = this.queue.shift()) {
-        const step = await this.conversation.handle(cmd);
+      for (let item = this.queue.shift(); item !== undefined && !this.stopping; item = this.queue.shift()) {
+        this.queuedBytes -= item.size;
+        const step = await this.conversation.handle(item.cmd);
         if (step === 'quit') {
           this.stopping = true;
           this.o.log.debug(`milter ${this.peer}: QUIT`);
@@ -137,17 +144,22 @@ class Connection {
         } else if (step !== 'more') {
           this.protocolError(step.error);
         }
-        if (!this.stopping && this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
+        if (!this.stopping && !this.full && this.socket.isPaused()) this.socket.resume();
       }
     } catch (err) {
       // A bug of ours (the conversation answers filter failures itself): the MTA gets its default action.
       this.o.log.error(`milter ${this.peer}: internal error, connection closed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       this.stopping = true;
       this.queue.length = 0;
+      this.queuedBytes = 0;
     } finally {
       this.busy = false;
     }
     if (this.stopping) this.close();
+  }
+
+  private get full(): boolean {
+    return this.queue.length >= MAX_QUEUED || this.queuedBytes >= MAX_QUEUED_BYTES;
   }
 
   /** Logged once; the connection closes after the command in progress. */
@@ -166,12 +178,17 @@ class Connection {
   private stop(): void {
     this.stopping = true;
     this.queue.length = 0;
+    this.queuedBytes = 0;
     this.socket.pause();
     if (!this.busy) this.close();
   }
 
   private onIdle(): void {
-    if (this.busy) return;
+    if (this.busy) {
+      // Our own filter is slow, not the MTA idle: look again after another period (the event fires once per arming).
+      this.socket.setTimeout(this.o.limits.idleTimeoutMs);
+      return;
+    }
     this.o.log.debug(`milter ${this.peer}: nothing from the MTA for ${this.o.limits.idleTimeoutMs} ms (milter.limits.idle_timeout); closing`);
     this.stop();
   }

@@ -442,6 +442,9 @@ export class MilterConversation {
     const headerValue = (v: string | Buffer): Buffer => {
       const b = typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
       if (b.includes(0)) throw new TypeError(`filter ${i.name}: header value contains a NUL byte`);
+      // A line break must be a fold (followed by a space or tab): anything else would start a new header
+      // of the value's choosing, and values often carry text from the message or the client.
+      if (/\r(?!\n)|\n(?![ \t])/.test(b.toString('latin1'))) throw new TypeError(`filter ${i.name}: header value has a line break that is not folding (CRLF or LF followed by a space or tab)`);
       return leadspc ? Buffer.concat([Buffer.from(' '), b]) : b;
     };
     const address = (a: string, what: string): string => {

@@ -35,7 +35,10 @@ function run(cli: string, args: readonly string[], opts: { env?: Record<string, 
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const GOLDEN_CASES: readonly { readonly name: string; readonly cli: 'mailproc' | 'mailprocd'; readonly args: readonly string[] }[] = [
+const MAILMOND = join(process.cwd(), 'dist/src/cli/mailmond.js');
+const CLIS = { mailproc: MAILPROC, mailprocd: DAEMON, mailmond: MAILMOND } as const;
+
+const GOLDEN_CASES: readonly { readonly name: string; readonly cli: keyof typeof CLIS; readonly args: readonly string[] }[] = [
   { name: 'mailproc-help', cli: 'mailproc', args: ['--help'] },
   { name: 'mailproc-help-command', cli: 'mailproc', args: ['help'] },
   { name: 'mailproc-version', cli: 'mailproc', args: ['--version'] },
@@ -48,16 +51,19 @@ const GOLDEN_CASES: readonly { readonly name: string; readonly cli: 'mailproc' |
   { name: 'mailprocd-help', cli: 'mailprocd', args: ['--help'] },
   { name: 'mailprocd-version', cli: 'mailprocd', args: ['--version'] },
   { name: 'mailprocd-unknown-option', cli: 'mailprocd', args: ['--frobnicate'] },
+  { name: 'mailprocd-bad-log-format', cli: 'mailprocd', args: ['--log-format', 'xml'] },
+  { name: 'mailmond-version', cli: 'mailmond', args: ['--version'] },
+  { name: 'mailmond-unknown-option', cli: 'mailmond', args: ['--frobnicate'] },
 ];
 
 /** The golden text of a run; the package version is a placeholder so that a release changes no golden file. */
 const transcript = (r: Run): string =>
   `exit ${r.status}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`.replaceAll(packageVersion(), '@VERSION@');
 
-describe('mailproc and mailprocd command lines: golden transcripts', () => {
+describe('mailproc, mailprocd and mailmond command lines: golden transcripts', () => {
   for (const c of GOLDEN_CASES) {
     test(`${c.cli} ${c.args.join(' ')} prints exactly ${c.name}.out`, () => {
-      const got = transcript(run(c.cli === 'mailproc' ? MAILPROC : DAEMON, c.args));
+      const got = transcript(run(CLIS[c.cli], c.args));
       const file = join(GOLDEN, `${c.name}.out`);
       if (process.env.MAILPROC_UPDATE_GOLDEN === '1') writeFileSync(file, got);
       assert.equal(got, readFileSync(file, 'utf8'));

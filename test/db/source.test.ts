@@ -190,6 +190,12 @@ const bad: { name: string; table: TableName; text: string; want: string[] }[] = 
   { name: 'spam option twice', table: 'spam', text: 'a@x on required=1 required=2', want: ['db/rules:1:19: required= given twice'] },
   { name: 'spam option unknown', table: 'spam', text: 'a@x on threshold=3', want: ['db/rules:1:8: unknown spam option "threshold=3" (want required=N or on_error=open|closed)'] },
   { name: 'duplicate spam key', table: 'spam', text: 'a@x on\na@x off', want: ['db/rules:2: duplicate key "a@x" (first given at line 1)'] },
+  { name: 'nodes key without a domain', table: 'nodes', text: 'alice lmtp:inet:mb1:24', want: ['db/rules:1: key "alice" names no domain: Postfix\'s transport_maps cannot route a local part in every domain (write user@domain or @domain)'] },
+  { name: 'nodes transport misspelt', table: 'nodes', text: 'a@x lmpt:inet:mb1:24', want: ['db/rules:1:5: bad next hop "lmpt:inet:mb1:24" (want lmtp:inet:HOST:PORT, lmtp:unix:/PATH, lmtp:[HOST]:PORT or smtp:[HOST]:PORT)'] },
+  { name: 'nodes port out of range', table: 'nodes', text: 'a@x lmtp:inet:mb1:99999', want: ['db/rules:1:5: bad next hop "lmtp:inet:mb1:99999" (want lmtp:inet:HOST:PORT, lmtp:unix:/PATH, lmtp:[HOST]:PORT or smtp:[HOST]:PORT)'] },
+  { name: 'nodes with two hops', table: 'nodes', text: 'a@x lmtp:inet:mb1:24 lmtp:inet:mb2:24', want: ['db/rules:1: want exactly one next hop after the key (lmtp:inet:HOST:PORT, lmtp:unix:/PATH or smtp:[HOST]:PORT)'] },
+  { name: 'nodes with nothing after the key', table: 'nodes', text: '@x', want: ['db/rules:1: want exactly one next hop after the key (lmtp:inet:HOST:PORT, lmtp:unix:/PATH or smtp:[HOST]:PORT)'] },
+  { name: 'duplicate nodes key', table: 'nodes', text: 'a@x smtp:[mb1]:25\nA@x smtp:[mb2]:25', want: ['db/rules:2: duplicate key "a@x" (first given at line 1)'] },
 ];
 
 for (const c of bad) {
@@ -265,6 +271,19 @@ const goodValues: { name: string; table: TableName; text: string; want: [string,
       ['postmaster@example.test', { check: false, origin: 'db/spam:2' }],
       ['alice@example.test', { check: true, required: 3.5, onError: 'closed', origin: 'db/spam:3' }],
       ['bob@example.test', { check: true, required: -1, origin: 'db/spam:4' }],
+    ],
+  },
+  {
+    name: 'nodes: every next-hop form Postfix takes',
+    table: 'nodes',
+    text: '@Example.Test lmtp:inet:mb1.example.test:24\nalice@example.test lmtp:unix:/run/mb.sock\nbob+x@example.test lmtp:[192.0.2.7]:2424\ncarol@example.test smtp:[mb3.example.test]:25\n@other.test lmtp:inet:[2001:db8::1]:24\n@third.test lmtp:inet:mb4',
+    want: [
+      ['@example.test', 'lmtp:inet:mb1.example.test:24'],
+      ['alice@example.test', 'lmtp:unix:/run/mb.sock'],
+      ['bob+x@example.test', 'lmtp:[192.0.2.7]:2424'],
+      ['carol@example.test', 'smtp:[mb3.example.test]:25'],
+      ['@other.test', 'lmtp:inet:[2001:db8::1]:24'],
+      ['@third.test', 'lmtp:inet:mb4'],
     ],
   },
 ];

@@ -1,7 +1,9 @@
-// The systemd unit shipped in docs/ (README "Running as a service") must be
-// one systemd accepts: `systemd-analyze verify` with no complaint at all
-// (unknown keys are only warnings, so stderr must be empty), and its commands
-// must be the daemon's real ones (--check-config and --config exist).
+// The systemd units in docs/ (mailprocd.service, mailmond.service: the Debian
+// package installs them as they are, README "Running as a service") must be
+// ones systemd accepts: `systemd-analyze verify` with no complaint at all
+// (unknown keys are only warnings, so stderr must be empty), and their
+// commands must be the real ones (--check-config and --config exist). The
+// installed copies, man pages included, are verified by test/package.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,20 +12,29 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { DAEMON } from '../helpers/daemon.js';
+
+const MAILMOND = join(process.cwd(), 'dist/src/cli/mailmond.js');
 import { requireProgram } from '../helpers/components.js';
 
 const UNIT = join(process.cwd(), 'docs', 'mailprocd.service');
+const MONITOR_UNIT = join(process.cwd(), 'docs', 'mailmond.service');
 
-test('docs/mailprocd.service passes systemd-analyze verify without a warning', (t) => {
+test('docs/mailprocd.service and docs/mailmond.service pass systemd-analyze verify without a warning', (t) => {
   const analyze = requireProgram(t, 'systemd-analyze', 'systemd');
   if (analyze === undefined) return;
   const dir = mkdtempSync(join(tmpdir(), 'mailprocd-unit-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  // Node where this machine has it, so that verify's "is the command executable" check is about the unit.
-  const unit = readFileSync(UNIT, 'utf8').replaceAll('/usr/bin/node ', `${process.execPath} `);
+  // The commands the package links into /usr/bin, here from the build, so that
+  // verify's "is the command executable" check is about the unit. The man
+  // pages named in Documentation= exist only once the package is installed.
+  const unit = readFileSync(UNIT, 'utf8').replaceAll('/usr/bin/mailprocd ', `${process.execPath} ${DAEMON} `);
+  const monitor = readFileSync(MONITOR_UNIT, 'utf8').replaceAll('/usr/bin/mailmond ', `${process.execPath} ${MAILMOND} `);
+  assert.notEqual(unit, readFileSync(UNIT, 'utf8'));
+  assert.notEqual(monitor, readFileSync(MONITOR_UNIT, 'utf8'));
   const path = join(dir, 'mailprocd.service');
   writeFileSync(path, unit);
-  const r = spawnSync(analyze, ['verify', path], { encoding: 'utf8' });
+  writeFileSync(join(dir, 'mailmond.service'), monitor);
+  const r = spawnSync(analyze, ['verify', '--man=no', path, join(dir, 'mailmond.service')], { encoding: 'utf8' });
   assert.equal(r.stderr, '', 'no warnings');
   assert.equal(r.status, 0);
 });
@@ -31,8 +42,8 @@ test('docs/mailprocd.service passes systemd-analyze verify without a warning', (
 test('the unit starts the daemon with options it has, and checks the config first', () => {
   const unit = readFileSync(UNIT, 'utf8');
   const exec = (key: string): string => unit.match(new RegExp(`^${key}=(.*)$`, 'm'))?.[1] ?? '';
-  assert.match(exec('ExecStartPre'), /mailprocd\.js --check-config --config \S+$/);
-  assert.match(exec('ExecStart'), /mailprocd\.js --config \S+$/);
+  assert.match(exec('ExecStartPre'), /^\/usr\/bin\/mailprocd --check-config --config \S+$/);
+  assert.match(exec('ExecStart'), /^\/usr\/bin\/mailprocd --config \S+$/);
   assert.equal(exec('ExecReload'), '/bin/kill -HUP $MAINPID');
   // The same options against the built daemon: exit 0 and the configuration it read (execFileSync throws otherwise).
   const dir = mkdtempSync(join(tmpdir(), 'mailprocd-unit-'));
@@ -51,6 +62,8 @@ test('the unit logs as mailprocd to the mail facility, creates its working direc
   const value = (key: string): string => unit.match(new RegExp(`^${key}=(.*)$`, 'm'))?.[1] ?? '';
   assert.equal(value('SyslogIdentifier'), 'mailprocd');
   assert.equal(value('SyslogFacility'), 'mail');
+  // The log lines are on stderr: whatever happens to stdout, stderr goes to the journal.
+  assert.ok(value('StandardError') === 'journal' || (value('StandardError') === '' && value('StandardOutput') === ''), `StandardError=${value('StandardError')}`);
   // WorkingDirectory must exist before the start: StateDirectory= makes /var/lib/<name>.
   assert.equal(value('WorkingDirectory'), `/var/lib/${value('StateDirectory')}`);
   assert.notEqual(value('RuntimeDirectory'), '');
@@ -61,4 +74,18 @@ test('the unit logs as mailprocd to the mail facility, creates its working direc
   for (const cap of ['CAP_SETUID', 'CAP_SETGID', 'CAP_CHOWN', 'CAP_FOWNER', 'CAP_DAC_OVERRIDE', 'CAP_KILL']) assert.ok(caps.includes(cap), cap);
   assert.ok(!caps.includes('CAP_SYS_ADMIN') && !caps.includes('CAP_SYS_PTRACE'));
   assert.equal(value('User'), '', 'runs as root: the workers drop to each user');
+  // Enabled, Debian's Postfix master pulls it in.
+  assert.ok(value('WantedBy').split(/\s+/).includes('postfix@-.service'), `WantedBy=${value('WantedBy')}`);
+});
+
+test('mailmond.service starts after mailprocd and either Postfix master, logs to mail, and keeps no capability', () => {
+  const unit = readFileSync(MONITOR_UNIT, 'utf8');
+  const value = (key: string): string => unit.match(new RegExp(`^${key}=(.*)$`, 'm'))?.[1] ?? '';
+  const after = value('After').split(/\s+/);
+  for (const u of ['mailprocd.service', 'postfix@-.service', 'postfix.service']) assert.ok(after.includes(u), `After=${value('After')}`);
+  assert.ok(value('Wants').split(/\s+/).includes('mailprocd.service'), `Wants=${value('Wants')}`);
+  assert.match(value('ExecStart'), /^\/usr\/bin\/mailmond run --config \/etc\/mailprocd\/mailprocd\.yaml \$MAILMOND_OPTS$/);
+  assert.equal(value('SyslogIdentifier'), 'mailmond');
+  assert.equal(value('SyslogFacility'), 'mail');
+  assert.match(unit, /^CapabilityBoundingSet=$/m);
 });

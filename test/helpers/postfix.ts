@@ -150,7 +150,7 @@ async function systemDefault(name: string): Promise<string> {
   return v;
 }
 
-function mainCf(o: {
+export function mainCf(o: {
   dir: string; configDir: string; queueDir: string; dataDir: string; maillog: string;
   daemonDir: string; shlibDir: string; metaDir: string; commandDir: string;
   lmtpSocket: string; policySocket?: string; domains: readonly string[]; extra: string;
@@ -187,7 +187,7 @@ function mainCf(o: {
     `virtual_mailbox_maps = hash:${o.configDir}/mailprocd_recipients`,
     o.smtpRelay === undefined ? `virtual_transport = lmtp:unix:${o.lmtpSocket}` : `virtual_transport = smtp:[127.0.0.1]:${o.smtpRelay.port}`,
     ...(o.smtpRelay === undefined ? [] : [`smtp_tls_security_level = ${o.smtpRelay.tls}`, 'smtp_tls_loglevel = 1']),
-    'smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination',
+    'smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination',
     `smtpd_recipient_restrictions =${o.policySocket !== undefined ? ` check_policy_service unix:${o.policySocket}` : ''}`,
     // Test only: nothing leaves this machine (bounces to remote senders fail at once),
     // and deferred mail is retried within seconds.

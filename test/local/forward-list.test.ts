@@ -27,12 +27,14 @@ alice@f.test   maildir:\${MAIL}/alice/Maildir/
 bob@f.test     maildir:\${MAIL}/bob/Maildir/
 dev@f.test     list:dev@f.test
 nested@f.test  list:nested@f.test
+far2@f.test    list:far2@f.test
 dup@f.test     maildir:\${MAIL}/dup/Maildir/  dedupe
 `;
 
 const LISTS = `
 dev@f.test     closed  manager=""  subscribers=alice@f.test,bob@f.test,far@remote.test
 nested@f.test  open    manager=alias  subscribers=nested@f.test,alice@f.test
+far2@f.test    open    manager=alias  subscribers=first@remote.test,second@remote.test
 `;
 
 let sink: SmtpSink;
@@ -203,6 +205,19 @@ describe('duplicate suppression', () => {
     await d.waitForLog(/to=<alice@f\.test>, orig_to=<dev@f\.test>, relay=dedupe, .*status=sent \(duplicate suppressed\)/);
     assert.equal(newFiles(mailOf('alice')).length, alice + 1);
     assert.equal(newFiles(mailOf('bob')).length, bob + 1);
+  });
+
+  test('an alias list retried because one remote subscriber deferred: the other remote subscriber is not sent the post again', async () => {
+    // The first RCPT of the list's one relay transaction (first@) is refused for now; second@ takes it.
+    sink.refuseNext({ code: 451, text: '4.3.2 try later', at: 'rcpt' });
+    await smtp.sendMail({ envelope: { from: 'sender@remote.test', to: ['far2@f.test'] }, raw: message('far2@f.test', 'two remote subscribers') });
+    await d.waitForLog(/to=<far2@f\.test>, relay=list, .*dsn=4\.3\.2, status=deferred/);
+    const posts = (who: string): number => received((m) => m.to.includes(who) && m.raw.toString('utf8').includes('Subject: two remote subscribers')).length;
+    await waitFor('the deferred subscriber, on the retry', () => (posts('first@remote.test') === 1 ? true : undefined));
+    await d.waitForLog(/to=<far2@f\.test>, relay=list, .*dsn=2\.0\.0, status=sent/);
+    assert.equal(posts('second@remote.test'), 1, 'second@ has the post once');
+    const retry = received((m) => m.to.includes('first@remote.test') && m.raw.toString('utf8').includes('Subject: two remote subscribers'))[0];
+    assert.deepEqual(retry?.to, ['first@remote.test'], 'the retry went to first@ alone');
   });
 });
 

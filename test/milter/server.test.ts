@@ -413,6 +413,22 @@ for (const onError of ['tempfail', 'continue'] as const) {
   });
 }
 
+test('a header value that would start a new header is refused as the filter\'s failure; a folded one goes through', async (t) => {
+  const m = await startMilter(t, [() => ({
+    eom: (s) => {
+      s.addHeader('X-Folded', 'one\r\n\ttwo');
+      if (s.sender === 'evil@x') s.addHeader('X-Report', 'ok\r\nBcc: victim@example.org');
+    },
+  })]);
+  const c = await m.client();
+  await c.negotiate();
+  c.send({ kind: 'mail', sender: '<good@x>', args: [] });
+  assert.deepEqual(show(await c.ask({ kind: 'eob', chunk: Buffer.alloc(0) })), [{ kind: 'addheader', name: 'X-Folded', value: 'bytes: one\r\n\ttwo' }, { kind: 'accept' }]);
+  c.send({ kind: 'mail', sender: '<evil@x>', args: [] });
+  assert.deepEqual(show(await c.ask({ kind: 'eob', chunk: Buffer.alloc(0) })), [{ kind: 'tempfail' }]);
+  await m.waitForLog(/eom failed: filter filter 1: header value has a line break that is not folding/);
+});
+
 test('a filter factory that throws: the connection is refused at connect under tempfail', async (t) => {
   const m = await startMilter(t, [() => { throw new Error('cannot start'); }]);
   const c = await m.client();
@@ -473,4 +489,50 @@ test('close(): connections end, filters get close, the unix socket stops answeri
   await c.closed();
   assert.equal(closed, 1);
   await assert.rejects(MilterClient.connect({ path: m.socketPath }));
+});
+
+test('limits.packet_size: a body chunk over it closes that connection, logged; one at the limit is read', async (t) => {
+  const m = await startMilter(t, [() => ({ body: () => 'continue' })], { limits: { packet_size: '2k' } });
+  const ok = await m.client();
+  await ok.negotiate();
+  // command byte + 2047 bytes = 2048, the limit.
+  assert.deepEqual(show([await ok.decision({ kind: 'body', chunk: Buffer.alloc(2047, 0x61) })]), [{ kind: 'continue' }]);
+  const big = await m.client();
+  await big.negotiate();
+  big.send({ kind: 'body', chunk: Buffer.alloc(4096, 0x61) });
+  await big.closed();
+  await m.waitForLog(/protocol error: packet length 4097 is over the limit of 2048 bytes; connection closed/);
+  assert.deepEqual(show([await ok.decision({ kind: 'body', chunk: Buffer.from('still here') })]), [{ kind: 'continue' }]);
+});
+
+test('limits.idle_timeout: a connection the MTA leaves silent is closed, its filters closed', async (t) => {
+  let closed!: () => void;
+  const done = new Promise<void>((resolve) => { closed = resolve; });
+  const m = await startMilter(t, [() => ({ envrcpt: () => 'continue', close: () => closed() })], { limits: { idle_timeout: '200ms' } });
+  const c = await m.client();
+  await c.negotiate();
+  await c.closed();
+  await done;
+  await m.waitForLog(/nothing from the MTA for 200 ms \(milter\.limits\.idle_timeout\); closing/);
+});
+
+test('progress reaches the MTA while a slow eom is still working; the decision follows when it is done', async (t) => {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => { release = resolve; });
+  const m = await startMilter(t, [() => ({
+    eom: async (s) => {
+      s.progress();
+      await gate;
+      s.progress();
+      s.addHeader('X-Checked', 'late');
+      return 'accept' as const;
+    },
+  })]);
+  const c = await m.client();
+  await c.negotiate();
+  c.send({ kind: 'eob', chunk: Buffer.alloc(0) });
+  assert.deepEqual(show([await c.reply()]), [{ kind: 'progress' }], 'sent while the filter waits');
+  assert.equal(c.pending, 0, 'nothing else yet');
+  release();
+  assert.deepEqual(show(await c.untilDecision()), [{ kind: 'progress' }, { kind: 'addheader', name: 'X-Checked', value: 'bytes: late' }, { kind: 'accept' }]);
 });

@@ -33,7 +33,7 @@ _mailproc() {
   cur="\${COMP_WORDS[COMP_CWORD]}"
   prev="\${COMP_WORDS[COMP_CWORD-1]}"
   case "$prev" in
-    --config|-c|--password-file|--file|--socket) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+    --config|-c|--password-file|--file|--socket|--output|-o) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
   esac
   for (( i=1; i<COMP_CWORD; i++ )); do
     case "\${COMP_WORDS[i]}" in

@@ -1,5 +1,5 @@
 // Text formatting shared by the subcommands that print what the daemon said:
-// ages ("42s", "5m", "3h"), sizes ("12.3 KiB"), local times
+// ages ("42s", "5m", "3h"), delays ("35ms", "2.50s"), sizes ("12.3 KiB"), local times
 // ("2026-12-05 09:47:12 +0100") and space-aligned tables. Pure, but for the
 // local time zone, which is the point of local times.
 
@@ -8,6 +8,10 @@ export const formatAge = (ms: number): string => {
   const s = Math.round(ms / 1000);
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
 };
+
+/** A delay in seconds: milliseconds below a second, seconds with two figures below 2 minutes, then as an age. */
+export const formatSeconds = (s: number): string =>
+  s < 1 ? `${Math.round(s * 1000)}ms` : s < 120 ? `${s.toFixed(s < 10 ? 2 : 1)}s` : formatAge(s * 1000);
 
 /** Rows as columns padded to the widest cell, two spaces apart, no trailing blanks. */
 export function formatTable(rows: (string | number)[][]): string {

@@ -34,6 +34,14 @@ export const LEARN_OPTIONS = {
 /** Ask for the checker again after this many messages: it keeps it from idling out and follows a restart. */
 const TOUCH_EVERY = 50;
 const TELL_TIMEOUT_MS = 120_000;
+/**
+ * Asking for a checker may start one, which takes SpamAssassin's whole start
+ * (tens of seconds on a busy host). The daemon answers by spam.start_timeout
+ * (60 s by default) with the checker or an error, so the client waits longer
+ * than any start the daemon would itself allow, instead of the control
+ * client's 30 s default that cut starts short on a loaded machine.
+ */
+const CHECKER_TIMEOUT_MS = 600_000;
 
 interface Checker {
   readonly socket: string;
@@ -136,7 +144,7 @@ export async function runLearn(argv: string[]): Promise<number> {
     }
     let r: Record<string, unknown>;
     try {
-      r = await askDaemon(control, request);
+      r = await askDaemon(control, request, CHECKER_TIMEOUT_MS);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       process.stderr.write(`mailproc: cannot reach mailprocd at ${control}: ${code === 'EACCES' ? 'permission denied: it is not your socket' : (err as Error).message}\n`);

@@ -1,6 +1,7 @@
 // `mailproc queue list | show ID | flush | delete ID [--json]`: the durable
 // queue of the running daemon, over <run>/control.sock. list prints each
-// message with the recipients still to go and its last error; show prints
+// message (id, size like 12.3 KiB, local arrival time, sender) with the
+// recipients still to go and its last error; show prints
 // one message (sender, local times, size like 12.3 KiB, each recipient's
 // state, the last error) and its header block; flush schedules every
 // message now; delete removes one. --json prints the daemon's reply as it
@@ -15,19 +16,20 @@ import { USAGE } from './usage.js';
 
 export interface QueueRow { id: string; sender: string; arrival: number; recipients: string[]; done: string[]; size: number; attempts: number; nextAttempt?: number; lastError?: string }
 
-function printQueue(rows: QueueRow[]): void {
-  if (rows.length === 0) {
-    process.stdout.write('Mail queue is empty\n');
-    return;
-  }
+/** `queue list` for a person, like postqueue -p: one block per message; `now` for the next attempt. */
+export function formatQueueList(rows: readonly QueueRow[], now = Date.now()): string {
+  if (rows.length === 0) return 'Mail queue is empty\n';
   const lines: string[] = [];
   for (const q of rows) {
-    lines.push(`${q.id.padEnd(20)} ${String(q.size).padStart(8)} ${new Date(q.arrival).toISOString()}  ${q.sender || 'MAILER-DAEMON'}`);
-    if (q.lastError) lines.push(`    (${q.lastError})`);
-    for (const rcpt of q.recipients) if (!q.done.includes(rcpt.toLowerCase())) lines.push(`    ${rcpt}`);
-    lines.push(`    attempts ${q.attempts}${q.nextAttempt ? `, next in ${formatAge(q.nextAttempt - Date.now())}` : ''}`, '');
+    lines.push(`${printable(q.id).padEnd(20)} ${formatSize(q.size).padStart(10)}  ${formatLocalTime(q.arrival)}  ${q.sender === '' ? 'MAILER-DAEMON' : printable(q.sender)}`);
+    if (q.lastError) lines.push(`    (${printable(q.lastError)})`);
+    const done = new Set(q.done.map((r) => r.toLowerCase()));
+    for (const rcpt of q.recipients) if (!done.has(rcpt.toLowerCase())) lines.push(`    ${printable(rcpt)}`);
+    lines.push(`    attempts ${q.attempts}${q.nextAttempt ? `, next ${q.nextAttempt <= now ? 'now' : `in ${formatAge(q.nextAttempt - now)}`}` : ''}`, '');
   }
-  process.stdout.write(`${lines.join('\n')}`);
+  const total = rows.reduce((n, q) => n + q.size, 0);
+  lines.push(`-- ${formatSize(total)} in ${rows.length} message(s)`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** `queue show`: one message, for a person. */
@@ -66,7 +68,7 @@ export async function runQueue(config: Config, args: readonly string[], json: bo
   const r = await askAdminSocket(config, request);
   if (typeof r === 'number') return r;
   if (json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-  else if (request.cmd === 'queue.list') printQueue(r.queue as QueueRow[]);
+  else if (request.cmd === 'queue.list') process.stdout.write(formatQueueList(r.queue as QueueRow[]));
   else if (request.cmd === 'queue.show') process.stdout.write(formatQueueMessage(r.message as QueueRow, String(r.headers)));
   else if (request.cmd === 'queue.flush') process.stdout.write(`${String(r.flushed)} message(s) scheduled for delivery now\n`);
   else process.stdout.write(`${String(request.id)}: removed\n`);

@@ -6,7 +6,9 @@ import { TABLE_NAMES } from '../../classify/rules.js';
 
 export const USAGE_OF = {
   db: `mailproc db compile [--config FILE] [TABLE...]
-mailproc db show [--config FILE] TABLE KEY`,
+mailproc db show [--config FILE] TABLE KEY
+mailproc db sync --from postgresql://USER@HOST/DB [--watch [--interval 60s]] [--init] [--config FILE]
+mailproc db transport-map [--config FILE] [--output FILE]`,
   status: 'mailproc status [--config FILE] [--json]',
   queue: 'mailproc queue list [--json] | show ID [--json] | flush | delete ID   [--config FILE]',
   lists: `mailproc lists sync LIST (--mailman URL [--user U] [--password-file F] | --file PATH) [--config FILE]

@@ -13,7 +13,9 @@
 // top goes the Received line the MTA writes for this hop (Postfix hides its
 // own from milters): without it SpamAssassin sees a message that never
 // crossed a relay and gives every one ALL_TRUSTED (-1), and its relay rules
-// see nothing; delivery's check sees that line, so the two agree. Past
+// see nothing; delivery's check sees that line, so the two agree. Above it,
+// X-Envelope-From with the envelope sender, as spamass-milter sends it
+// (SpamAssassin's rules comparing envelope and From need it). Past
 // `milter.limits.message_size` bytes nothing more is kept and the message is
 // not checked (the body is skipped: fewer round trips).
 //
@@ -108,13 +110,16 @@ export interface HopFacts {
   /** Macro i: the queue id. */
   readonly queueId?: string | undefined;
   readonly recipients: readonly string[];
+  /** The envelope sender ("" for <>), undefined when not known. */
+  readonly sender?: string | undefined;
   readonly date: Date;
 }
 
 /**
  * The Received line Postfix's cleanup writes for this hop, as far as the
  * milter knows it: "from HELO (NAME [ADDR]) by HOST (Postfix) with ESMTP id
- * QID for <RCPT>; DATE". Only printable ASCII from the client goes in.
+ * QID for <RCPT>; DATE", with an X-Envelope-From line above it when the
+ * sender is known. Only printable ASCII from the client goes in.
  */
 export function receivedHeader(h: HopFacts): Buffer {
   const clean = (s: string | undefined, fallback: string): string => (s === undefined || s === '' ? fallback : s.replace(/[^!-~]/g, '?'));
@@ -123,7 +128,11 @@ export function receivedHeader(h: HopFacts): Buffer {
   lines.push(`\tby ${clean(h.by, 'localhost')} (Postfix) with ESMTP${h.queueId !== undefined && h.queueId !== '' ? ` id ${clean(h.queueId, '')}` : ''}`);
   if (h.recipients.length === 1) lines.push(`\tfor <${clean(h.recipients[0], '')}>; ${rfc5322Date(h.date)}`);
   else lines[lines.length - 1] += `; ${rfc5322Date(h.date)}`;
-  return Buffer.from(`${lines.join('\n')}\n`, 'latin1');
+  // The envelope sender, as spamass-milter tells it too: SpamAssassin's EnvelopeFrom rules
+  // (HEADER_FROM_DIFFERENT_DOMAINS, FREEMAIL_FORGED_FROMDOMAIN, …) need it, and a line above our
+  // Received is one the sender cannot have written.
+  const envelope = h.sender !== undefined ? `X-Envelope-From: <${clean(h.sender, '')}>\n` : '';
+  return Buffer.from(`${envelope}${lines.join('\n')}\n`, 'latin1');
 }
 
 /** delivery's X-Spam-* block as milter header fields: names and values, folds as "\n\t" (the MTA adds the CR). */
@@ -229,7 +238,7 @@ export function createSpamFilter(o: SpamFilterOptions): MilterFilterFactory {
         if (who.uid === 0) return unchecked(s, 'checker not available', `milter.spam.user ${who.user} is root; SpamAssassin never runs as root`);
         const received = receivedHeader({
           helo, clientName: s.macro('{client_name}') ?? client?.name, clientAddress: s.macro('{client_addr}') ?? client?.address,
-          by: s.macro('j'), queueId: s.macro('i'), recipients: s.recipients, date: new Date(),
+          by: s.macro('j'), queueId: s.macro('i'), recipients: s.recipients, sender: s.sender, date: new Date(),
         });
         // A long check (a large message, a checker starting) keeps Postfix's milter_content_timeout from running out.
         const alive = setInterval(() => s.progress(), PROGRESS_MS);

@@ -87,8 +87,8 @@ test('the checked message gets the Received line the MTA writes for this hop (Po
   const date = new Date(Date.UTC(2025, 0, 6, 10, 0, 0));
   const rows: { facts: Parameters<typeof receivedHeader>[0]; want: string }[] = [
     {
-      facts: { helo: 'client.test', clientName: 'mail.client.test', clientAddress: '192.0.2.1', by: 'mx.example.test', queueId: '4AB', recipients: ['alice@example.test'], date },
-      want: 'Received: from client.test (mail.client.test [192.0.2.1])\n\tby mx.example.test (Postfix) with ESMTP id 4AB\n\tfor <alice@example.test>; Mon, 06 Jan 2025 10:00:00 +0000\n',
+      facts: { helo: 'client.test', clientName: 'mail.client.test', clientAddress: '192.0.2.1', by: 'mx.example.test', queueId: '4AB', recipients: ['alice@example.test'], sender: 'bob@remote.test', date },
+      want: 'X-Envelope-From: <bob@remote.test>\nReceived: from client.test (mail.client.test [192.0.2.1])\n\tby mx.example.test (Postfix) with ESMTP id 4AB\n\tfor <alice@example.test>; Mon, 06 Jan 2025 10:00:00 +0000\n',
     },
     {
       // Several recipients: no "for"; nothing known: "unknown"; a client's control bytes never start a header line.

@@ -34,7 +34,7 @@ import { startControl } from './control/server.js';
 import { createRulesService } from './control/user-rules.js';
 import { startUserSockets } from './control/user-sockets.js';
 import { createDnsblPlugin, createSpfPlugin, policyRequest, startPolicyService, type PolicyService } from './policy/index.js';
-import { createPolicyFilter, createSpamFilter, loadMilterFilters, startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
+import { createPolicyFilter, createSpamFilter, loadMilterFilters, POLICY_FILTER_OBSERVES, SPAM_FILTER_OBSERVES, startMilterService, type MilterFilterFactory, type NamedFilter } from './milter/index.js';
 import { createMetrics, startMetricsServer, type Metrics } from './metrics/index.js';
 import { QueueManager } from './queue/manager.js';
 import { probeRelay, Relays } from './relay/index.js';
@@ -243,7 +243,7 @@ function builtinMilterFilters(config: Config, log: Logger, spam: SpamCheckers | 
   const filters: NamedFilter[] = [];
   if (m.policy) {
     const decide = async (attrs: ReadonlyMap<string, string>): Promise<string> => (await policy.decide(policyRequest(attrs))).action;
-    filters.push({ name: 'policy', create: createPolicyFilter({ decide, log }) });
+    filters.push({ name: 'policy', create: createPolicyFilter({ decide, log }), observes: POLICY_FILTER_OBSERVES });
   }
   if (m.spam.enabled === true || (m.spam.enabled === 'auto' && spam !== undefined)) {
     const settings = {
@@ -256,6 +256,7 @@ function builtinMilterFilters(config: Config, log: Logger, spam: SpamCheckers | 
     filters.push({
       name: 'spam',
       create: createSpamFilter({ checkers: spam, identity: () => resolveIdentity(m.spam.user), settings: () => settings, log }),
+      observes: SPAM_FILTER_OBSERVES,
     });
   }
   return filters;

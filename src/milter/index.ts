@@ -19,8 +19,8 @@ export {
 export { startMilterService, type MilterService, type MilterServiceOptions } from './service.js';
 export type { BoundListener as MilterListener } from './server.js';
 export type { NamedFilter } from './session.js';
-export { createPolicyFilter, mapPolicyAction, policyAttributes, type MappedAction, type PolicyFacts, type PolicyFilterOptions } from './policy-filter.js';
-export { createSpamFilter, rebuildMessage, receivedHeader, spamHeaderFields, type HopFacts, type SpamFilterOptions, type SpamFilterSettings } from './spam-filter.js';
+export { createPolicyFilter, mapPolicyAction, POLICY_FILTER_OBSERVES, policyAttributes, type MappedAction, type PolicyFacts, type PolicyFilterOptions } from './policy-filter.js';
+export { createSpamFilter, rebuildMessage, SPAM_FILTER_OBSERVES, receivedHeader, spamHeaderFields, type HopFacts, type SpamFilterOptions, type SpamFilterSettings } from './spam-filter.js';
 export {
   encodeCommand, encodeReply, formatReplyCode, negotiate, PacketDecoder, parseCommand, parseReply,
   MACRO_STAGES, MAX_CHUNK, MILTER_VERSION, SMFIF, SMFIP,

@@ -7,8 +7,8 @@
 // folder does not import src/policy, a sibling on the same floor), and maps
 // the access(5) action back as Postfix's smtpd would have applied it.
 //
-// Exports: createPolicyFilter, PolicyFilterOptions, policyAttributes,
-// PolicyFacts, mapPolicyAction, MappedAction.
+// Exports: createPolicyFilter, POLICY_FILTER_OBSERVES, PolicyFilterOptions,
+// policyAttributes, PolicyFacts, mapPolicyAction, MappedAction.
 //
 // Macros (Postfix's defaults, MILTER_README, are enough for the built-in
 // plugins): connect info gives client_address, client_name, client_port;
@@ -31,7 +31,10 @@
 // restriction name, a malformed PREPEND) is logged at warn and the
 // recipient goes on, as Postfix warns and goes on for an unknown action.
 import type { Logger } from '../log.js';
-import type { EomSession, MilterFilter, MilterFilterFactory, MilterSession, NormalizedVerdict } from './api.js';
+import type { EomSession, MilterEvent, MilterFilter, MilterFilterFactory, MilterSession, NormalizedVerdict } from './api.js';
+
+/** The events the filter only reads (it answers continue to them): the server asks the MTA not to wait for a reply. */
+export const POLICY_FILTER_OBSERVES: ReadonlySet<MilterEvent> = new Set<MilterEvent>(['connect', 'helo', 'envfrom']);
 
 export interface PolicyFilterOptions {
   /** The policy chain's answer (an access(5) action) for one request's attributes. */

@@ -524,6 +524,8 @@ export interface OptionNeeds {
   readonly envelope: boolean;
   /** Modifications may be asked for (some filter handles eom). */
   readonly modify: boolean;
+  /** Handled events whose replies nobody needs (every filter handling them only observes): NR_* where offered. */
+  readonly quiet?: ReadonlySet<string>;
 }
 
 /** event → [the "do not send" step, the "no reply" step]. */
@@ -554,7 +556,10 @@ export function negotiate(offer: OptionOffer, needs: OptionNeeds): MilterReply &
   if (offer.version < 2) return { kind: 'error', reason: `the MTA offers milter protocol version ${offer.version}; 2 to ${MILTER_VERSION} are supported` };
   let protocol = 0;
   for (const [event, no, nr] of STEPS) {
-    if (needs.events.has(event)) continue;
+    if (needs.events.has(event)) {
+      if (needs.quiet?.has(event) === true) protocol |= offer.protocol & nr;
+      continue;
+    }
     const wanted = needs.envelope && (event === 'envfrom' || event === 'envrcpt');
     if (!wanted && (offer.protocol & no) !== 0) protocol |= no;
     else if ((offer.protocol & nr) !== 0) protocol |= nr;

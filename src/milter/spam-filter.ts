@@ -29,7 +29,7 @@
 // deleted first, so the X-Spam-* lines below the MTA's Received header are
 // always this check's.
 //
-// Exports: createSpamFilter, SpamFilterOptions, SpamFilterSettings,
+// Exports: createSpamFilter, SPAM_FILTER_OBSERVES, SpamFilterOptions, SpamFilterSettings,
 // rebuildMessage, receivedHeader, spamHeaderFields.
 //
 // Failure contract: never throws into the server; every trouble is an
@@ -45,7 +45,10 @@ import type { Logger } from '../log.js';
 import { rfc5322Date } from '../mail/trace.js';
 import type { Identity } from '../os/identity.js';
 import type { SpamCheckers } from '../workers/spam-checkers.js';
-import type { EomSession, MilterFilter, MilterFilterFactory, MilterSession, NormalizedVerdict } from './api.js';
+import type { EomSession, MilterEvent, MilterFilter, MilterFilterFactory, MilterSession, NormalizedVerdict } from './api.js';
+
+/** The events the filter only reads (it answers continue to them): no reply needed. Not body: it may answer skip. */
+export const SPAM_FILTER_OBSERVES: ReadonlySet<MilterEvent> = new Set<MilterEvent>(['connect', 'helo', 'envfrom', 'header']);
 
 export interface SpamFilterSettings {
   /** milter.spam.reject_score */

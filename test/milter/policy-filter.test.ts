@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { createLogger } from '../../src/log.js';
 import type { EomSession, MilterFilter, NormalizedVerdict } from '../../src/milter/index.js';
 import { mapPolicyAction, policyAttributes, createPolicyFilter, type PolicyFacts } from '../../src/milter/policy-filter.js';
+import { negotiate, SMFIP } from '../../src/milter/protocol.js';
 
 const quiet = createLogger({ format: 'text', level: 'error', write: () => undefined });
 
@@ -200,4 +201,20 @@ test('a decide() that fails is a temporary refusal of that recipient (fail close
   const { s } = session();
   await filter.envfrom?.(s, 'a@b.test', []);
   assert.deepEqual(await filter.envrcpt?.(s, 'alice@example.test', []), { result: 'tempfail', code: '451', xcode: '4.3.0', text: 'Temporary lookup failure, try again later' });
+});
+
+test('events every filter only observes are negotiated without a reply (NR_*), where the MTA offers it; others keep theirs', () => {
+  const offer = { kind: 'optneg', version: 6, actions: 0x1ff, protocol: 0x1fffff } as const;
+  const events = new Set(['connect', 'helo', 'envfrom', 'envrcpt']);
+  const quietAll = negotiate(offer, { events, envelope: false, modify: true, quiet: new Set(['connect', 'helo', 'envfrom']) });
+  const none = negotiate(offer, { events, envelope: false, modify: true });
+  assert.ok(quietAll.kind === 'optneg' && none.kind === 'optneg');
+  const nr = SMFIP.NR_CONN | SMFIP.NR_HELO | SMFIP.NR_MAIL;
+  assert.equal(quietAll.protocol & nr, nr);
+  assert.equal(quietAll.protocol & SMFIP.NR_RCPT, 0, 'RCPT, where the policy answers, keeps its reply');
+  assert.equal(none.protocol & nr, 0);
+  // An MTA that does not offer NR_CONN: the event keeps its reply.
+  const old = negotiate({ ...offer, protocol: 0x1fffff & ~SMFIP.NR_CONN }, { events, envelope: false, modify: true, quiet: new Set(['connect']) });
+  assert.ok(old.kind === 'optneg');
+  assert.equal(old.protocol & SMFIP.NR_CONN, 0);
 });

@@ -30,7 +30,7 @@
 #                    metrics`; its server is stopped below, as the others are.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus postgresql redis-server)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -60,6 +60,6 @@ EOF
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packages' own daemons are not wanted: tests start their own instances.
-for svc in postfix dovecot spamd spamassassin policyd-weight postgrey mailman3 prometheus; do
+for svc in postfix dovecot spamd spamassassin policyd-weight postgrey mailman3 prometheus postgresql redis-server; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done

@@ -145,7 +145,8 @@ function createSharedRatelimit(o: RatelimitOptions, shared: (checks: readonly Ra
     for (const rule of o.rules) {
       const key = ruleKey(rule, req, state);
       if (key === undefined) continue;
-      checks.push({ rule: rule.name, key, limit: rule.limit, windowMs: rule.windowMs, mode: rule.mode });
+      // Nodes with the same rule share its counters; two rules that differ in anything but the limit never do.
+      checks.push({ rule: `${rule.name}/${rule.key}/${rule.windowMs}/${rule.mode}/${rule.count}`, key, limit: rule.limit, windowMs: rule.windowMs, mode: rule.mode });
       rules.push(rule);
     }
     if (checks.length === 0) return undefined;

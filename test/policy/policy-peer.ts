@@ -12,6 +12,7 @@ import type { TestContext } from 'node:test';
 import { openPolicyState, openState, type PolicyState } from '../../src/state/index.js';
 import { compileTables, openTables, type Tables } from '../../src/db/index.js';
 import { createLogger, type Logger } from '../../src/log.js';
+import type { MetricsEvents } from '../../src/mail/metrics-events.js';
 import { startPolicyService, type PolicyPlugin, type PolicyService } from '../../src/policy/index.js';
 import { policyConfigSchema, stateConfigSchema, type PolicyConfigInput, type StateConfigInput } from '../../src/config/index.js';
 
@@ -181,6 +182,8 @@ export interface TestServiceOptions {
   readonly backend?: string;
   /** The rest of the state: section (timeout, retry_interval). */
   readonly stateConfig?: Omit<StateConfigInput, 'backend'>;
+  /** Counts what the service and its state engine report (src/metrics createMetrics). */
+  readonly metrics?: MetricsEvents;
   /** Listen on this loopback address instead of 127.0.0.1 (the three-node tests give each node its own). */
   readonly host?: string;
   /** What the service reads the tables through (e.g. a reader that fails on demand); default the compiled tables themselves. */
@@ -204,11 +207,12 @@ export async function startTestService(t: TestContext | undefined, o: TestServic
   let service: PolicyService;
   let policyState: PolicyState | undefined;
   try {
-    policyState = await openPolicyState({ config: stateConfigSchema.parse({ backend: o.backend ?? 'lmdb', ...o.stateConfig }), store: state, log });
+    policyState = await openPolicyState({ config: stateConfigSchema.parse({ backend: o.backend ?? 'lmdb', ...o.stateConfig }), store: state, log, metrics: o.metrics });
     service = await startPolicyService({
       config, tables: o.wrapTables ? o.wrapTables(tables) : tables, state, policyState, log, baseDir: dir,
       ...(o.plugins !== undefined ? { plugins: o.plugins } : {}),
       ...(o.now !== undefined ? { now: o.now } : {}),
+      ...(o.metrics !== undefined ? { metrics: o.metrics } : {}),
     });
   } catch (err) {
     await policyState?.close();

@@ -540,7 +540,7 @@ export function controlStatus(path) {
  * keys (src/config/relay.ts) for the part that sends mail on; without it the
  * default (127.0.0.1:25), which no other part uses.
  */
-export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], chain, delivery, spam, relay }) {
+export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], chain, delivery, spam, relay, policyExtra = [], extra = [] }) {
   const q = (s) => JSON.stringify(s);
   const list = (a) => `[${a.map(q).join(', ')}]`;
   writeFileSync(file, [
@@ -557,10 +557,13 @@ export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, po
     'policy:',
     `  listen: ${list(policy)}`,
     ...(chain !== undefined ? [`  chain: ${list(chain)}`] : []),
+    ...policyExtra, // more policy: keys, as YAML lines indented two spaces
     ...(delivery !== undefined ? ['delivery:', `  default: ${q(delivery.default)}`, `  fsync: ${delivery.fsync}`] : []),
     'spam:',
     ...Object.entries(spam ?? { enabled: false }).map(([k, v]) => `  ${k}: ${q(v)}`),
     ...(relay !== undefined ? ['relay:', ...Object.entries(relay).map(([k, v]) => `  ${k}: ${q(v)}`)] : []),
+    // Further top-level sections, as YAML lines (the policy-state part's state: and policy keys).
+    ...extra,
     'log:',
     `  level: ${opts['log-info'] ? 'info' : 'warn'}`,
     '',

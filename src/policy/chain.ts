@@ -173,6 +173,8 @@ export class PolicyChain {
       try {
         await link.plugin.maintain(now);
       } catch (err) {
+        // The state engine's outage is already logged, once.
+        if (err instanceof StateUnavailableError) continue;
         this.opts.log.error(`policy plugin ${link.plugin.name} maintenance failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       }
     }

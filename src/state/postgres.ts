@@ -161,7 +161,16 @@ function isOutage(err: unknown): boolean {
  * an error here: the service starts in an outage and recovers by itself.
  */
 export async function openPostgresState(o: EngineOptions): Promise<PolicyState> {
-  const pool = new pg.Pool({ connectionString: o.url, max: o.pool, connectionTimeoutMillis: Math.max(1000, o.timeoutMs * 4), idleTimeoutMillis: 60_000 });
+  // synchronous_commit off for the request path: a greylist triplet or a rate
+  // count is committed without waiting for the WAL flush (the server flushes
+  // within wal_writer_delay, 200 ms). A server crash can lose the last moment's
+  // triplets — those senders are greylisted once more — never make the data
+  // inconsistent; the flush per request would cost more than the query. A user
+  // policy, which its owner was told is set, is written with it on (writeDurably).
+  const pool = new pg.Pool({
+    connectionString: o.url, max: o.pool, connectionTimeoutMillis: Math.max(1000, o.timeoutMs * 4), idleTimeoutMillis: 60_000,
+    options: '-c synchronous_commit=off',
+  });
   // An idle connection the server closes emits 'error' on the pool: without a listener that would end the process.
   pool.on('error', () => undefined);
   const guard = new EngineGuard({
@@ -188,6 +197,23 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
     }
     // Unreachable: logged once by the guard; requests get their failure actions until it is back.
   }
+
+  /** One statement in a transaction that waits for the WAL flush. */
+  const writeDurably = (text: string, values: unknown[]): Promise<pg.QueryResult> => guard.run(async () => {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL synchronous_commit = on');
+      const r = await client.query(text, values);
+      await client.query('COMMIT');
+      return r;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  });
 
   // In chunks, so that no statement holds many row locks or runs past the deadline.
   const chunked = async (name: string, text: string, values: unknown[]): Promise<void> => {
@@ -219,11 +245,11 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
       return keys.map((k) => r.rows.find((row) => row.address === text(k))?.policy);
     },
     async putUserPolicy(address, policy) {
-      await q('mailproc_policy_put', 'INSERT INTO mailproc_user_policy (address, uid, policy) VALUES ($1, $2, $3) ON CONFLICT (address) DO UPDATE SET uid = EXCLUDED.uid, policy = EXCLUDED.policy',
+      await writeDurably('INSERT INTO mailproc_user_policy (address, uid, policy) VALUES ($1, $2, $3) ON CONFLICT (address) DO UPDATE SET uid = EXCLUDED.uid, policy = EXCLUDED.policy',
         [text(address), policy.uid, JSON.stringify(policy)]);
     },
     async removeUserPolicy(address) {
-      const r = await q('mailproc_policy_remove', 'DELETE FROM mailproc_user_policy WHERE address = $1', [text(address)]);
+      const r = await writeDurably('DELETE FROM mailproc_user_policy WHERE address = $1', [text(address)]);
       return (r.rowCount ?? 0) > 0;
     },
     async userPoliciesOf(uid) {

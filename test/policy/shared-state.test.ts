@@ -8,9 +8,18 @@
 //   - a rate limit of N per hour across the nodes refuses the N+1st request wherever it lands;
 //   - the engine stopped: every node still answers, with the failure actions (greylist and
 //     ratelimit open, lists from its local tables), logs the outage once, counts it in
-//     metrics; the engine back: every node says so in its log and greylists again.
+//     metrics; the engine back: every node says so in its log and greylists again;
+//   - an engine without the schema is refused, naming `mailproc state migrate`, which makes it.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import pg from 'pg';
+import { stateConfigSchema } from '../../src/config/index.js';
+import { createLogger } from '../../src/log.js';
+import { openPolicyState, type StateStore } from '../../src/state/index.js';
 import { createMetrics, type Metrics } from '../../src/metrics/index.js';
 import { testEngine, type EngineKind } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait.js';
@@ -97,3 +106,35 @@ const suite = (kind: EngineKind): void => {
 };
 
 for (const kind of ['postgresql', 'redis'] as const) describe(`three nodes on ${kind}`, () => suite(kind));
+
+test('a daemon refuses an engine without the schema, naming mailproc state migrate, which makes it (once), never printing the password', async (t) => {
+  const engine = testEngine('postgresql');
+  t.after(() => engine.dispose());
+  const backend = await engine.use(t);
+  if (backend === undefined) return;
+  const admin = new pg.Client({ connectionString: backend });
+  await admin.connect();
+  await admin.query('CREATE DATABASE fresh');
+  await admin.end();
+  // Trust authentication ignores the password: it is here to be hidden.
+  const url = backend.replace('mailproc@localhost/postgres', 'mailproc:topsecret@localhost/fresh');
+  const log = createLogger({ format: 'text', level: 'error', write: () => undefined });
+  await assert.rejects(openPolicyState({ config: stateConfigSchema.parse({ backend: url }), store: undefined as unknown as StateStore, log }),
+    (err: Error) => /no policy state schema in this database: run `mailproc state migrate`/.test(err.message) && !err.message.includes('topsecret'));
+
+  const dir = mkdtempSync(join(tmpdir(), 'mailprocd-migrate-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'mailprocd.yaml'), `state:\n  backend: ${JSON.stringify(url)}\n`);
+  const migrate = (): { status: number | null; stdout: string; stderr: string } =>
+    spawnSync(process.execPath, [join(process.cwd(), 'dist/src/cli/mailproc.js'), 'state', 'migrate', '--config', join(dir, 'mailprocd.yaml')], { cwd: dir, encoding: 'utf8' });
+  const first = migrate();
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stdout, /^postgresql:\/\/mailproc:\*\*\*@localhost\/fresh\?host=\S+: policy state schema migrated from version 0 to 1\n$/);
+  const again = migrate();
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stdout, /policy state schema already at version 1\n$/);
+  assert.ok(!`${first.stdout}${first.stderr}${again.stdout}${again.stderr}`.includes('topsecret'));
+  const ps = await openPolicyState({ config: stateConfigSchema.parse({ backend: url }), store: undefined as unknown as StateStore, log });
+  t.after(() => ps.close());
+  assert.deepEqual(await ps.greylist('192.0.2.0/24', 'k', Date.UTC(2026, 0, 1), { delayMs: 1, retryWindowMs: 10, expireMs: 100, autoWhitelist: 0 }), { kind: 'defer' });
+});

@@ -28,6 +28,12 @@
 #   prometheus       promtool, Prometheus's own reader of the text format: the
 #                    metrics tests check the scrape with `promtool check
 #                    metrics`; its server is stopped below, as the others are.
+#   postgresql, redis-server
+#                    the shared policy state engines (state.backend): the
+#                    tests and the policy-state bench start their own
+#                    instances on unix sockets in temp directories
+#                    (PostgreSQL as the package's postgres user); the
+#                    packages' own services are stopped below.
 set -euo pipefail
 
 PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus postgresql redis-server)

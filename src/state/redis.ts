@@ -108,7 +108,10 @@ function connect(url: string, retryMs: number, lazy: boolean): Redis {
     lazyConnect: lazy,
   };
   const u = new URL(url);
-  return u.protocol === 'unix:' ? new Redis({ path: u.pathname, ...common }) : new Redis(url, common);
+  if (u.protocol !== 'unix:') return new Redis(url, common);
+  // unix://[:password@]/path/redis.sock[?db=N]
+  const db = Number(u.searchParams.get('db') ?? 0);
+  return new Redis({ path: u.pathname, ...(u.password !== '' ? { password: decodeURIComponent(u.password) } : {}), db: Number.isInteger(db) ? db : 0, ...common });
 }
 
 /** Sets the schema version; Redis needs no tables, the scripts are loaded on first use. */

@@ -103,7 +103,7 @@ async function startStateDaemon(dir, backend) {
     writer: 'scripts/bench/policy-state.mjs', state: join(dir, 'state'), sources: join(dir, '..', 'db'), mail: join(dir, 'mail'),
     lmtp: [`unix:${join(dir, 'lmtp.sock')}`], policy: [`127.0.0.1:${port}`], chain: CHAIN,
     policyExtra: ['  ratelimit:', '    rules: [{ key: client_address, limit: 100000000, window: 1h, mode: sliding }]'],
-    extra: ['state:', `  backend: ${JSON.stringify(backend)}`],
+    extra: ['state:', `  backend: ${JSON.stringify(backend)}`, `  pool: ${num('state-pool')}`],
   });
   const d = await launchDaemon(cfg, dir, join(dir, 'mailprocd.log'), async () => {
     if (!(await canConnect({ host: '127.0.0.1', port }))) return undefined;
@@ -139,9 +139,10 @@ async function runStatePart({ peersDir }) {
   writeFileSync(join(dir, 'db', 'lists'), listsSource({ users: 100, lists: 66, subscribers: 500, subscriberPool: PR }));
   note(`policy-state: chain [${CHAIN.join(', ')}], ${PR} requests per run (every triplet new), ${PC} connections; temp dir ${dir}`);
 
-  const engines = { lmdb: { url: 'lmdb' } };
-  const pgEngine = await startPostgres(join(dir, 'pg')).catch((err) => ({ why: err.message }));
-  const redisEngine = await startRedis(join(dir, 'redis')).catch((err) => ({ why: err.message }));
+  const wanted = new Set(String(opts['state-backends']).split(','));
+  const engines = wanted.has('lmdb') ? { lmdb: { url: 'lmdb' } } : {};
+  const pgEngine = wanted.has('postgresql') ? await startPostgres(join(dir, 'pg')).catch((err) => ({ why: err.message })) : { why: 'not in --state-backends' };
+  const redisEngine = wanted.has('redis') ? await startRedis(join(dir, 'redis')).catch((err) => ({ why: err.message })) : { why: 'not in --state-backends' };
   for (const [name, e] of [['postgresql', pgEngine], ['redis', redisEngine]]) {
     if (e.why !== undefined) note(`policy-state: ${name} left out: ${e.why}`);
     else engines[name] = e;
@@ -227,12 +228,16 @@ export default {
   --state-conns N        concurrent connections (ours and postgrey's) default 16
   --state-warmup N       unmeasured requests before each run        default 2000
   --state-seconds S      time limit of each run                     default 60
+  --state-backends LIST  which of lmdb,postgresql,redis             default all three
+  --state-pool N         state.pool (PostgreSQL connections)        default 8
 `,
   options: {
     'state-requests': { type: 'string', default: '50000', min: 1 },
     'state-conns': { type: 'string', default: '16', min: 1 },
     'state-warmup': { type: 'string', default: '2000', min: 0 },
     'state-seconds': { type: 'string', default: '60', min: 1 },
+    'state-backends': { type: 'string', default: 'lmdb,postgresql,redis' },
+    'state-pool': { type: 'string', default: '8', min: 1, max: 100 },
   },
   run: runStatePart,
 };

@@ -140,7 +140,12 @@ export async function openRedisState(o: EngineOptions & { readonly prefix: strin
   r.defineCommand('mpRate', { lua: RATE_LUA });
   const guard = new EngineGuard({
     label: o.label, kind: 'redis', timeoutMs: o.timeoutMs, retryMs: o.retryMs, log: o.log, metrics: o.metrics,
-    probe: () => r.ping(), isOutage,
+    // A first connect that failed leaves ioredis waiting for connect() (lazyConnect): ask again, then PING.
+    probe: async () => {
+      if (r.status === 'wait' || r.status === 'end') await r.connect();
+      return r.ping();
+    },
+    isOutage,
   });
   const k = o.prefix;
   try {

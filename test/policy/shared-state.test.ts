@@ -138,3 +138,24 @@ test('a daemon refuses an engine without the schema, naming mailproc state migra
   t.after(() => ps.close());
   assert.deepEqual(await ps.greylist('192.0.2.0/24', 'k', Date.UTC(2026, 0, 1), { delayMs: 1, retryWindowMs: 10, expireMs: 100, autoWhitelist: 0 }), { kind: 'defer' });
 });
+
+for (const kind of ['postgresql', 'redis'] as const) {
+  test(`a node started while its ${kind} is down answers with the failure actions and recovers when the engine comes`, async (t) => {
+    const engine = testEngine(kind);
+    t.after(() => engine.dispose());
+    const backend = await engine.use(t);
+    if (backend === undefined) return;
+    await engine.stop();
+    const svc = await startTestService(t, {
+      backend, stateConfig: { timeout: '2s', retry_interval: '200ms' }, config: { chain: ['lists', 'userpolicy', 'greylist'] },
+    });
+    const c = await svc.client();
+    t.after(() => c.destroy());
+    const req = rcptRequest({ sender: 'frank@elsewhere.test', recipient: 'alice@example.test' });
+    assert.equal(await c.request(req), 'DEFER_IF_PERMIT 4.3.0 Temporary lookup failure, try again later', 'userpolicy fails closed');
+    assert.equal(svc.logLines.filter((l) => /state engine .* unreachable/.test(l)).length, 1);
+    await engine.start();
+    await waitFor('the node to find the engine', () => (svc.logLines.some((l) => /state engine .* reachable again/.test(l)) ? true : undefined), 60_000);
+    assert.equal(await c.request(req), DEFER, 'greylisting works once the engine is there');
+  });
+}

@@ -112,37 +112,67 @@ const SWEEP_CHUNK = 1000;
 
 /**
  * The policy state in the daemon's own LMDB store: reads are synchronous
- * gets, writes lmdb-js's batched puts, awaited where the answer depends on
- * them (a deferral is answered once its triplet is committed). No
- * read-modify-write transaction: two requests racing on one triplet can only
- * move a first-seen time or lose one auto-whitelist count (NOTES.md).
+ * gets, writes lmdb-js's batched puts. A greylist answer does not wait for
+ * its write's commit (an fsync'd LMDB transaction, shared by the writes of
+ * one batch): the record is kept in `pending` until it is committed, and
+ * every read looks there first, so the next request — on any connection —
+ * sees it as if committed. What a crash can lose is the last moment's
+ * triplets: those senders are greylisted once more; nothing is let through
+ * early. A write that fails is reported by the next greylist call (it
+ * rejects: the chain logs it and answers the plugin's failure action).
+ * No read-modify-write transaction: two requests racing on one triplet in
+ * the same turn can only move a first-seen time or lose one auto-whitelist
+ * count (NOTES.md).
  */
 export function createLmdbPolicyState(state: StateStore): PolicyState {
-  const whitelisted = async (net: string, now: number, p: GreylistParams): Promise<boolean> => {
-    if (p.autoWhitelist === 0) return false;
-    const c = state.clients.get(net);
-    if (c === undefined || c[0] < p.autoWhitelist || now - c[1] > p.expireMs) return false;
-    if (now - c[1] >= GREYLIST_REFRESH_MS) await state.clients.put(net, [c[0], now]);
-    return true;
+  let failed: Error | undefined;
+  const pendingTriplets = new Map<string, TripletRecord>();
+  const pendingClients = new Map<string, ClientRecord>();
+  const inflight = new Set<Promise<void>>();
+  const write = <V>(pending: Map<string, V>, db: { put(key: string, value: V): Promise<boolean> }, key: string, value: V): void => {
+    pending.set(key, value);
+    const done: Promise<void> = db.put(key, value).then(
+      () => {
+        if (pending.get(key) === value) pending.delete(key);
+      },
+      (err: unknown) => {
+        if (pending.get(key) === value) pending.delete(key);
+        failed = err instanceof Error ? err : new Error(String(err));
+      },
+    ).finally(() => inflight.delete(done));
+    inflight.add(done);
   };
-  const countPass = async (net: string, now: number, p: GreylistParams): Promise<void> => {
-    if (p.autoWhitelist === 0) return;
-    const c: ClientRecord | undefined = state.clients.get(net);
-    const passes = c !== undefined && now - c[1] <= p.expireMs ? c[0] : 0;
-    await state.clients.put(net, [passes + 1, now]);
-  };
+  /** Until every write issued so far is committed (or failed). */
+  const settled = (): Promise<unknown> => Promise.all([...inflight]);
+  const triplet = (key: string): TripletRecord | undefined => pendingTriplets.get(key) ?? state.greylist.get(key);
+  const client = (net: string): ClientRecord | undefined => pendingClients.get(net) ?? state.clients.get(net);
   const db = state.userPolicy;
   return {
     kind: 'lmdb',
     label: 'lmdb',
-    async greylist(net, triplet, now, p) {
-      if (await whitelisted(net, now, p)) return PASS;
-      const verdict = decideTriplet(state.greylist.get(triplet), now, p);
-      if (verdict.write !== undefined) await state.greylist.put(triplet, verdict.write);
-      if (verdict.kind === 'defer') return DEFER;
-      if (verdict.delayedMs === undefined) return PASS;
-      await countPass(net, now, p);
-      return { kind: 'pass', delayedMs: verdict.delayedMs };
+    greylist(net, key, now, p) {
+      if (failed !== undefined) {
+        const err = failed;
+        failed = undefined;
+        return Promise.reject(new Error(`a greylist write to LMDB failed: ${err.message}`, { cause: err }));
+      }
+      if (p.autoWhitelist > 0) {
+        const c = client(net);
+        if (c !== undefined && c[0] >= p.autoWhitelist && now - c[1] <= p.expireMs) {
+          if (now - c[1] >= GREYLIST_REFRESH_MS) write(pendingClients, state.clients, net, [c[0], now] as ClientRecord);
+          return Promise.resolve(PASS);
+        }
+      }
+      const verdict = decideTriplet(triplet(key), now, p);
+      if (verdict.write !== undefined) write(pendingTriplets, state.greylist, key, verdict.write);
+      if (verdict.kind === 'defer') return Promise.resolve(DEFER);
+      if (verdict.delayedMs === undefined) return Promise.resolve(PASS);
+      if (p.autoWhitelist > 0) {
+        const c = client(net);
+        const passes = c !== undefined && now - c[1] <= p.expireMs ? c[0] : 0;
+        write(pendingClients, state.clients, net, [passes + 1, now] as ClientRecord);
+      }
+      return Promise.resolve({ kind: 'pass', delayedMs: verdict.delayedMs });
     },
     userPolicies: (keys) => Promise.resolve(keys.map((k) => db.get(k))),
     putUserPolicy: async (address, policy) => {
@@ -155,11 +185,17 @@ export function createLmdbPolicyState(state: StateStore): PolicyState {
       return Promise.resolve(out);
     },
     async expire(now, p) {
-      await sweep(state.greylist, (r) => (r[2] > 0 ? now - r[1] > p.expireMs : now - r[0] > p.retryWindowMs));
-      await sweep(state.clients, (r) => now - r[1] > p.expireMs);
+      await settled();
+      // A key with a write still pending was just used: its committed (old) value must not get it removed.
+      await sweep(state.greylist, (k, r) => !pendingTriplets.has(k) && (r[2] > 0 ? now - r[1] > p.expireMs : now - r[0] > p.retryWindowMs));
+      await sweep(state.clients, (k, r) => !pendingClients.has(k) && now - r[1] > p.expireMs);
     },
-    counts: () => Promise.resolve({ triplets: state.greylist.getCount(), clients: state.clients.getCount() }),
-    // The store is its opener's to close.
+    // The writes still pending are counted by what LMDB will hold once they commit.
+    counts: async () => {
+      await settled();
+      return { triplets: state.greylist.getCount(), clients: state.clients.getCount() };
+    },
+    // The store is its opener's to close; its close() commits what is pending.
     close: () => Promise.resolve(),
   };
 }
@@ -173,7 +209,7 @@ interface SweepDb<V> {
  * Deletes the entries `expired` picks, a chunk at a time with a turn of the
  * event loop in between, so a large database does not stall request handling.
  */
-async function sweep<V>(db: SweepDb<V>, expired: (v: V) => boolean): Promise<void> {
+async function sweep<V>(db: SweepDb<V>, expired: (key: string, v: V) => boolean): Promise<void> {
   let after: string | undefined;
   for (;;) {
     const removals: Promise<boolean>[] = [];
@@ -183,7 +219,7 @@ async function sweep<V>(db: SweepDb<V>, expired: (v: V) => boolean): Promise<voi
       if (key === after) continue;
       seen++;
       last = key;
-      if (expired(value)) removals.push(db.remove(key));
+      if (expired(key, value)) removals.push(db.remove(key));
       if (seen === SWEEP_CHUNK) break;
     }
     await Promise.all(removals);

@@ -24,8 +24,9 @@
 // so it is greylisted like any other, without an exception.
 //
 // Exports: createGreylistPlugin, decideTriplet (pure, from src/state),
-// clientNetwork (pure), GreylistSettings. A deferral is answered only once the
-// triplet is committed. State failures (LMDB trouble, a shared engine
+// clientNetwork (pure), GreylistSettings. A deferral is answered once the
+// triplet is written where the next request reads it (on LMDB before its
+// commit: see src/state/policy-state.ts). State failures (LMDB trouble, a shared engine
 // unreachable or past state.timeout) propagate to the chain, which answers
 // this plugin's onError: fail open (DUNNO). Greylisting only delays
 // strangers; deferring every sender while the database is broken would stop

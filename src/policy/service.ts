@@ -39,7 +39,11 @@ export interface PolicyServiceOptions {
   readonly tables: TableReader & { generation?(): number };
   /** The one writable store (src/state), opened and closed by the caller: list rosters, and the policy state when policyState is absent. */
   readonly state: StateStore;
-  /** Greylist, rate counters and user policies (src/state openPolicyState), closed by the caller; default: in `state` (LMDB). */
+  /**
+   * Greylist, rate counters and user policies (src/state openPolicyState), closed by the caller; default: a new
+   * one in `state` (LMDB). Services in one process (policy, milter) should share one: on LMDB a greylist write
+   * not yet committed is seen only through the PolicyState that made it.
+   */
   readonly policyState?: PolicyState;
   readonly log: Logger;
   /** Relative listen paths are resolved against it (the daemon's working directory). */

@@ -76,6 +76,16 @@ async function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals
   await exited;
 }
 
+/** A server that never said it was ready is stopped (by its PID) before the error goes on: no test leaves one behind. */
+async function readyOrStopped(child: ChildProcess, ready: Promise<void>, signal: NodeJS.Signals): Promise<void> {
+  try {
+    await ready;
+  } catch (err) {
+    await stopChild(child, signal);
+    throw err;
+  }
+}
+
 function postgresBin(name: string): string | undefined {
   const base = '/usr/lib/postgresql';
   if (!existsSync(base)) return undefined;
@@ -96,7 +106,7 @@ function postgresEngine(): TestEngine {
     const c = spawn(bin, ['-D', join(dir as string, 'data'), '-k', dir as string, '-c', 'listen_addresses=', '-c', 'fsync=off',
       '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=100'], { ...ids, stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
-    await watch(c)(/database system is ready to accept connections/, 'postgres start');
+    await readyOrStopped(c, watch(c)(/database system is ready to accept connections/, 'postgres start'), 'SIGINT');
   };
   const reset = async (): Promise<void> => {
     const client = new pg.Client({ connectionString: url });
@@ -154,7 +164,7 @@ function redisEngine(): TestEngine {
     const c = spawn(findProgram('redis-server') as string, ['--port', '0', '--unixsocket', join(dir as string, 'redis.sock'), '--unixsocketperm', '700',
       '--save', '', '--appendonly', 'no', '--dir', dir as string, '--daemonize', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
-    await watch(c)(/ready to accept connections/i, 'redis-server start');
+    await readyOrStopped(c, watch(c)(/ready to accept connections/i, 'redis-server start'), 'SIGTERM');
   };
   return {
     kind: 'redis',

@@ -35,9 +35,16 @@
 #                    MTA): the milter tests drive the example filter with it.
 #   go-md2man        turns docs/man/*.md into the man pages `npm run package`
 #                    puts in the Debian package (the install test builds it).
+#   postgresql, redis-server
+#                    the shared policy state engines (state.backend) and the
+#                    central tables of `mailproc db sync`: the tests and the
+#                    policy-state bench start their own instances on unix
+#                    sockets in temp directories (PostgreSQL as the
+#                    package's postgres user); the packages' own services
+#                    are stopped below.
 set -euo pipefail
 
-PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus miltertest go-md2man spamass-milter)
+PACKAGES=(postfix swaks dovecot-core dovecot-lmtpd spamassassin spamd spamc policyd-weight postgrey lmdb-utils systemd strace mailman3 openssl prometheus miltertest go-md2man postgresql redis-server spamass-milter)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -67,6 +74,6 @@ EOF
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packages' own daemons are not wanted: tests start their own instances.
-for svc in postfix dovecot spamd spamassassin policyd-weight postgrey mailman3 prometheus spamass-milter; do
+for svc in postfix dovecot spamd spamassassin policyd-weight postgrey mailman3 prometheus postgresql redis-server spamass-milter; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done

@@ -10,7 +10,8 @@
 //                                      entry commented out (examples only: nothing is delivered
 //                                      by an example address on a real host)
 //   /etc/default/mailmond              conffile: MAILMOND_OPTS for mailmond.service
-//   /lib/systemd/system/               docs/mailprocd.service and docs/mailmond.service, as they are
+//   /etc/default/mailprocd-db-sync     conffile: DB_SYNC_URL for mailprocd-db-sync.service
+//   /lib/systemd/system/               docs/mailprocd.service, mailmond.service, mailprocd-db-sync.service, as they are
 //   /usr/share/man/                    mailprocd(8), mailproc(1), mailmond(8), mailprocd.yaml(5)
 //                                      from docs/man/*.md (go-md2man: one markdown source each)
 //   /usr/share/bash-completion/completions/mailproc   `mailproc completion bash`
@@ -155,7 +156,15 @@ function main() {
 MAILMOND_OPTS="--to mailmond@example.org --smtp 127.0.0.1:25 --interval 60s --threshold 60s"
 `);
 
-    for (const unit of ['mailprocd.service', 'mailmond.service']) write(root, `lib/systemd/system/${unit}`, readFileSync(join(ROOT, 'docs', unit), 'utf8'));
+    write(root, 'etc/default/mailprocd-db-sync', `# Options for mailprocd-db-sync.service: the central PostgreSQL this host's tables
+# follow (db/README.md, "Tables from a central PostgreSQL"). No password in the URL:
+# put it in ~root/.pgpass, or PGPASSWORD=... here (this file is 0600).
+# It starts only once enabled: systemctl enable --now mailprocd-db-sync
+DB_SYNC_URL="postgresql://mailprocd@db.example.org/mail"
+DB_SYNC_OPTS="--interval 60s"
+`, 0o600);
+
+    for (const unit of ['mailprocd.service', 'mailmond.service', 'mailprocd-db-sync.service']) write(root, `lib/systemd/system/${unit}`, readFileSync(join(ROOT, 'docs', unit), 'utf8'));
 
     for (const page of MAN_PAGES) {
       const section = page.slice(page.lastIndexOf('.') + 1);
@@ -182,7 +191,7 @@ Files: usr/lib/mailprocd/node_modules/*
 Comment: third-party Node.js modules, each under the license in its own directory
 `);
 
-    const conffiles = ['/etc/mailprocd/mailprocd.yaml', ...TABLES.map((t) => `/etc/mailprocd/db/${t}`), '/etc/default/mailmond'];
+    const conffiles = ['/etc/mailprocd/mailprocd.yaml', ...TABLES.map((t) => `/etc/mailprocd/db/${t}`), '/etc/default/mailmond', '/etc/default/mailprocd-db-sync'];
     const control = join(root, 'DEBIAN');
     write(root, 'DEBIAN/control', `Package: mailprocd
 Version: ${pkg.version}

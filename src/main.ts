@@ -39,7 +39,7 @@ import { createMetrics, startMetricsServer, type Metrics } from './metrics/index
 import { QueueManager } from './queue/manager.js';
 import { probeRelay, Relays } from './relay/index.js';
 import { Spool } from './queue/spool.js';
-import { describeBusy, lockInstance, openStateMigrating, type InstanceLock } from './state/index.js';
+import { describeBusy, lockInstance, openPolicyState, openStateMigrating, type InstanceLock } from './state/index.js';
 import { Listener } from './smtp/server.js';
 import {
   createDecisionLog, createDuplicateFilter, createIntake, createProbeLedger, createOwnerRules, createRelayCopyContext, srsRecipient, srsSender, createSpamVerdicts, deliverToAddress, deliverToRecipient, logDelivery, type DeliveryContext,
@@ -295,6 +295,9 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
   });
   const { store: state, migrated } = await openStateMigrating(config.paths.state_db, config.paths.state);
   if (migrated !== undefined) log.info(`state: ${migrated}`);
+  // Greylist, rate counters and user policies: in that store, or on the engine the nodes share (state.backend).
+  const policyState = await openPolicyState({ config: config.state, store: state, log, metrics });
+  if (policyState.kind !== 'lmdb') log.info(`state: greylist, rate counters and user policies on ${policyState.label}`);
   const defaults = (): PlanDefaults => ({ destination: defaultDestination, user: config.deliveryUser, ...(config.deliveryGroup !== undefined ? { group: config.deliveryGroup } : {}) });
   const ownerRules = createOwnerRules({
     state, tables, config: () => config.rules, defaults, mailRoot: () => config.paths.mail, baseDir: process.cwd(), log,
@@ -366,7 +369,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     ...(config.policy.chain.includes('spf') ? { spf: createSpfPlugin(config.policy.spf, { log }) } : {}),
   };
   const policy = await startPolicyService({
-    config: config.policy, tables, state, log, baseDir: process.cwd(),
+    config: config.policy, tables, state, policyState, log, baseDir: process.cwd(),
     recipientDelimiter: config.delivery.recipient_delimiter, plugins, metrics,
   });
   // The milter's filters, asked in this order on every connection: the built-in
@@ -477,6 +480,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
         relays.close();
         clearInterval(pruneDecisions);
         clearInterval(pruneRecords);
+        await policyState.close();
         await state.close();
         await tables.close();
         await instance.release();

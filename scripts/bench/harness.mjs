@@ -540,7 +540,7 @@ export function controlStatus(path) {
  * keys (src/config/relay.ts) for the part that sends mail on; without it the
  * default (127.0.0.1:25), which no other part uses.
  */
-export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], milter = [], chain, delivery, spam, relay }) {
+export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, policy = [], milter = [], chain, delivery, spam, relay, policyExtra = [], extra = [] }) {
   const q = (s) => JSON.stringify(s);
   const list = (a) => `[${a.map(q).join(', ')}]`;
   writeFileSync(file, [
@@ -557,6 +557,7 @@ export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, po
     'policy:',
     `  listen: ${list(policy)}`,
     ...(chain !== undefined ? [`  chain: ${list(chain)}`] : []),
+    ...policyExtra, // more policy: keys, as YAML lines indented two spaces
     // Off unless given: the default would listen on a fixed port, 127.0.0.1:10042.
     'milter:',
     `  listen: ${list(milter)}`,
@@ -564,6 +565,8 @@ export function writeDaemonConfig(file, { writer, state, sources, mail, lmtp, po
     'spam:',
     ...Object.entries(spam ?? { enabled: false }).map(([k, v]) => `  ${k}: ${q(v)}`),
     ...(relay !== undefined ? ['relay:', ...Object.entries(relay).map(([k, v]) => `  ${k}: ${q(v)}`)] : []),
+    // Further top-level sections, as YAML lines (the policy-state part's state: and policy keys).
+    ...extra,
     'log:',
     `  level: ${opts['log-info'] ? 'info' : 'warn'}`,
     '',

@@ -5,6 +5,9 @@
 //            LMTP server (scripts/bench/lmtp.mjs);
 //  - policy: the Postfix policy endpoint (check_policy_service) with the lists
 //            check, beside policyd-weight and postgrey (scripts/bench/policy.mjs);
+//  - policy-state: the full policy chain (lists, userpolicy, greylist,
+//            ratelimit) with its state on LMDB, PostgreSQL and Redis, beside
+//            postgrey (scripts/bench/policy-state.mjs);
 //  - spam:   SpamAssassin as each recipient's owner (LMTP in, per-user
 //            checkers, Maildir out) on the peers' labelled corpus, beside
 //            `spamassassin` per message and one spamd asked by `spamc -u`,
@@ -39,7 +42,8 @@ import policy from './policy.mjs';
 import spam from './spam.mjs';
 import forward from './forward.mjs';
 import milter from './milter.mjs';
+import policyState from './policy-state.mjs';
 
 // A new part is one more module with the same shape (harness.mjs, "A part
 // is …"), added here in the order it should run.
-await runBench([lmtp, policy, spam, forward, milter]);
+await runBench([lmtp, policy, policyState, spam, forward, milter]);

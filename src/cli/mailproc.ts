@@ -6,6 +6,7 @@
 //   mailproc status [--json]                        workers, load, spam checkers, queue, delay (mailproc/status.ts)
 //   mailproc queue list | show ID | flush | delete ID  [--json]                      (mailproc/queue.ts)
 //   mailproc lists sync LIST --mailman URL … | --file PATH                           (mailproc/lists.ts)
+//   mailproc state migrate                          the shared policy state's schema  (mailproc/state.ts)
 //   mailproc policy list | show | clear | set …     a mailbox owner's policies        (mailproc/policy.ts)
 //   mailproc rules list|add|remove|move|clear|test|log ADDRESS …  an owner's rules   (mailproc/rules.ts)
 //   mailproc learn --spam|--ham [--forget] [--user USER] PATH…  teach SpamAssassin   (mailproc/learn.ts)
@@ -31,6 +32,7 @@ import { runListsSync } from './mailproc/lists.js';
 import { runPolicy } from './mailproc/policy.js';
 import { runQueue } from './mailproc/queue.js';
 import { runRules } from './mailproc/rules.js';
+import { runStateMigrate } from './mailproc/state.js';
 import { runStatus } from './mailproc/status.js';
 import { TABLES_LINE, USAGE_OF } from './mailproc/usage.js';
 
@@ -96,6 +98,11 @@ export function buildProgram(argv: readonly string[], done: (code: number) => vo
       done(await runListsSync(list, { config: program.opts<{ config?: string }>().config, mailman: o.mailman, user: o.user, 'password-file': o.passwordFile, file: o.file }));
     });
   usage(lists, USAGE_OF.lists);
+
+  const state = program.command('state').description('the policy state shared by several nodes (state.backend: PostgreSQL, Redis)');
+  state.command('migrate').description('create or update its schema (versioned; safe to run again)')
+    .action(async () => done(await runStateMigrate(config())));
+  usage(state, USAGE_OF.state);
 
   // These three parse their own options from the whole command line.
   const own = (name: 'policy' | 'rules' | 'learn', description: string, args: string, run: (argv: string[]) => Promise<number>): void => {

@@ -12,6 +12,7 @@ export {
   PLUGIN_NAMES, RATE_KEYS, accessActionSchema, dnsblOptionsSchema, policyConfigSchema, spfOptionsSchema,
   type DnsblOptions, type PluginName, type PolicyConfig, type PolicyConfigInput, type RateRuleConfig, type SpfOptions,
 } from './policy.js';
+export { redactUrl, stateConfigSchema, type StateBackend, type StateConfig, type StateConfigInput } from './state.js';
 export { milterConfigSchema, type MilterConfig, type MilterConfigInput } from './milter.js';
 export { spamConfigSchema, type SpamConfig, type SpamConfigInput } from './spam.js';
 export { rulesConfigSchema, type RulesConfig } from './rules.js';

@@ -2,7 +2,8 @@
 // (durations like 5m, sizes like 10M, socket modes like "0660"), for
 // `mailprocd --check-config`: what the daemon would run with, every default
 // filled in and every path resolved. Reading the output back as a config
-// file gives the same configuration. Pure.
+// file gives the same configuration, except a password in state.backend's
+// URL, which is printed as "***". Pure.
 //
 // Exports: formatConfigYaml. The units come from the schema (units.ts unitOf),
 // so a new duration or size key is printed right with no change here.
@@ -11,6 +12,7 @@ import type { z } from 'zod';
 import { octalMode } from './listen.js';
 import type { Config } from './load.js';
 import { configSchema } from './schema.js';
+import { redactUrl } from './state.js';
 import { formatDuration, formatSize, unitOf } from './units.js';
 
 const transformOf = (s: z.ZodType): unknown => ((s._zod.def as { out?: z.ZodType }).out?._zod.def as { transform?: unknown } | undefined)?.transform;
@@ -58,5 +60,8 @@ export function formatConfigYaml(config: Config): string {
   for (const section of ['lmtp', 'smtp'] as const) {
     file[section] = { ...config[section], listen: config[section].listen.map((l) => (l.kind === 'unix' ? `unix:${l.path}` : l.spec)) };
   }
+  // The engine's URL as written, less its password: --check-config output is pasted into tickets.
+  const b = config.state.backend;
+  file.state = { ...config.state, backend: b.kind === 'lmdb' ? 'lmdb' : redactUrl(b.url) };
   return stringify(back(configSchema, file), { lineWidth: 0 });
 }

@@ -16,6 +16,7 @@ import { probeConfigSchema } from './probe.js';
 import { dedupeConfigSchema, relayConfigSchema } from './relay.js';
 import { rulesConfigSchema } from './rules.js';
 import { spamConfigSchema } from './spam.js';
+import { stateConfigSchema } from './state.js';
 import { duration, size } from './units.js';
 
 export { duration, size };
@@ -183,6 +184,8 @@ export const configSchema = z.object({
   dedupe: dedupeConfigSchema,
   /** Postfix policy delegation (check_policy_service): see src/config/policy.ts for every key. */
   policy: policyConfigSchema,
+  /** Where the policy state lives: local LMDB (default) or a PostgreSQL / Redis every node shares; see src/config/state.ts. */
+  state: stateConfigSchema,
   /** The milter endpoint (smtpd_milters): policy chain at RCPT, site spam check, user filters; see src/config/milter.ts. */
   milter: milterConfigSchema,
   /** SpamAssassin as each recipient's owner: see src/config/spam.ts for every key. */

@@ -184,7 +184,7 @@ export async function startUserSockets(o: UserSocketsOptions): Promise<UserSocke
   const answer = async (who: Identity, req: UserRequest): Promise<Record<string, unknown>> => {
     const applied = o.applied;
     if (req.cmd === 'policy.list') {
-      const policies = o.policies.listByUid(who.uid).map((e) => ({ address: e.address, policy: describePolicy(e.policy) }));
+      const policies = (await o.policies.listByUid(who.uid)).map((e) => ({ address: e.address, policy: describePolicy(e.policy) }));
       return { ok: true, applied, user: who.user, policies, addresses: await addressesOf(who) };
     }
     if (req.cmd === 'spam.checker') return spamChecker(o.spam, who);
@@ -197,7 +197,7 @@ export async function startUserSockets(o: UserSocketsOptions): Promise<UserSocke
     if (typeof own === 'string') return { ok: false, error: own };
     switch (req.cmd) {
       case 'policy.show': {
-        const p = o.policies.get(address);
+        const p = await o.policies.get(address);
         return { ok: true, applied, address, policy: p !== undefined ? describePolicy(p) : null };
       }
       case 'policy.clear': {
@@ -206,7 +206,7 @@ export async function startUserSockets(o: UserSocketsOptions): Promise<UserSocke
         return { ok: true, applied, address, removed };
       }
       case 'policy.set': {
-        const next = applyPolicyChange(o.policies.get(address), req.change);
+        const next = applyPolicyChange(await o.policies.get(address), req.change);
         if (typeof next === 'string') return { ok: false, error: `${address}: ${next}` };
         if (isEmptyPolicy(next)) {
           await o.policies.remove(address);

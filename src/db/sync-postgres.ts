@@ -27,7 +27,7 @@
 // permission problem is a SyncReport with kind "unavailable" (nothing is
 // compiled). Only an LMDB failure throws.
 import { createHash } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import { TABLE_NAMES, type TableName } from '../classify/rules.js';
 import { parseTableSource, type SourceError } from './source.js';
 import { rowErrors, rowsToSource, type CentralRow, type RowsSource } from './sync-rows.js';
@@ -63,13 +63,19 @@ export interface SyncOptions {
 const CONNECT_TIMEOUT_MS = 10_000;
 const STATEMENT_TIMEOUT_MS = 60_000;
 
-function client(url: string): pg.Client {
-  return new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, statement_timeout: STATEMENT_TIMEOUT_MS, application_name: 'mailproc db sync' });
+// pg is loaded on the first sync, not with this folder: a daemon, and a host
+// whose tables come from db/, never carry it.
+let pgModule: Promise<typeof pg> | undefined;
+const loadPg = (): Promise<typeof pg> => (pgModule ??= import('pg').then((m) => m.default));
+
+async function client(url: string): Promise<pg.Client> {
+  const { Client } = await loadPg();
+  return new Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, statement_timeout: STATEMENT_TIMEOUT_MS, application_name: 'mailproc db sync' });
 }
 
 /** Creates the central tables and their change triggers where missing (PostgreSQL 14 or later). */
 export async function initCentralTables(url: string): Promise<void> {
-  const c = client(url);
+  const c = await client(url);
   await c.connect();
   try {
     await c.query('BEGIN');
@@ -159,15 +165,16 @@ const reasonOf = (err: unknown): string => {
 
 /** One sync: read every central table, compile them all or nothing. */
 export async function syncCentralTables(o: SyncOptions): Promise<SyncReport> {
-  const c = client(o.url);
+  let c: pg.Client | undefined;
   let read: CentralRead;
   try {
+    c = await client(o.url);
     await c.connect();
     read = await readCentral(c, o.url);
   } catch (err) {
     return { kind: 'unavailable', reason: `${redactUrl(o.url)}: ${reasonOf(err)}` };
   } finally {
-    await c.end().catch(() => undefined);
+    await c?.end().catch(() => undefined);
   }
   return compileRead(read, o);
 }
@@ -250,7 +257,13 @@ export function watchCentralTables(o: WatchOptions): CentralWatch {
   const connect = async (): Promise<void> => {
     retryTimer = undefined;
     if (closed) return;
-    const c = client(o.url);
+    let c: pg.Client;
+    try {
+      c = await client(o.url);
+    } catch (err) {
+      lost(err);
+      return;
+    }
     c.on('error', (err) => {
       if (current === c) lost(err);
     });

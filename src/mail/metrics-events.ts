@@ -30,4 +30,8 @@ export interface MetricsEvents {
   tablesCompiled(ok: boolean): void;
   /** A connection turned away by a limit: listener "lmtp" / "smtp" / "policy", limit its config key. */
   connectionRefused(listener: string, limit: string): void;
+  /** The shared policy state engine ("postgresql", "redis") became unreachable: one per outage (src/state/engine-guard.ts). */
+  stateEngineDown?(engine: string): void;
+  /** A call to it was refused during an outage (its plugin answered its failure action). */
+  stateEngineRefused?(engine: string): void;
 }

@@ -77,6 +77,8 @@ export function createMetrics(): Metrics {
   const policy = new Counter({ name: 'mailprocd_policy_requests_total', help: 'Policy requests answered, by the plugin that decided ("none": nobody objected) and action.', labelNames: ['plugin', 'action'], registers });
   const policySeconds = new Histogram({ name: 'mailprocd_policy_request_duration_seconds', help: 'Time to answer a policy request, by the plugin that decided.', labelNames: ['plugin'], buckets: POLICY_BUCKETS, registers });
   const compiles = new Counter({ name: 'mailprocd_table_compiles_total', help: 'Table compiles the daemon ran (start, SIGHUP), by result (ok, error).', labelNames: ['result'], registers });
+  const outages = new Counter({ name: 'mailprocd_state_engine_outages_total', help: 'Times the shared policy state engine (state.backend) became unreachable, by engine.', labelNames: ['engine'], registers });
+  const outageCalls = new Counter({ name: 'mailprocd_state_engine_refused_calls_total', help: 'Policy state calls answered with the plugin\'s failure action because the engine was unreachable, by engine.', labelNames: ['engine'], registers });
   const refused = new Counter({ name: 'mailprocd_connections_refused_total', help: 'Connections turned away by a limit, by listener and limit.', labelNames: ['listener', 'limit'], registers });
 
   new Gauge({
@@ -144,5 +146,7 @@ export function createMetrics(): Metrics {
     },
     tablesCompiled(ok) { compiles.inc({ result: ok ? 'ok' : 'error' }); },
     connectionRefused(listener, limit) { refused.inc({ listener, limit }); },
+    stateEngineDown(engine) { outages.inc({ engine }); },
+    stateEngineRefused(engine) { outageCalls.inc({ engine }); },
   };
 }

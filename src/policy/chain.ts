@@ -16,7 +16,7 @@
 // plugin again. maintain() and close() log plugin failures and carry on with
 // the others.
 import type { Logger } from '../log.js';
-import { boundedKey } from '../state/index.js';
+import { boundedKey, StateUnavailableError } from '../state/index.js';
 import { FAIL_CLOSED, isDecisive, type PolicyAction, type PolicyPlugin, type PolicyRequest } from './types.js';
 
 export interface ChainLink {
@@ -148,6 +148,8 @@ export class PolicyChain {
    * nothing passes it to remember().
    */
   private fail(link: Link, err: unknown, req: PolicyRequest): PolicyAction {
+    // A shared state engine that is down: its guard logs the outage once and counts every call (src/state/engine-guard.ts).
+    if (err instanceof StateUnavailableError) return link.onError;
     const now = this.opts.now();
     if (now - link.lastErrorLog < ERROR_LOG_INTERVAL_MS) {
       link.suppressed++;
@@ -171,6 +173,8 @@ export class PolicyChain {
       try {
         await link.plugin.maintain(now);
       } catch (err) {
+        // The state engine's outage is already logged, once.
+        if (err instanceof StateUnavailableError) continue;
         this.opts.log.error(`policy plugin ${link.plugin.name} maintenance failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       }
     }

@@ -1,5 +1,7 @@
 // Assembles the policy service from the parsed `policy:` config section:
-// state (LMDB, state.ts) → plugins in chain order → chain (cache) → listeners,
+// state (the LMDB store for rosters; the policy state — greylist, rate
+// counters, user policies — in LMDB or on the shared engine state.backend
+// names, opened by the caller) → plugins in chain order → chain (cache) → listeners,
 // plus a maintenance timer (unref'd: it never keeps the process alive) that
 // runs each plugin's maintain() and sweeps the answer cache, one run at a time.
 //
@@ -27,7 +29,7 @@ import { createListsPlugin } from './plugins/lists.js';
 import { createRatelimitPlugin } from './plugins/ratelimit.js';
 import { createUserPolicyPlugin, createUserPolicyStore, exemptFromGreylist, type UserPolicyStore } from './plugins/user-policy.js';
 import { PolicyServer, type BoundListener } from './server.js';
-import type { StateStore } from '../state/index.js';
+import { createLmdbPolicyState, type PolicyState, type StateStore } from '../state/index.js';
 import type { PolicyAction, PolicyPlugin, PolicyRequest } from './types.js';
 
 export interface PolicyServiceOptions {
@@ -35,8 +37,14 @@ export interface PolicyServiceOptions {
   readonly config: PolicyConfig;
   /** With generation(), table lookups the plugins repeat are kept until the next compile. */
   readonly tables: TableReader & { generation?(): number };
-  /** The one writable store (src/state), opened and closed by the caller: greylist, rosters, user policies. */
+  /** The one writable store (src/state), opened and closed by the caller: list rosters, and the policy state when policyState is absent. */
   readonly state: StateStore;
+  /**
+   * Greylist, rate counters and user policies (src/state openPolicyState), closed by the caller; default: a new
+   * one in `state` (LMDB). Services in one process (policy, milter) should share one: on LMDB a greylist write
+   * not yet committed is seen only through the PolicyState that made it.
+   */
+  readonly policyState?: PolicyState;
   readonly log: Logger;
   /** Relative listen paths are resolved against it (the daemon's working directory). */
   readonly baseDir: string;
@@ -65,7 +73,7 @@ export interface PolicyService {
   close(): Promise<void>;
 }
 
-function buildLink(name: string, o: PolicyServiceOptions, state: StateStore, userPolicies: UserPolicyStore, now: () => number): ChainLink {
+function buildLink(name: string, o: PolicyServiceOptions, state: PolicyState, userPolicies: UserPolicyStore, now: () => number): ChainLink {
   const c = o.config;
   const greylist = (): PolicyPlugin => {
     const g = c.greylist;
@@ -80,7 +88,7 @@ function buildLink(name: string, o: PolicyServiceOptions, state: StateStore, use
       return {
         plugin: createListsPlugin({
           tables: o.tables,
-          isSubscriber: state.isSubscriber,
+          isSubscriber: o.state.isSubscriber,
           recipientDelimiter: o.recipientDelimiter ?? '+',
           rejectText: c.lists.reject_text,
           cacheTtlMs: c.lists.cache_ttl,
@@ -104,7 +112,9 @@ function buildLink(name: string, o: PolicyServiceOptions, state: StateStore, use
         name: r.name ?? `${r.key}/${r.limit}/${r.window / 1000}s`,
         key: r.key, limit: r.limit, windowMs: r.window, mode: r.mode, count: r.count, action: r.action,
       }));
-      return { plugin: createRatelimitPlugin({ rules, maxKeys: c.ratelimit.max_keys, now }), cacheTtlMs: 0, onError: c.ratelimit.on_error };
+      const shared = state.rate?.bind(state);
+      const expireShared = state.expireRates?.bind(state);
+      return { plugin: createRatelimitPlugin({ rules, maxKeys: c.ratelimit.max_keys, now, shared, expireShared }), cacheTtlMs: 0, onError: c.ratelimit.on_error };
     }
     default: {
       const plugin = o.plugins?.[name];
@@ -117,7 +127,7 @@ function buildLink(name: string, o: PolicyServiceOptions, state: StateStore, use
 export async function startPolicyService(o: PolicyServiceOptions): Promise<PolicyService> {
   const c = o.config;
   const now = o.now ?? Date.now;
-  const state = o.state;
+  const state = o.policyState ?? createLmdbPolicyState(o.state);
   const userPolicies = createUserPolicyStore(state, o.tables, o.recipientDelimiter ?? '+');
   const chain = new PolicyChain(c.chain.map((name) => buildLink(name, o, state, userPolicies, now)), { log: o.log, now, cacheSize: c.cache_size });
 

@@ -18,8 +18,10 @@ import { requireProgram } from '../helpers/components.js';
 
 const UNIT = join(process.cwd(), 'docs', 'mailprocd.service');
 const MONITOR_UNIT = join(process.cwd(), 'docs', 'mailmond.service');
+const SYNC_UNIT = join(process.cwd(), 'docs', 'mailprocd-db-sync.service');
+const MAILPROC = join(process.cwd(), 'dist/src/cli/mailproc.js');
 
-test('docs/mailprocd.service and docs/mailmond.service pass systemd-analyze verify without a warning', (t) => {
+test('docs/mailprocd.service, docs/mailmond.service and docs/mailprocd-db-sync.service pass systemd-analyze verify without a warning', (t) => {
   const analyze = requireProgram(t, 'systemd-analyze', 'systemd');
   if (analyze === undefined) return;
   const dir = mkdtempSync(join(tmpdir(), 'mailprocd-unit-'));
@@ -29,12 +31,15 @@ test('docs/mailprocd.service and docs/mailmond.service pass systemd-analyze veri
   // pages named in Documentation= exist only once the package is installed.
   const unit = readFileSync(UNIT, 'utf8').replaceAll('/usr/bin/mailprocd ', `${process.execPath} ${DAEMON} `);
   const monitor = readFileSync(MONITOR_UNIT, 'utf8').replaceAll('/usr/bin/mailmond ', `${process.execPath} ${MAILMOND} `);
+  const sync = readFileSync(SYNC_UNIT, 'utf8').replaceAll('/usr/bin/mailproc ', `${process.execPath} ${MAILPROC} `);
   assert.notEqual(unit, readFileSync(UNIT, 'utf8'));
   assert.notEqual(monitor, readFileSync(MONITOR_UNIT, 'utf8'));
+  assert.notEqual(sync, readFileSync(SYNC_UNIT, 'utf8'));
   const path = join(dir, 'mailprocd.service');
   writeFileSync(path, unit);
   writeFileSync(join(dir, 'mailmond.service'), monitor);
-  const r = spawnSync(analyze, ['verify', '--man=no', path, join(dir, 'mailmond.service')], { encoding: 'utf8' });
+  writeFileSync(join(dir, 'mailprocd-db-sync.service'), sync);
+  const r = spawnSync(analyze, ['verify', '--man=no', path, join(dir, 'mailmond.service'), join(dir, 'mailprocd-db-sync.service')], { encoding: 'utf8' });
   assert.equal(r.stderr, '', 'no warnings');
   assert.equal(r.status, 0);
 });
@@ -88,4 +93,18 @@ test('mailmond.service starts after mailprocd and either Postfix master, logs to
   assert.equal(value('SyslogIdentifier'), 'mailmond');
   assert.equal(value('SyslogFacility'), 'mail');
   assert.match(unit, /^CapabilityBoundingSet=$/m);
+});
+
+test('mailprocd-db-sync.service runs db sync --watch with options mailproc has, before mailprocd, writing only the state directory and keeping no capability', () => {
+  const unit = readFileSync(SYNC_UNIT, 'utf8');
+  const value = (key: string): string => unit.match(new RegExp(`^${key}=(.*)$`, 'm'))?.[1] ?? '';
+  assert.equal(value('ExecStart'), '/usr/bin/mailproc --config /etc/mailprocd/mailprocd.yaml db sync --watch --from ${DB_SYNC_URL} $DB_SYNC_OPTS');
+  assert.ok(value('Before').split(/\s+/).includes('mailprocd.service'));
+  assert.equal(value('ProtectSystem'), 'strict');
+  assert.equal(value('ReadWritePaths'), '/var/lib/mailprocd');
+  assert.equal(value('CapabilityBoundingSet'), '');
+  // The options exist: with a URL that is not PostgreSQL's, mailproc says so (64), not "unknown option".
+  const r = spawnSync(process.execPath, [MAILPROC, 'db', 'sync', '--watch', '--from', 'mysql://x', '--interval', '60s'], { encoding: 'utf8' });
+  assert.equal(r.status, 64);
+  assert.match(r.stderr, /--from wants a postgresql:\/\/ URL/);
 });

@@ -184,7 +184,7 @@ async function main(): Promise<void> {
   const analyze = findProgram('systemd-analyze');
   assert.ok(analyze !== undefined, 'systemd-analyze: install the Debian package "systemd"');
   const manCheck = findProgram('man') !== undefined ? [] : ['--man=no'];
-  const verify = sh(analyze, ['verify', ...manCheck, '/lib/systemd/system/mailprocd.service', '/lib/systemd/system/mailmond.service']);
+  const verify = sh(analyze, ['verify', ...manCheck, '/lib/systemd/system/mailprocd.service', '/lib/systemd/system/mailmond.service', '/lib/systemd/system/mailprocd-db-sync.service']);
   report.verify = { status: verify.status, stderr: verify.stderr, manChecked: manCheck.length === 0 };
   assert.equal(verify.stderr, '', 'systemd-analyze verify: no warnings');
   assert.equal(verify.status, 0);

@@ -19,7 +19,7 @@ import { createRatelimitPlugin } from '../../src/policy/plugins/ratelimit.js';
 import { createUserPolicyPlugin, type UserPolicyStore } from '../../src/policy/plugins/user-policy.js';
 import { spfOptionsSchema } from '../../src/config/index.js';
 import { createSpfPlugin } from '../../src/policy/plugins/spf.js';
-import type { StateStore } from '../../src/state/index.js';
+import type { PolicyState } from '../../src/state/index.js';
 import { manualClock, rcptRequest, startTestService, type TestService } from './policy-peer.js';
 
 const REJECT = 'REJECT 5.7.1 Only subscribers may post to this list';
@@ -171,7 +171,7 @@ test('each plugin declares its failure action: lists and userpolicy fail closed,
   const plugins: [PolicyPlugin, string][] = [
     [createListsPlugin({ tables: unused, isSubscriber: () => false, recipientDelimiter: '+', rejectText: 'x', cacheTtlMs: 0 }), FAIL_CLOSED],
     [createUserPolicyPlugin({ store: unused as UserPolicyStore }), FAIL_CLOSED],
-    [createGreylistPlugin({ state: unused as StateStore, settings: unused, now: Date.now }), 'DUNNO'],
+    [createGreylistPlugin({ state: unused as PolicyState, settings: unused, now: Date.now }), 'DUNNO'],
     [createRatelimitPlugin({ rules: [], maxKeys: 1, now: Date.now }), 'DUNNO'],
     [dnsbl, 'DUNNO'], [spf, 'DUNNO'], [dnsblClosed, FAIL_CLOSED], [spfClosed, '451 4.3.0 later'],
   ];

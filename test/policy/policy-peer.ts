@@ -9,11 +9,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { openState } from '../../src/state/index.js';
+import { openPolicyState, openState, type PolicyState } from '../../src/state/index.js';
 import { compileTables, openTables, type Tables } from '../../src/db/index.js';
 import { createLogger, type Logger } from '../../src/log.js';
+import type { MetricsEvents } from '../../src/mail/metrics-events.js';
 import { startPolicyService, type PolicyPlugin, type PolicyService } from '../../src/policy/index.js';
-import { policyConfigSchema, type PolicyConfigInput } from '../../src/config/index.js';
+import { policyConfigSchema, stateConfigSchema, type PolicyConfigInput, type StateConfigInput } from '../../src/config/index.js';
 
 export class PolicyClient {
   private buffer = Buffer.alloc(0);
@@ -36,9 +37,9 @@ export class PolicyClient {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  static open(target: { port: number } | { path: string }): Promise<PolicyClient> {
+  static open(target: { port: number; host?: string } | { path: string }): Promise<PolicyClient> {
     return new Promise((resolve, reject) => {
-      const s = 'path' in target ? connect(target.path) : connect(target.port, '127.0.0.1');
+      const s = 'path' in target ? connect(target.path) : connect(target.port, target.host ?? '127.0.0.1');
       s.once('connect', () => resolve(new PolicyClient(s)));
       s.once('error', reject);
     });
@@ -159,6 +160,8 @@ export interface TestService {
   readonly tables: Tables;
   readonly dir: string;
   readonly stateDir: string;
+  /** Greylist, rate counters, user policies: in LMDB at stateDir, or on the engine `backend` named. */
+  readonly policyState: PolicyState;
   readonly port: number;
   readonly socketPath: string;
   readonly logLines: string[];
@@ -175,6 +178,14 @@ export interface TestServiceOptions {
   readonly config?: PolicyConfigInput;
   readonly plugins?: Record<string, PolicyPlugin>;
   readonly now?: () => number;
+  /** state.backend: "lmdb" (default) or a test engine's URL (test/helpers/engines.ts). */
+  readonly backend?: string;
+  /** The rest of the state: section (timeout, retry_interval). */
+  readonly stateConfig?: Omit<StateConfigInput, 'backend'>;
+  /** Counts what the service and its state engine report (src/metrics createMetrics). */
+  readonly metrics?: MetricsEvents;
+  /** Listen on this loopback address instead of 127.0.0.1 (the three-node tests give each node its own). */
+  readonly host?: string;
   /** What the service reads the tables through (e.g. a reader that fails on demand); default the compiled tables themselves. */
   readonly wrapTables?: (tables: Tables) => Tables;
 }
@@ -187,20 +198,24 @@ export async function startTestService(t: TestContext | undefined, o: TestServic
   const report = await compileTables({ sourceDir: join(dir, 'src'), dbDir: join(dir, 'db'), tables: ['lists'] });
   if (!report.ok) throw new Error(JSON.stringify(report.errors));
   const socketPath = join(dir, 'run', 'policy.sock');
-  const config = policyConfigSchema.parse({ listen: ['127.0.0.1:0', `unix:${socketPath}`], ...o.config });
+  const config = policyConfigSchema.parse({ listen: [`${o.host ?? '127.0.0.1'}:0`, `unix:${socketPath}`], ...o.config });
   const logLines: string[] = [];
   const log = createLogger({ format: 'text', level: 'debug', write: (line) => logLines.push(line) });
   const tables = openTables(join(dir, 'db'));
   const stateDir = join(dir, 'state-db');
   const state = openState(stateDir);
   let service: PolicyService;
+  let policyState: PolicyState | undefined;
   try {
+    policyState = await openPolicyState({ config: stateConfigSchema.parse({ backend: o.backend ?? 'lmdb', ...o.stateConfig }), store: state, log, metrics: o.metrics });
     service = await startPolicyService({
-      config, tables: o.wrapTables ? o.wrapTables(tables) : tables, state, log, baseDir: dir,
+      config, tables: o.wrapTables ? o.wrapTables(tables) : tables, state, policyState, log, baseDir: dir,
       ...(o.plugins !== undefined ? { plugins: o.plugins } : {}),
       ...(o.now !== undefined ? { now: o.now } : {}),
+      ...(o.metrics !== undefined ? { metrics: o.metrics } : {}),
     });
   } catch (err) {
+    await policyState?.close();
     await state.close();
     await tables.close();
     rmSync(dir, { recursive: true, force: true });
@@ -208,13 +223,15 @@ export async function startTestService(t: TestContext | undefined, o: TestServic
   }
   const close = async (): Promise<void> => {
     await service.close();
+    await policyState.close();
     await state.close();
     await tables.close();
     rmSync(dir, { recursive: true, force: true });
   };
   t?.after(close);
   const port = service.listening.find((l) => l.kind === 'tcp')?.port ?? 0;
-  return { service, tables, dir, stateDir, port, socketPath, logLines, log, client: () => PolicyClient.open({ port }), close };
+  const host = o.host ?? '127.0.0.1';
+  return { service, tables, dir, stateDir, policyState, port, socketPath, logLines, log, client: () => PolicyClient.open({ port, host }), close };
 }
 
 /** A clock the test moves by hand. */

@@ -3,13 +3,16 @@
 // their own control socket (run as that user), and the policy endpoint
 // applies them at RCPT from the next request on. The socket is the
 // authentication: its directory and the socket are the user's alone, and
-// another user cannot even connect.
+// another user cannot even connect. With state.backend on a shared engine
+// (a real PostgreSQL, then a real Redis), a policy set on one node's socket
+// is in force on another node at once.
 import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { chownSync, statSync, writeFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import { test, type TestContext } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import { requireRoot } from '../helpers/components.js';
+import { testEngine } from '../helpers/engines.js';
 import { MAILPROC, makeTestDir, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { ensureSystemUser, type SystemUser } from '../helpers/users.js';
 import { PolicyClient, rcptRequest } from './policy-peer.js';
@@ -31,11 +34,11 @@ interface Setup {
 const RULES = '@users.test  maildir:${MAIL}/${user}/Maildir/\n@catchall.test  maildir:${MAIL}/catchall/Maildir/\n';
 const UIDS = 'alice@users.test  mpt-alice\nbob@users.test  mpt-bob\n@catchall.test  mpt-alice\nrooty@users.test  root!\n';
 
-async function setup(t: TestContext): Promise<Setup | undefined> {
+async function setup(t: TestContext, backend?: string): Promise<Setup | undefined> {
   if (!requireRoot(t, 'useradd, sockets owned by other users, running mailproc as them')) return undefined;
   const alice = ensureSystemUser('mpt-alice');
   const bob = ensureSystemUser('mpt-bob');
-  const d = await startDaemon({ rules: RULES, uid: UIDS });
+  const d = await startDaemon({ rules: RULES, uid: UIDS, ...(backend !== undefined ? { config: { state: { backend } } } : {}) });
   const client = await PolicyClient.open({ port: d.policyPort });
   t.after(async () => {
     client.destroy();
@@ -265,3 +268,28 @@ test('after a crash and a restart the user gets a fresh socket in the directory 
     await again.stop();
   }
 });
+
+for (const kind of ['postgresql', 'redis'] as const) {
+  const engine = testEngine(kind);
+  after(() => engine.dispose());
+  test(`on a shared ${kind}, the policy alice sets on one node is in force on another at once, and cleared there too`, async (t) => {
+    const backend = await engine.use(t);
+    if (backend === undefined) return;
+    const mx1 = await setup(t, backend);
+    if (!mx1) return;
+    const mx2 = await setup(t, backend);
+    if (!mx2) return;
+    assert.equal(await mx2.ask('x@spam.test', 'alice@users.test'), 'DUNNO', 'no policy yet');
+    const set = mx1.policy(mx1.alice, ['set', 'alice@users.test', '--deny', '*@spam.test', '--config', mx1.d.configFile]);
+    assert.equal(set.status, 0, set.stderr);
+    assert.equal(await mx2.ask('x@spam.test', 'alice@users.test'), DENY, 'set on mx1, applied by mx2');
+    const shown = mx2.policy(mx2.alice, ['show', 'alice@users.test', '--json', '--config', mx2.d.configFile]);
+    assert.equal(shown.status, 0, shown.stderr);
+    assert.deepEqual((JSON.parse(shown.stdout) as { policy: { deny: string[] } }).policy.deny, ['*@spam.test'], 'mx2 shows it to her');
+    const cleared = mx2.policy(mx2.alice, ['clear', 'alice@users.test', '--config', mx2.d.configFile]);
+    assert.equal(cleared.status, 0, cleared.stderr);
+    assert.equal(await mx1.ask('x@spam.test', 'alice@users.test'), 'DUNNO', 'cleared on mx2, gone on mx1');
+    assert.ok(mx1.d.logs.some((l) => l.includes(`greylist, rate counters and user policies on ${kind === 'redis' ? 'unix://' : 'postgresql://'}`)), 'the daemon says where its state is');
+  });
+}
+

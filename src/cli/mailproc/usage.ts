@@ -13,6 +13,8 @@ mailproc db transport-map [--config FILE] [--output FILE]`,
   queue: 'mailproc queue list [--json] | show ID [--json] | flush | delete ID   [--config FILE]',
   lists: `mailproc lists sync LIST (--mailman URL [--user U] [--password-file F] | --file PATH) [--config FILE]
   (the Mailman password may also come from $MAILMAN_PASSWORD)`,
+  state: `mailproc state migrate [--config FILE]
+  (creates or updates the schema of the shared engine state.backend names: PostgreSQL, Redis)`,
   policy: `mailproc policy list | show ADDRESS | clear ADDRESS   [--json] [--socket PATH] [--config FILE]
 mailproc policy set ADDRESS [--allow GLOB]... [--no-allow] [--deny GLOB]... [--no-deny]
          [--only-allowed on|off] [--greylist on|off|default] [--max-size SIZE|none]

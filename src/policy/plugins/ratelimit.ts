@@ -11,22 +11,26 @@
 // previous fixed windows: used = previous × (part of the window not yet
 // elapsed) + current. Two numbers per key, not a timestamp per request.
 //
-// Counters live in memory (see NOTES.md: a write per request to LMDB would
-// cost more than the check, and a restart forgetting a few minutes of counts
-// is harmless). Each rule keeps at most maxKeys counters; past that the oldest
-// key is dropped. maintain() drops counters whose windows have passed.
+// With state.backend lmdb, counters live in memory (see NOTES.md: a write per
+// request to LMDB would cost more than the check, and a restart forgetting a
+// few minutes of counts is harmless). Each rule keeps at most maxKeys
+// counters; past that the oldest key is dropped. maintain() drops counters
+// whose windows have passed. With a shared engine (PostgreSQL, Redis) the
+// counters are there, one per rule name and key for every node: a request's
+// rules are checked and counted in one atomic round trip (PolicyState.rate),
+// with the same arithmetic; the engine expires them.
 //
 // A key longer than KEY_CHARS (a sender of thousands of characters) is
 // counted under its digest (keys.ts boundedKey): maxKeys counters must not
 // cost maxKeys × 30 kB of memory.
 //
-// Exports: createRatelimitPlugin, RateRule. Pure in-memory logic; never
-// throws. Should it (a bug), the chain answers its onError: fail open
-// (DUNNO). A rate limit throttles senders who are let in anyway; it is no
+// Exports: createRatelimitPlugin, RateRule. In memory it never throws; a
+// shared engine's failure (unreachable, past state.timeout) rejects. Either
+// way the chain answers its onError: fail open (DUNNO). A rate limit throttles senders who are let in anyway; it is no
 // access decision, and a bug in it must not stop every authenticated
 // client's mail. A failure is logged, so the lapse is seen, and with no
 // state outside memory there is no broken database that could keep it failing.
-import { boundedKey } from '../../state/index.js';
+import { boundedKey, type RateCheck } from '../../state/index.js';
 import { FAIL_OPEN, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export interface RateRule {
@@ -50,7 +54,26 @@ const STATE_OF = { recipients: 'RCPT', messages: 'END-OF-MESSAGE' } as const;
 /** Keys up to this long are kept as they are (an address is at most 254 bytes); longer ones as a digest. */
 const KEY_CHARS = 320;
 
-export function createRatelimitPlugin(o: { readonly rules: readonly RateRule[]; readonly maxKeys: number; readonly now: () => number }): PolicyPlugin {
+export interface RatelimitOptions {
+  readonly rules: readonly RateRule[];
+  readonly maxKeys: number;
+  readonly now: () => number;
+  /** The shared engine's counters (PolicyState.rate); absent: counters in this process's memory. */
+  readonly shared?: ((checks: readonly RateCheck[], now: number) => Promise<number>) | undefined;
+  /** The shared engine's expiry of old counters, run by maintain(); absent where the engine does it itself. */
+  readonly expireShared?: ((now: number) => Promise<void>) | undefined;
+}
+
+/** The key a rule counts this request under, or undefined when the rule does not concern it. */
+function ruleKey(rule: RateRule, req: PolicyRequest, state: string): string | undefined {
+  if (STATE_OF[rule.count] !== state) return undefined;
+  const raw = req.get(rule.key);
+  if (raw === '') return undefined;
+  return boundedKey(rule.key === 'sender' || rule.key === 'recipient' ? raw.toLowerCase() : raw, KEY_CHARS);
+}
+
+export function createRatelimitPlugin(o: RatelimitOptions): PolicyPlugin {
+  if (o.shared !== undefined) return createSharedRatelimit(o, o.shared);
   const counters = o.rules.map(() => new Map<string, Counter>());
   // Reused across requests: which counters a passing request increments.
   const pending: Counter[] = [];
@@ -68,10 +91,8 @@ export function createRatelimitPlugin(o: { readonly rules: readonly RateRule[]; 
     pending.length = 0;
     for (let i = 0; i < o.rules.length; i++) {
       const rule = o.rules[i] as RateRule;
-      if (STATE_OF[rule.count] !== state) continue;
-      const raw = req.get(rule.key);
-      if (raw === '') continue;
-      const key = boundedKey(rule.key === 'sender' || rule.key === 'recipient' ? raw.toLowerCase() : raw, KEY_CHARS);
+      const key = ruleKey(rule, req, state);
+      if (key === undefined) continue;
       const map = counters[i] as Map<string, Counter>;
       const window = Math.floor(now / rule.windowMs);
       let c = map.get(key);
@@ -113,4 +134,26 @@ export function createRatelimitPlugin(o: { readonly rules: readonly RateRule[]; 
     check: (req) => Promise.resolve(check(req)),
     maintain,
   };
+}
+
+/** The same rules with the counters on the shared engine: one round trip per request that any rule concerns. */
+function createSharedRatelimit(o: RatelimitOptions, shared: (checks: readonly RateCheck[], now: number) => Promise<number>): PolicyPlugin {
+  const check = async (req: PolicyRequest): Promise<PolicyAction | undefined> => {
+    const state = req.get('protocol_state');
+    const checks: RateCheck[] = [];
+    const rules: RateRule[] = [];
+    for (const rule of o.rules) {
+      const key = ruleKey(rule, req, state);
+      if (key === undefined) continue;
+      // Nodes with the same rule share its counters; two rules that differ in anything but the limit never do.
+      checks.push({ rule: `${rule.name}/${rule.key}/${rule.windowMs}/${rule.mode}/${rule.count}`, key, limit: rule.limit, windowMs: rule.windowMs, mode: rule.mode });
+      rules.push(rule);
+    }
+    if (checks.length === 0) return undefined;
+    const refused = await shared(checks, o.now());
+    return refused >= 0 ? rules[refused]?.action : undefined;
+  };
+  // Counters expire on the engine (Redis TTL) or by this maintenance (PostgreSQL).
+  const expire = o.expireShared;
+  return { name: 'ratelimit', onError: FAIL_OPEN, check, ...(expire !== undefined ? { maintain: (now: number) => expire(now) } : {}) };
 }

@@ -1,5 +1,6 @@
 // userpolicy: what a mailbox owner set for their own addresses with
-// `mailproc policy` (stored in the policy state's `user-policy` sub-database,
+// `mailproc policy` (stored in the policy state — the local LMDB `user-policy`
+// sub-database, or the PostgreSQL / Redis the nodes share, state.backend —
 // written by the per-user control sockets, src/control/user-sockets.ts).
 // The recipient's policy is its own address's, else its address without the
 // extension (alice+lists@x, then alice@x). At protocol_state=RCPT:
@@ -16,7 +17,10 @@
 // Patterns are globs like the tables' sender= conditions (`*`, `?`, no case),
 // matched in linear time by src/mail/pattern.ts (compiled once, cached);
 // the null sender is matched as "<>". No policy → no opinion, at one or two
-// LMDB gets per request, which is why the plugin is in the default chain.
+// LMDB gets per request (one round trip on a shared engine), which is why
+// the plugin is in the default chain. A request's lookup is kept with the
+// request (a WeakMap on it), so the greylist link's exemption check reuses
+// it instead of asking again: the same request, the same answer.
 //
 // A record is in force only while the uid table still gives its address (by
 // an exact key, user+ext@domain or user@domain) to the owner it was set
@@ -27,7 +31,8 @@
 // judgeUserPolicy (pure), exactKeys (pure), UserPolicyStore, UserPolicyEntry.
 // Never throws for a miss or for an address of any length: a key too long
 // for LMDB (keys.ts) has no owner in the uid table and no stored policy, so
-// it is not looked up. LMDB failures propagate to the chain, which logs them
+// it is not looked up. State failures (LMDB, or a shared engine unreachable
+// or past state.timeout) propagate to the chain, which logs them
 // and answers this plugin's onError: fail closed (FAIL_CLOSED), since the
 // owner asked for these refusals and a temporary one only delays a sender
 // the policy would let in. The greylist check run here for recipients who
@@ -36,7 +41,7 @@ import type { TableHit, TableReader } from '../../db/index.js';
 import { lookupKeys, parseRecipient, type RecipientAddress } from '../../mail/address.js';
 import { matchPattern } from '../../mail/pattern.js';
 import { fitsKey } from '../../state/index.js';
-import type { StateStore, UserPolicyRecord } from '../../state/index.js';
+import type { PolicyState, UserPolicyRecord } from '../../state/index.js';
 import { FAIL_CLOSED, type PolicyAction, type PolicyPlugin, type PolicyRequest } from '../types.js';
 
 export const DENY_ACTION: PolicyAction = "REJECT 5.7.1 Sender refused by the recipient's policy";
@@ -82,49 +87,62 @@ export interface UserPolicyEntry {
 export interface UserPolicyStore {
   /** The uid-table entry that says whose mailbox `address` is, by an exact key only (never user, user+ext or @domain). */
   ownerEntry(address: string): TableHit<'uid'> | undefined;
-  /** The policy in force for a recipient: its own address's, else its address without extension. */
-  forRecipient(recipient: string): UserPolicyEntry | undefined;
+  /** The policy in force for a recipient: its own address's, else its address without extension (one state round trip). */
+  forRecipient(recipient: string): Promise<UserPolicyEntry | undefined>;
+  /** forRecipient(req's recipient), asked once per request object. */
+  forRequest(req: PolicyRequest): Promise<UserPolicyEntry | undefined>;
   /** This address's own record, if in force. */
-  get(address: string): UserPolicyRecord | undefined;
+  get(address: string): Promise<UserPolicyRecord | undefined>;
   put(address: string, policy: UserPolicyRecord): Promise<void>;
   /** Removes the record, in force or stale; false when there was none. */
   remove(address: string): Promise<boolean>;
   /** Every record in force that `uid` set. A scan: for `mailproc policy list`, not for requests. */
-  listByUid(uid: number): UserPolicyEntry[];
+  listByUid(uid: number): Promise<UserPolicyEntry[]>;
 }
 
-export function createUserPolicyStore(state: StateStore, tables: TableReader, recipientDelimiter: string): UserPolicyStore {
-  const db = state.userPolicy;
+export function createUserPolicyStore(state: PolicyState, tables: TableReader, recipientDelimiter: string): UserPolicyStore {
   const parse = (address: string): RecipientAddress => parseRecipient(address.toLowerCase(), recipientDelimiter);
   const ownerEntry = (address: string): TableHit<'uid'> | undefined => tables.lookup('uid', exactKeys(parse(address)));
   const inForce = (address: string, p: UserPolicyRecord | undefined): p is UserPolicyRecord =>
     p !== undefined && (ownerEntry(address)?.value ?? '') === p.owner;
-  const get = (address: string): UserPolicyRecord | undefined => {
+  const get = async (address: string): Promise<UserPolicyRecord | undefined> => {
     const key = address.toLowerCase();
     if (!fitsKey(key)) return undefined;
-    const p = db.get(key);
+    const [p] = await state.userPolicies([key]);
     return inForce(key, p) ? p : undefined;
   };
+  const forRecipient = async (recipient: string): Promise<UserPolicyEntry | undefined> => {
+    const keys = exactKeys(parse(recipient)).filter(fitsKey);
+    if (keys.length === 0) return undefined;
+    const found = await state.userPolicies(keys);
+    for (let i = 0; i < keys.length; i++) {
+      const address = keys[i] as string;
+      const policy = found[i];
+      if (inForce(address, policy)) return { address, policy };
+    }
+    return undefined;
+  };
+  const asked = new WeakMap<PolicyRequest, Promise<UserPolicyEntry | undefined>>();
   return {
     ownerEntry,
-    forRecipient(recipient) {
-      for (const address of exactKeys(parse(recipient))) {
-        const policy = get(address);
-        if (policy !== undefined) return { address, policy };
+    forRecipient,
+    forRequest(req) {
+      let p = asked.get(req);
+      if (p === undefined) {
+        p = forRecipient(req.get('recipient'));
+        asked.set(req, p);
       }
-      return undefined;
+      return p;
     },
     get,
     put: async (address, policy) => {
       // The control protocol refuses such addresses first; this is the store's own guard.
       if (!fitsKey(address.toLowerCase())) throw new Error(`address too long for a policy (${address.length} characters)`);
-      await db.put(address.toLowerCase(), policy);
+      await state.putUserPolicy(address.toLowerCase(), policy);
     },
-    remove: (address) => (fitsKey(address.toLowerCase()) ? db.remove(address.toLowerCase()) : Promise.resolve(false)),
-    listByUid(uid) {
-      const out: UserPolicyEntry[] = [];
-      for (const { key, value } of db.getRange()) if (value.uid === uid && inForce(key, value)) out.push({ address: key, policy: value });
-      return out;
+    remove: (address) => (fitsKey(address.toLowerCase()) ? state.removeUserPolicy(address.toLowerCase()) : Promise.resolve(false)),
+    async listByUid(uid) {
+      return (await state.userPoliciesOf(uid)).filter((e) => inForce(e.address, e.policy));
     },
   };
 }
@@ -146,7 +164,7 @@ export function createUserPolicyPlugin(o: UserPolicyPluginOptions): PolicyPlugin
     if (state !== 'RCPT' && state !== 'END-OF-MESSAGE') return undefined;
     const recipient = req.get('recipient');
     if (recipient === '') return undefined;
-    const hit = store.forRecipient(recipient);
+    const hit = await store.forRequest(req);
     if (hit === undefined) return undefined;
     const size = Number(req.get('size'));
     const refusal = judgeUserPolicy(hit.policy, { state, sender: req.get('sender').toLowerCase(), size: Number.isFinite(size) ? size : 0 });
@@ -171,9 +189,10 @@ export function createUserPolicyPlugin(o: UserPolicyPluginOptions): PolicyPlugin
 export function exemptFromGreylist(greylist: PolicyPlugin, store: UserPolicyStore): PolicyPlugin {
   return {
     ...greylist,
-    check: (req) =>
-      req.get('protocol_state') === 'RCPT' && store.forRecipient(req.get('recipient'))?.policy.greylist === false
-        ? Promise.resolve(undefined)
-        : greylist.check(req),
+    check: async (req) => {
+      if (req.get('protocol_state') !== 'RCPT') return greylist.check(req);
+      if ((await store.forRequest(req))?.policy.greylist === false) return undefined;
+      return greylist.check(req);
+    },
   };
 }

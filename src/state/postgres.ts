@@ -1,0 +1,278 @@
+// The policy state on PostgreSQL (state.backend: postgresql://…), shared by
+// every node that points at the same database. node-postgres (`pg`): a pool
+// of state.pool connections per node, named (prepared) statements, no
+// ORM. Each request is one round trip: the greylist decision and the rate
+// counters are stored functions (plpgsql) that `mailproc state migrate`
+// creates, run in one statement each, so their reads and writes are one
+// atomic unit under row locks (INSERT … ON CONFLICT, SELECT … FOR UPDATE):
+// two nodes racing on one triplet or one counter serialise on its row.
+// Rate rows are locked in the order of the rules, the same on every node
+// with the same config, so two requests never deadlock.
+//
+// Schema (version SCHEMA_VERSION, in table mailproc_schema):
+//   mailproc_greylist          key text PK, first_seen, last_seen, passed_at bigint (ms)
+//   mailproc_greylist_clients  net text PK, passes integer, last_seen bigint
+//   mailproc_rate              (rule, key) PK, window_ms, win, current, previous
+//   mailproc_user_policy       address text PK, uid integer (indexed), policy jsonb
+//   mailproc_greylist(…), mailproc_rate(…)   the functions
+// Expiry is the maintenance job's (expire(): DELETEs in chunks of 1000).
+//
+// Exports: openPostgresState, migratePostgres. Failure contract: see
+// policy-state.ts; an unreachable server or a missed deadline is an outage
+// (engine-guard.ts); a server that answers with a SQL error (a schema not
+// migrated) rejects with that error, which names the fix.
+import pg from 'pg';
+import type { Logger } from '../log.js';
+import type { MetricsEvents } from '../mail/metrics-events.js';
+import { EngineGuard } from './engine-guard.js';
+import { GREYLIST_REFRESH_MS, SCHEMA_VERSION, type GreylistAnswer, type PolicyState } from './policy-state.js';
+import type { UserPolicyRecord } from './store.js';
+
+/** Migrations, by the version they lead to. Each runs in the migrating transaction. */
+const MIGRATIONS: readonly (readonly [number, string])[] = [[1, `
+CREATE TABLE mailproc_greylist (
+  key text PRIMARY KEY, first_seen bigint NOT NULL, last_seen bigint NOT NULL, passed_at bigint NOT NULL);
+CREATE TABLE mailproc_greylist_clients (net text PRIMARY KEY, passes integer NOT NULL, last_seen bigint NOT NULL);
+CREATE TABLE mailproc_rate (
+  rule text NOT NULL, key text NOT NULL, window_ms bigint NOT NULL, win bigint NOT NULL,
+  current integer NOT NULL, previous integer NOT NULL, PRIMARY KEY (rule, key));
+CREATE TABLE mailproc_user_policy (address text PRIMARY KEY, uid integer NOT NULL, policy jsonb NOT NULL);
+CREATE INDEX mailproc_user_policy_uid ON mailproc_user_policy (uid);
+
+-- -1 defer, -2 pass, >= 0 first pass after that many ms. Same table as decideTriplet (policy-state.ts).
+CREATE FUNCTION mailproc_greylist(p_net text, p_key text, p_now bigint, p_delay bigint, p_window bigint,
+    p_expire bigint, p_awl integer, p_refresh bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE c record; t record;
+BEGIN
+  IF p_awl > 0 THEN
+    SELECT passes, last_seen INTO c FROM mailproc_greylist_clients WHERE net = p_net;
+    IF FOUND AND c.passes >= p_awl AND p_now - c.last_seen <= p_expire THEN
+      IF p_now - c.last_seen >= p_refresh THEN
+        UPDATE mailproc_greylist_clients SET last_seen = p_now WHERE net = p_net;
+      END IF;
+      RETURN -2;
+    END IF;
+  END IF;
+  INSERT INTO mailproc_greylist (key, first_seen, last_seen, passed_at) VALUES (p_key, p_now, p_now, 0)
+    ON CONFLICT (key) DO NOTHING;
+  IF FOUND THEN RETURN -1; END IF;
+  SELECT first_seen, last_seen, passed_at INTO t FROM mailproc_greylist WHERE key = p_key FOR UPDATE;
+  IF (t.passed_at > 0 AND p_now - t.last_seen > p_expire) OR (t.passed_at = 0 AND p_now - t.first_seen > p_window) THEN
+    UPDATE mailproc_greylist SET first_seen = p_now, last_seen = p_now, passed_at = 0 WHERE key = p_key;
+    RETURN -1;
+  END IF;
+  IF t.passed_at > 0 THEN
+    IF p_now - t.last_seen >= p_refresh THEN
+      UPDATE mailproc_greylist SET last_seen = p_now WHERE key = p_key;
+    END IF;
+    RETURN -2;
+  END IF;
+  IF p_now - t.first_seen < p_delay THEN RETURN -1; END IF;
+  UPDATE mailproc_greylist SET last_seen = p_now, passed_at = p_now WHERE key = p_key;
+  IF p_awl > 0 THEN
+    INSERT INTO mailproc_greylist_clients AS g (net, passes, last_seen) VALUES (p_net, 1, p_now)
+      ON CONFLICT (net) DO UPDATE SET
+        passes = CASE WHEN p_now - g.last_seen <= p_expire THEN g.passes + 1 ELSE 1 END, last_seen = p_now;
+  END IF;
+  RETURN p_now - t.first_seen;
+END $$;
+
+-- -1: allowed and counted by every rule; else the 0-based index of the first rule that refuses (nothing counted).
+CREATE FUNCTION mailproc_rate(p_rules text[], p_keys text[], p_limits integer[], p_windows bigint[],
+    p_sliding boolean[], p_now bigint) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE i integer; n integer := coalesce(array_length(p_rules, 1), 0); w bigint; r record;
+  cur integer; prev integer; used double precision;
+BEGIN
+  FOR i IN 1..n LOOP
+    w := p_now / p_windows[i];
+    INSERT INTO mailproc_rate (rule, key, window_ms, win, current, previous)
+      VALUES (p_rules[i], p_keys[i], p_windows[i], w, 0, 0) ON CONFLICT (rule, key) DO NOTHING;
+    SELECT win, current, previous INTO r FROM mailproc_rate WHERE rule = p_rules[i] AND key = p_keys[i] FOR UPDATE;
+    cur := CASE WHEN r.win = w THEN r.current ELSE 0 END;
+    prev := CASE WHEN r.win = w THEN r.previous WHEN r.win = w - 1 THEN r.current ELSE 0 END;
+    used := CASE WHEN p_sliding[i]
+      THEN prev * (1 - (p_now - w * p_windows[i])::double precision / p_windows[i]) + cur ELSE cur END;
+    IF used + 1 > p_limits[i] THEN RETURN i - 1; END IF;
+  END LOOP;
+  FOR i IN 1..n LOOP
+    w := p_now / p_windows[i];
+    UPDATE mailproc_rate SET
+      previous = CASE WHEN win = w THEN previous WHEN win = w - 1 THEN current ELSE 0 END,
+      current = CASE WHEN win = w THEN current + 1 ELSE 1 END, win = w, window_ms = p_windows[i]
+      WHERE rule = p_rules[i] AND key = p_keys[i];
+  END LOOP;
+  RETURN -1;
+END $$;
+`]];
+
+/** Creates or updates the schema to SCHEMA_VERSION; one transaction, serialised against a concurrent migrate. */
+export async function migratePostgres(url: string): Promise<{ from: number; to: number }> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('CREATE TABLE IF NOT EXISTS mailproc_schema (version integer NOT NULL)');
+    await client.query('LOCK TABLE mailproc_schema IN EXCLUSIVE MODE');
+    const got = await client.query<{ version: number }>('SELECT version FROM mailproc_schema');
+    const from = got.rows[0]?.version ?? 0;
+    if (from > SCHEMA_VERSION) throw new Error(`the database's policy state schema is version ${from}, newer than this mailprocd's ${SCHEMA_VERSION}: upgrade mailprocd`);
+    for (const [version, sql] of MIGRATIONS) if (version > from) await client.query(sql);
+    if (got.rows.length === 0) await client.query('INSERT INTO mailproc_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
+    else await client.query('UPDATE mailproc_schema SET version = $1', [SCHEMA_VERSION]);
+    await client.query('COMMIT');
+    return { from, to: SCHEMA_VERSION };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    await client.end();
+  }
+}
+
+export interface EngineOptions {
+  readonly url: string;
+  readonly label: string;
+  readonly timeoutMs: number;
+  readonly retryMs: number;
+  readonly pool: number;
+  readonly log: Logger;
+  readonly metrics?: MetricsEvents | undefined;
+}
+
+/**
+ * PostgreSQL text cannot hold NUL, which the greylist keys use as a separator
+ * (and a digest key starts with): a backslash is doubled and NUL becomes backslash-0, one to one.
+ */
+const text = (s: string): string => (/[\\\0]/.test(s) ? s.replace(/\\/g, '\\\\').replace(/\0/g, '\\0') : s);
+
+const untext = (s: string): string => (s.includes('\\') ? s.replace(/\\(\\|0)/g, (_m, c: string) => (c === '0' ? '\0' : '\\')) : s);
+
+/** Connection-level trouble (and the server going away) is an outage; a SQL error is an answer. */
+function isOutage(err: unknown): boolean {
+  if (!(err instanceof pg.DatabaseError)) return true;
+  // 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown).
+  return /^(08|53|57)/.test(err.code ?? '');
+}
+
+/**
+ * Connects (lazily: the pool opens connections on first use) and checks the
+ * schema version. A schema that is missing or at another version throws,
+ * naming `mailproc state migrate`; an engine that cannot be reached is not
+ * an error here: the service starts in an outage and recovers by itself.
+ */
+export async function openPostgresState(o: EngineOptions): Promise<PolicyState> {
+  // synchronous_commit off for the request path: a greylist triplet or a rate
+  // count is committed without waiting for the WAL flush (the server flushes
+  // within wal_writer_delay, 200 ms). A server crash can lose the last moment's
+  // triplets — those senders are greylisted once more — never make the data
+  // inconsistent; the flush per request would cost more than the query. A user
+  // policy, which its owner was told is set, is written with it on (writeDurably).
+  const pool = new pg.Pool({
+    connectionString: o.url, max: o.pool, connectionTimeoutMillis: Math.max(1000, o.timeoutMs * 4), idleTimeoutMillis: 60_000,
+    options: '-c synchronous_commit=off',
+  });
+  // An idle connection the server closes emits 'error' on the pool: without a listener that would end the process.
+  pool.on('error', () => undefined);
+  const guard = new EngineGuard({
+    label: o.label, kind: 'postgresql', timeoutMs: o.timeoutMs, retryMs: o.retryMs, log: o.log, metrics: o.metrics,
+    probe: () => pool.query('SELECT 1'), isOutage,
+  });
+  const q = <R extends pg.QueryResultRow>(name: string, text: string, values: unknown[]): Promise<pg.QueryResult<R>> =>
+    guard.run(() => pool.query<R>({ name, text, values }));
+
+  try {
+    const v = await q<{ version: number }>('mailproc_version', 'SELECT version FROM mailproc_schema', []);
+    const version = v.rows[0]?.version ?? 0;
+    if (version !== SCHEMA_VERSION) throw new Error(`state.backend ${o.label}: policy state schema version ${version}, this mailprocd needs ${SCHEMA_VERSION}: run \`mailproc state migrate\``);
+  } catch (err) {
+    if (err instanceof pg.DatabaseError && err.code === '42P01') {
+      await pool.end().catch(() => undefined);
+      guard.close();
+      throw new Error(`state.backend ${o.label}: no policy state schema in this database: run \`mailproc state migrate\``, { cause: err });
+    }
+    if (err instanceof Error && err.name !== 'StateUnavailableError') {
+      await pool.end().catch(() => undefined);
+      guard.close();
+      throw err;
+    }
+    // Unreachable: logged once by the guard; requests get their failure actions until it is back.
+  }
+
+  /** One statement in a transaction that waits for the WAL flush. */
+  const writeDurably = (text: string, values: unknown[]): Promise<pg.QueryResult> => guard.run(async () => {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL synchronous_commit = on');
+      const r = await client.query(text, values);
+      await client.query('COMMIT');
+      return r;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  });
+
+  // In chunks, so that no statement holds many row locks or runs past the deadline.
+  const chunked = async (name: string, text: string, values: unknown[]): Promise<void> => {
+    for (;;) {
+      const r = await q(name, text, values);
+      if ((r.rowCount ?? 0) < 1000) return;
+    }
+  };
+
+  return {
+    kind: 'postgresql',
+    label: o.label,
+    async greylist(net, triplet, now, p): Promise<GreylistAnswer> {
+      const r = await q<{ r: string }>('mailproc_greylist', 'SELECT mailproc_greylist($1, $2, $3, $4, $5, $6, $7, $8) AS r',
+        [text(net), text(triplet), now, p.delayMs, p.retryWindowMs, p.expireMs, p.autoWhitelist, GREYLIST_REFRESH_MS]);
+      const n = Number(r.rows[0]?.r);
+      if (n === -1) return { kind: 'defer' };
+      return { kind: 'pass', delayedMs: n >= 0 ? n : undefined };
+    },
+    async rate(checks, now) {
+      const r = await q<{ r: number }>('mailproc_rate', 'SELECT mailproc_rate($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::boolean[], $6) AS r', [
+        checks.map((c) => text(c.rule)), checks.map((c) => text(c.key)), checks.map((c) => c.limit), checks.map((c) => c.windowMs),
+        checks.map((c) => c.mode === 'sliding'), now,
+      ]);
+      return Number(r.rows[0]?.r ?? -1);
+    },
+    async userPolicies(keys) {
+      const r = await q<{ address: string; policy: UserPolicyRecord }>('mailproc_policies', 'SELECT address, policy FROM mailproc_user_policy WHERE address = ANY($1::text[])', [keys.map(text)]);
+      return keys.map((k) => r.rows.find((row) => row.address === text(k))?.policy);
+    },
+    async putUserPolicy(address, policy) {
+      await writeDurably('INSERT INTO mailproc_user_policy (address, uid, policy) VALUES ($1, $2, $3) ON CONFLICT (address) DO UPDATE SET uid = EXCLUDED.uid, policy = EXCLUDED.policy',
+        [text(address), policy.uid, JSON.stringify(policy)]);
+    },
+    async removeUserPolicy(address) {
+      const r = await writeDurably('DELETE FROM mailproc_user_policy WHERE address = $1', [text(address)]);
+      return (r.rowCount ?? 0) > 0;
+    },
+    async userPoliciesOf(uid) {
+      const r = await q<{ address: string; policy: UserPolicyRecord }>('mailproc_policies_of', 'SELECT address, policy FROM mailproc_user_policy WHERE uid = $1 ORDER BY address', [uid]);
+      return r.rows.map((row) => ({ address: untext(row.address), policy: row.policy }));
+    },
+    async expire(now, p) {
+      await chunked('mailproc_expire_triplets', `DELETE FROM mailproc_greylist WHERE key IN (SELECT key FROM mailproc_greylist
+        WHERE (passed_at > 0 AND $1 - last_seen > $2) OR (passed_at = 0 AND $1 - first_seen > $3) LIMIT 1000)`, [now, p.expireMs, p.retryWindowMs]);
+      await chunked('mailproc_expire_clients', `DELETE FROM mailproc_greylist_clients WHERE net IN (SELECT net FROM mailproc_greylist_clients
+        WHERE $1 - last_seen > $2 LIMIT 1000)`, [now, p.expireMs]);
+    },
+    async expireRates(now) {
+      await chunked('mailproc_expire_rate', `DELETE FROM mailproc_rate WHERE (rule, key) IN (SELECT rule, key FROM mailproc_rate
+        WHERE win < $1 / window_ms - 1 LIMIT 1000)`, [now]);
+    },
+    async counts() {
+      const r = await q<{ t: string; c: string }>('mailproc_counts', 'SELECT (SELECT count(*) FROM mailproc_greylist) AS t, (SELECT count(*) FROM mailproc_greylist_clients) AS c', []);
+      return { triplets: Number(r.rows[0]?.t ?? 0), clients: Number(r.rows[0]?.c ?? 0) };
+    },
+    async close() {
+      guard.close();
+      await pool.end();
+    },
+  };
+}

@@ -198,8 +198,8 @@ for (const kind of ENGINE_KINDS) {
       assert.equal(await attempt(svc, passed), DEFER, 'forgotten: greylisted again');
     });
 
-    test('maintenance goes through a database larger than one sweep chunk', async (t) => {
-      if (kind === 'redis') return void t.skip('Redis expires keys by their TTLs: no sweep');
+    // Redis expires keys by their TTLs: it has no sweep, so no such case (not a skip: nothing is missing).
+    if (kind !== 'redis') test('maintenance goes through a database larger than one sweep chunk', async (t) => {
       const clock = manualClock();
       const svc = await greylistService(t, clock);
       if (svc === undefined) return;

@@ -242,7 +242,10 @@ function builtinMilterFilters(config: Config, log: Logger, spam: SpamCheckers | 
   const m = config.milter;
   const filters: NamedFilter[] = [];
   if (m.policy) {
-    const decide = async (attrs: ReadonlyMap<string, string>): Promise<string> => (await policy.decide(policyRequest(attrs))).action;
+    const decide = (attrs: ReadonlyMap<string, string>): string | Promise<string> => {
+      const d = policy.decideNow(policyRequest(attrs));
+      return d instanceof Promise ? d.then((x) => x.action) : d.action;
+    };
     filters.push({ name: 'policy', create: createPolicyFilter({ decide, log }), observes: POLICY_FILTER_OBSERVES });
   }
   if (m.spam.enabled === true || (m.spam.enabled === 'auto' && spam !== undefined)) {

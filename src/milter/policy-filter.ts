@@ -24,9 +24,10 @@
 // told to a milter: "ESMTP" when MAIL FROM carried ESMTP parameters, else
 // "SMTP". recipient_count is 0 at RCPT, as Postfix sends it.
 //
-// Failure contract: never throws into the server. decide() rejecting (the
-// chain itself never does; this guards a broken adapter) is answered like a
-// failing access check: 451 4.3.0 for that recipient (tempfail), logged.
+// Failure contract: never throws into the server. decide() throwing or
+// rejecting (the chain itself never does; this guards a broken adapter) is
+// answered like a failing access check: 451 4.3.0 for that recipient
+// (tempfail), logged.
 // An action we cannot apply through a milter (FILTER, REDIRECT, BCC, a
 // restriction name, a malformed PREPEND) is logged at warn and the
 // recipient goes on, as Postfix warns and goes on for an unknown action.
@@ -38,7 +39,7 @@ export const POLICY_FILTER_OBSERVES: ReadonlySet<MilterEvent> = new Set<MilterEv
 
 export interface PolicyFilterOptions {
   /** The policy chain's answer (an access(5) action) for one request's attributes. */
-  readonly decide: (attrs: ReadonlyMap<string, string>) => Promise<string>;
+  readonly decide: (attrs: ReadonlyMap<string, string>) => string | Promise<string>;
   readonly log: Logger;
 }
 
@@ -193,6 +194,8 @@ export function createPolicyFilter(o: PolicyFilterOptions): MilterFilterFactory 
       holds = [];
       prepends = [];
     };
+    const fields = (attrs: ReadonlyMap<string, string>, to: string): Record<string, string | undefined> =>
+      ({ client: attrs.get('client_address'), from: sender, to, queue_id: attrs.get('queue_id') || undefined });
     const filter: MilterFilter = {
       connect(_s, info) {
         connect = info;
@@ -206,24 +209,30 @@ export function createPolicyFilter(o: PolicyFilterOptions): MilterFilterFactory 
         senderArgs = args;
         instance = `${process.pid.toString(16)}.${(++instances).toString(16)}`;
       },
-      async envrcpt(s: MilterSession, recipient: string) {
+      envrcpt(s: MilterSession, recipient: string) {
         const attrs = policyAttributes({ connect, helo, sender, senderArgs, recipient, macro: (n) => s.macro(n), instance });
-        let action: string;
-        try {
-          action = await o.decide(attrs);
-        } catch (err) {
-          o.log.error(`milter policy check failed for ${recipient}, answered 451 4.3.0: ${(err as Error).message}`);
+        const failed = (err: unknown): NormalizedVerdict => {
+          o.log.error(`milter policy check failed for ${recipient}, answered 451 4.3.0: ${err instanceof Error ? err.message : String(err)}`);
           return LOOKUP_FAILED;
+        };
+        const apply = (action: string): NormalizedVerdict => {
+          const mapped = mapPolicyAction(action, recipient);
+          if (mapped.ignored !== undefined) o.log.warn(`milter policy: ${mapped.ignored}`, fields(attrs, recipient));
+          else if (mapped.verdict.result !== 'continue' || mapped.hold !== undefined || mapped.prepend !== undefined) {
+            if (o.log.enabled('info')) o.log.info(`milter policy: action=${action}`, fields(attrs, recipient));
+          }
+          if (mapped.hold !== undefined) holds.push(mapped.hold);
+          if (mapped.prepend !== undefined) prepends.push(mapped.prepend);
+          return mapped.verdict;
+        };
+        // The chain answers at once when no plugin waits for a shared engine: so does the filter.
+        let action: string | Promise<string>;
+        try {
+          action = o.decide(attrs);
+        } catch (err) {
+          return failed(err);
         }
-        const mapped = mapPolicyAction(action, recipient);
-        const fields = { client: attrs.get('client_address'), from: sender, to: recipient, queue_id: attrs.get('queue_id') || undefined };
-        if (mapped.ignored !== undefined) o.log.warn(`milter policy: ${mapped.ignored}`, fields);
-        else if (mapped.verdict.result !== 'continue' || mapped.hold !== undefined || mapped.prepend !== undefined) {
-          if (o.log.enabled('info')) o.log.info(`milter policy: action=${action}`, fields);
-        }
-        if (mapped.hold !== undefined) holds.push(mapped.hold);
-        if (mapped.prepend !== undefined) prepends.push(mapped.prepend);
-        return mapped.verdict;
+        return action instanceof Promise ? action.then(apply, failed) : apply(action);
       },
       eom(s: EomSession) {
         // Several recipients may each have asked: in the order asked, each header on top (the last asked ends up first, as Postfix prepends).

@@ -136,7 +136,9 @@ class Connection {
     try {
       for (let item = this.queue.shift(); item !== undefined && !this.stopping; item = this.queue.shift()) {
         this.queuedBytes -= item.size;
-        const step = await this.conversation.handle(item.cmd);
+        // A command the filters answer at once is handled without a turn of the event loop.
+        const handled = this.conversation.handle(item.cmd);
+        const step = handled instanceof Promise ? await handled : handled;
         if (step === 'quit') {
           this.stopping = true;
           this.o.log.debug(`milter ${this.peer}: QUIT`);

@@ -113,6 +113,13 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** f(v) now when v is a value, after it when a promise: the conversation stays synchronous while the filters are. */
+function then<T, U>(v: T | Promise<T>, f: (t: T) => U | Promise<U>): U | Promise<U> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
+const more = (v: NormalizedVerdict | Promise<NormalizedVerdict>): Step | Promise<Step> => then(v, (): Step => 'more');
+
 class Instance {
   readonly events: ReadonlySet<MilterEvent>;
   /** Accepted the connection (connect/helo): asked nothing more until QUIT_NC. */
@@ -179,8 +186,12 @@ export class MilterConversation {
     });
   }
 
-  /** One command from the MTA. Never throws or rejects. */
-  async handle(cmd: MtaCommand): Promise<Step> {
+  /**
+   * One command from the MTA: the next step at once when every filter asked
+   * answered at once (no promise, no turn of the event loop: the MTA waits
+   * for each reply), else a promise of it. Never throws or rejects.
+   */
+  handle(cmd: MtaCommand): Step | Promise<Step> {
     if (cmd.kind === 'optneg') return this.optneg(cmd);
     if (this.negotiated === undefined) return { error: `${cmd.kind.toUpperCase()} before option negotiation` };
     switch (cmd.kind) {
@@ -189,60 +200,52 @@ export class MilterConversation {
         return 'more';
       case 'connect': {
         const info: ConnectInfo = { hostname: cmd.hostname, family: cmd.family, address: cmd.address, port: cmd.port };
-        await this.event('connect', (f) => f.connect?.(this.view, info));
-        return 'more';
+        return more(this.event('connect', (f) => f.connect?.(this.view, info)));
       }
       case 'helo':
-        await this.event('helo', (f) => f.helo?.(this.view, cmd.name));
-        return 'more';
+        return more(this.event('helo', (f) => f.helo?.(this.view, cmd.name)));
       case 'mail': {
         this.newMessage();
         this.sender = unbracket(cmd.sender);
-        await this.event('envfrom', (f) => f.envfrom?.(this.view, this.sender ?? '', cmd.args));
-        return 'more';
+        return more(this.event('envfrom', (f) => f.envfrom?.(this.view, this.sender ?? '', cmd.args)));
       }
       case 'rcpt': {
         const rcpt = unbracket(cmd.recipient);
-        const v = await this.event('envrcpt', (f) => f.envrcpt?.(this.view, rcpt, cmd.args));
-        if (v.result !== 'reject' && v.result !== 'tempfail') this.recipients.push(rcpt);
-        return 'more';
+        return then(this.event('envrcpt', (f) => f.envrcpt?.(this.view, rcpt, cmd.args)), (v): Step => {
+          if (v.result !== 'reject' && v.result !== 'tempfail') this.recipients.push(rcpt);
+          return 'more';
+        });
       }
       case 'data':
-        await this.event('data', (f) => f.data?.(this.view));
-        return 'more';
+        return more(this.event('data', (f) => f.data?.(this.view)));
       case 'header': {
         const leadspc = ((this.negotiated.protocol & SMFIP.HDR_LEADSPC) !== 0) && cmd.value[0] === 0x20;
         const raw = leadspc ? cmd.value.subarray(1) : cmd.value;
         const value = raw.toString('latin1');
-        await this.event('header', (f) => f.header?.(this.view, cmd.name, value, raw));
-        return 'more';
+        return more(this.event('header', (f) => f.header?.(this.view, cmd.name, value, raw)));
       }
       case 'eoh':
-        await this.event('eoh', (f) => f.eoh?.(this.view));
-        return 'more';
+        return more(this.event('eoh', (f) => f.eoh?.(this.view)));
       case 'body':
-        await this.event('body', (f) => f.body?.(this.view, cmd.chunk));
-        return 'more';
+        return more(this.event('body', (f) => f.body?.(this.view, cmd.chunk)));
       case 'eob':
         // Sendmail may carry a last chunk here: it is body, answered by the eom reply.
-        if (cmd.chunk.length > 0) await this.event('body', (f) => f.body?.(this.view, cmd.chunk), false);
+        if (cmd.chunk.length > 0) return then(this.event('body', (f) => f.body?.(this.view, cmd.chunk), false), () => this.eom());
         return this.eom();
       case 'unknown':
-        await this.event('unknown', (f) => f.unknown?.(this.view, cmd.command));
-        return 'more';
+        return more(this.event('unknown', (f) => f.unknown?.(this.view, cmd.command)));
       case 'abort':
-        await this.abort();
-        return 'more';
+        return this.abort().then((): Step => 'more');
       case 'quit':
-        await this.end();
-        return 'quit';
+        return this.end().then((): Step => 'quit');
       case 'quit_nc':
-        await this.end();
-        this.closed = false;
-        this.connMacros.clear();
-        this.refused = undefined;
-        this.createInstances();
-        return 'more';
+        return this.end().then((): Step => {
+          this.closed = false;
+          this.connMacros.clear();
+          this.refused = undefined;
+          this.createInstances();
+          return 'more';
+        });
     }
   }
 
@@ -329,54 +332,84 @@ export class MilterConversation {
     }
   }
 
-  /** One filter's verdict for one event, its failure turned into on_filter_error. */
-  private async ask(i: Instance, event: MilterEvent, fn: () => unknown): Promise<NormalizedVerdict> {
+  /** One filter's verdict for one event, its failure turned into on_filter_error; at once when the filter answered at once. */
+  private ask(i: Instance, event: MilterEvent, fn: () => unknown): NormalizedVerdict | Promise<NormalizedVerdict> {
+    let r: unknown;
     try {
-      const v = verdictOf(await this.bounded(fn()));
-      if (v.result === 'discard' && CONNECTION_EVENTS.has(event)) {
-        // The MTA cannot discard a connection (Postfix logs "DISCARD action is not allowed").
-        this.o.log.warn(`milter ${this.o.peer}: filter ${i.name} returned discard at ${event}, which applies to messages only; taken as continue`);
-        return CONTINUE;
-      }
-      return v;
+      r = fn();
+      if (!(r instanceof Promise)) return this.judge(i, event, r);
     } catch (err) {
-      this.o.log.error(`milter ${this.o.peer}: filter ${i.name} ${event} failed: ${describe(err)}; milter.on_filter_error is ${this.o.onFilterError}`);
-      return this.o.onFilterError === 'tempfail' ? FAILED_TEMPFAIL : FAILED_CONTINUE;
+      return this.failed(i, event, err);
     }
+    return this.bounded(r).then((x) => this.judge(i, event, x)).catch((err: unknown) => this.failed(i, event, err));
+  }
+
+  /** A filter's answer as a verdict; throws what verdictOf refuses. */
+  private judge(i: Instance, event: MilterEvent, answer: unknown): NormalizedVerdict {
+    const v = verdictOf(answer);
+    if (v.result === 'discard' && CONNECTION_EVENTS.has(event)) {
+      // The MTA cannot discard a connection (Postfix logs "DISCARD action is not allowed").
+      this.o.log.warn(`milter ${this.o.peer}: filter ${i.name} returned discard at ${event}, which applies to messages only; taken as continue`);
+      return CONTINUE;
+    }
+    return v;
+  }
+
+  private failed(i: Instance, event: MilterEvent, err: unknown): NormalizedVerdict {
+    this.o.log.error(`milter ${this.o.peer}: filter ${i.name} ${event} failed: ${describe(err)}; milter.on_filter_error is ${this.o.onFilterError}`);
+    return this.o.onFilterError === 'tempfail' ? FAILED_TEMPFAIL : FAILED_CONTINUE;
   }
 
   /**
    * Asks every filter still in, in order, and answers the MTA (unless the
    * event was negotiated without a reply, or `reply` is false). The deciding
-   * verdict is returned.
+   * verdict is returned, at once when every filter asked answered at once.
    */
-  private async event(event: MilterEvent, call: (f: MilterFilter) => unknown, reply = true): Promise<NormalizedVerdict> {
+  private event(event: MilterEvent, call: (f: MilterFilter) => unknown, reply = true): NormalizedVerdict | Promise<NormalizedVerdict> {
     const noReply = !reply || ((this.negotiated?.protocol ?? 0) & (NO_REPLY[event] ?? 0)) !== 0;
     if (this.refused !== undefined) {
       if (!noReply) this.o.send(encodeReply(this.refused));
       return CONTINUE;
     }
-    let decided: NormalizedVerdict = CONTINUE;
-    for (const i of this.instances) {
+    return this.eventFrom(0, event, call, noReply);
+  }
+
+  /** event() from the k-th filter on. */
+  private eventFrom(k: number, event: MilterEvent, call: (f: MilterFilter) => unknown, noReply: boolean): NormalizedVerdict | Promise<NormalizedVerdict> {
+    for (; k < this.instances.length; k++) {
+      const i = this.instances[k] as Instance;
       if (i.out || !i.events.has(event)) continue;
       if (event === 'body' && i.bodySkipped) continue;
-      const v = await this.ask(i, event, () => call(i.filter));
-      if (v.result === 'accept') {
-        if (CONNECTION_EVENTS.has(event)) i.connectionAccepted = true;
-        else i.messageAccepted = true;
-        continue;
+      const v = this.ask(i, event, () => call(i.filter));
+      if (v instanceof Promise) {
+        const next = k + 1;
+        return v.then((got) => {
+          const decided = this.take(i, event, got);
+          return decided !== undefined ? this.answer(event, decided, noReply) : this.eventFrom(next, event, call, noReply);
+        });
       }
-      if (v.result === 'skip') {
-        if (event === 'body') i.bodySkipped = true;
-        continue;
-      }
-      if (v.result !== 'continue') {
-        decided = v;
-        break;
-      }
+      const decided = this.take(i, event, v);
+      if (decided !== undefined) return this.answer(event, decided, noReply);
     }
-    if (noReply) return decided;
-    this.o.send(this.replyFor(event, decided));
+    return this.answer(event, CONTINUE, noReply);
+  }
+
+  /** Applies one filter's verdict (accept and skip take it out); the verdict when it decides the event, else undefined. */
+  private take(i: Instance, event: MilterEvent, v: NormalizedVerdict): NormalizedVerdict | undefined {
+    if (v.result === 'accept') {
+      if (CONNECTION_EVENTS.has(event)) i.connectionAccepted = true;
+      else i.messageAccepted = true;
+      return undefined;
+    }
+    if (v.result === 'skip') {
+      if (event === 'body') i.bodySkipped = true;
+      return undefined;
+    }
+    return v.result !== 'continue' ? v : undefined;
+  }
+
+  private answer(event: MilterEvent, decided: NormalizedVerdict, noReply: boolean): NormalizedVerdict {
+    if (!noReply) this.o.send(this.replyFor(event, decided));
     return decided;
   }
 
@@ -405,32 +438,52 @@ export class MilterConversation {
   }
 
   /** End of message: each filter's eom with the modification helpers; modifications, then the final reply. */
-  private async eom(): Promise<Step> {
+  private eom(): Step | Promise<Step> {
     if (this.refused !== undefined) {
       this.o.send(encodeReply(this.refused));
       return 'more';
     }
-    const mods: MilterReply[] = [];
-    let decided: NormalizedVerdict = CONTINUE;
-    for (const i of this.instances) {
+    return this.eomFrom(0, []);
+  }
+
+  /** eom() from the k-th filter on, with the modifications made so far. */
+  private eomFrom(k: number, mods: MilterReply[]): Step | Promise<Step> {
+    for (; k < this.instances.length; k++) {
+      const i = this.instances[k] as Instance;
       if (i.out || !i.events.has('eom')) continue;
       const before = mods.length;
       const s = this.eomSession(i, mods);
-      const v = await this.ask(i, 'eom', () => i.filter.eom?.(s.session));
-      s.finish();
-      // A filter that failed had no opinion (on_filter_error continue), half-made changes included.
-      if (v === FAILED_CONTINUE) mods.length = before;
-      if (v.result === 'accept') {
-        i.messageAccepted = true;
-        continue;
+      const v = this.ask(i, 'eom', () => i.filter.eom?.(s.session));
+      if (v instanceof Promise) {
+        const next = k + 1;
+        return v.then((got) => {
+          const decided = this.eomTake(i, s.finish, got, mods, before);
+          return decided !== undefined ? this.eomAnswer(decided, mods) : this.eomFrom(next, mods);
+        });
       }
-      if (v.result !== 'continue' && v.result !== 'skip') {
-        decided = v;
-        break;
-      }
+      const decided = this.eomTake(i, s.finish, v, mods, before);
+      if (decided !== undefined) return this.eomAnswer(decided, mods);
     }
-    if (decided.result === 'continue' || decided.result === 'accept') for (const m of mods) this.o.send(encodeReply(m));
-    this.o.send(decided.result === 'continue' ? REPLY.accept : this.replyFor('eom', decided));
+    return this.eomAnswer(CONTINUE, mods);
+  }
+
+  /** One filter's eom verdict applied; the verdict when it decides the message, else undefined. */
+  private eomTake(i: Instance, finish: () => void, v: NormalizedVerdict, mods: MilterReply[], before: number): NormalizedVerdict | undefined {
+    finish();
+    // A filter that failed had no opinion (on_filter_error continue), half-made changes included.
+    if (v === FAILED_CONTINUE) mods.length = before;
+    if (v.result === 'accept') {
+      i.messageAccepted = true;
+      return undefined;
+    }
+    return v.result !== 'continue' && v.result !== 'skip' ? v : undefined;
+  }
+
+  private eomAnswer(decided: NormalizedVerdict, mods: readonly MilterReply[]): Step {
+    // The modifications and the final reply in one write: one wake-up of the MTA instead of one per packet.
+    const final = decided.result === 'continue' ? REPLY.accept : this.replyFor('eom', decided);
+    const kept = decided.result === 'continue' || decided.result === 'accept' ? mods : [];
+    this.o.send(kept.length === 0 ? final : Buffer.concat([...kept.map((m) => encodeReply(m)), final]));
     this.endMessage();
     return 'more';
   }

@@ -67,6 +67,8 @@ export interface PolicyService {
   readonly userPoliciesApplied: boolean;
   /** The chain's answer for one request, as a connection would get it (also for `mailproc` diagnostics). */
   decide(req: PolicyRequest): Promise<Decision>;
+  /** The same answer, given at once when every plugin asked answered at once (the milter's path), else a promise; never rejects. */
+  decideNow(req: PolicyRequest): Decision | Promise<Decision>;
   /** Runs maintenance now (the timer does this every maintenance_interval). */
   maintain(): Promise<void>;
   /** Stops listening, lets in-flight requests finish, stops the timer, closes plugins (not the state: its opener does). */
@@ -185,6 +187,7 @@ export async function startPolicyService(o: PolicyServiceOptions): Promise<Polic
     userPolicies,
     userPoliciesApplied: c.chain.includes('userpolicy'),
     decide,
+    decideNow: (req) => chain.decideNow(req),
     maintain,
     close: () => {
       closed ??= (async () => {

@@ -475,6 +475,23 @@ function accuracy(msgs, verdictOf) {
   return { spam: `${tp}/${tp + fn}`, ham: `${tn}/${tn + fp}` };
 }
 
+// Whether SpamAssassin runs its body rules compiled to native code
+// (Debian's sa-compile: the Rule2XSBody plugin loaded by a .pre file, and
+// sa-compile's output present). Every side loads the same site config, so
+// this says how all of them ran; the peers' own figures were taken with it.
+function compiledBodyRules() {
+  const site = '/etc/spamassassin';
+  let loaded = false;
+  try {
+    loaded = readdirSync(site).filter((f) => f.endsWith('.pre'))
+      .some((f) => /^\s*loadplugin\s+Mail::SpamAssassin::Plugin::Rule2XSBody\b/m.test(readFileSync(join(site, f), 'utf8')));
+  } catch { /* no site config: not loaded */ }
+  const built = existsSync('/var/lib/spamassassin/compiled');
+  if (loaded && built) return 'compiled to native code (sa-compile)';
+  if (loaded) return 'Rule2XSBody loaded but nothing compiled (run sa-compile): interpreted';
+  return 'interpreted (sa-compile not installed)';
+}
+
 async function runSpamPart({ peersDir }) {
   [N, NA, U, C, CH] = ['spam-messages', 'spam-sa-messages', 'spam-users', 'spam-conns', 'spam-children'].map(num);
   const corpus = join(peersDir, 'corpus');
@@ -536,6 +553,7 @@ async function runSpamPart({ peersDir }) {
   out(`Spam checking, labelled corpus (../shared/peers/corpus), local tests only, ${C} clients at once on every side.`);
   out(`mailprocd: LMTP (unix socket, new connection per message) -> each owner's checker -> Maildir (Junk or inbox), fsync on, ${U} users; latency = connect .. delivered.`);
   out(`(b), (a): a command per message (latency = spawn .. exit), flags as ../shared/peers/spam-peers.sh.`);
+  out(`SpamAssassin's body rules: ${compiledBodyRules()} (the same for every side: each reads the site config).`);
   out('');
   const ourVerdict = (i) => ours?.verdicts.get(i)?.spam;
   const rows = [['side', 'msgs', 'msgs/s', 'p50 ms', 'p99 ms', 'spam detected', 'ham passed']];

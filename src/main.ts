@@ -396,7 +396,7 @@ async function startLocked(first: Config, log: Logger, configFile: string | unde
     config: () => config.rules,
     delivery: () => deliveryContext(),
   });
-  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, probes, startedAt: Date.now(), delays: () => metrics.delays(), ...(spam ? { spam } : {}) });
+  const control = await startControl({ path: join(config.paths.run, 'control.sock'), pool, queue, spool, log, rules, probes, startedAt: Date.now(), delays: () => metrics.delays(), policyState, ...(spam ? { spam } : {}) });
   const userSockets = await startUserSockets({
     ...(spam ? { spam } : {}),
     rules, defaultUser,

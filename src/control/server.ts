@@ -22,6 +22,7 @@ import { listenOn } from '../net/listen.js';
 import { headerEnd, normaliseLineEndings } from '../mail/message.js';
 import type { QueueManager } from '../queue/manager.js';
 import type { Spool } from '../queue/spool.js';
+import type { PolicyState } from '../state/index.js';
 import type { WorkerPool } from '../workers/pool.js';
 import type { SpamCheckers } from '../workers/spam-checkers.js';
 import { resolveIdentity } from '../os/identity.js';
@@ -43,6 +44,8 @@ export interface ControlDeps {
   readonly probes?: Pick<ProbeLedger, 'find' | 'counts'>;
   /** Delivery delay percentiles since start, from the metrics' histograms. */
   readonly delays?: () => Promise<DelaySummary>;
+  /** Where greylist, rate counters and user policies live (state.backend), and an outage in progress. */
+  readonly policyState?: Pick<PolicyState, 'kind' | 'label' | 'outage'>;
 }
 
 /** A rules.test request carries its message (up to 8 MiB, base64). */
@@ -86,6 +89,12 @@ export function parseControlRequest(line: string): ControlRequest | string {
   }
 }
 
+/** The policy state as status reports it: backend, engine (no password), and an outage with its start, reason and refused calls. */
+function stateStatus(p: Pick<PolicyState, 'kind' | 'label' | 'outage'>): Record<string, unknown> {
+  const down = p.outage?.();
+  return { backend: p.kind, engine: p.label, up: down === undefined, ...(down !== undefined ? { outage: down } : {}) };
+}
+
 async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<string, unknown>> {
   switch (req.cmd) {
     case 'status': {
@@ -96,6 +105,7 @@ async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<strin
         spam: d.spam === undefined ? { enabled: false } : { enabled: true, parent: d.spam.parentPid() ?? null, checkers: await d.spam.list() },
         queue: { messages: queue.length, recipients: queue.reduce((n, q) => n + q.recipients.length - q.done.length, 0) },
         ...(d.delays !== undefined ? { delays: await d.delays() } : {}),
+        ...(d.policyState !== undefined ? { state: stateStatus(d.policyState) } : {}),
       };
     }
     case 'queue.list':

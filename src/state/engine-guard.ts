@@ -16,7 +16,7 @@
 // engine's own error.
 import type { Logger } from '../log.js';
 import type { MetricsEvents } from '../mail/metrics-events.js';
-import { StateUnavailableError } from './policy-state.js';
+import { StateUnavailableError, type StateOutage } from './policy-state.js';
 
 export interface EngineGuardOptions {
   /** How the engine is named in logs and metrics: its URL without password. */
@@ -41,6 +41,11 @@ export class EngineGuard {
 
   get available(): boolean {
     return this.down === undefined;
+  }
+
+  /** The outage in progress, for `mailproc status`; undefined while the engine answers. */
+  outage(): StateOutage | undefined {
+    return this.down === undefined ? undefined : { ...this.down };
   }
 
   /** op() within the deadline; during an outage, a rejection at once. */

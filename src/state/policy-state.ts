@@ -50,10 +50,15 @@ export interface RateCheck {
   readonly mode: 'sliding' | 'fixed';
 }
 
+/** A shared engine's outage: since when (epoch ms), why, how many calls were answered with failure actions. */
+export interface StateOutage { readonly since: number; readonly reason: string; readonly refused: number }
+
 export interface PolicyState {
   readonly kind: 'lmdb' | 'postgresql' | 'redis';
   /** The engine as logs may name it (a URL without its password; "lmdb"). */
   readonly label: string;
+  /** The outage in progress (a shared engine only; LMDB has none). */
+  outage?(): StateOutage | undefined;
   /** The whole greylist decision for one triplet, recorded atomically; `net` and `triplet` fit a key (keys.ts storageKey). */
   greylist(net: string, triplet: string, now: number, p: GreylistParams): Promise<GreylistAnswer>;
   /**

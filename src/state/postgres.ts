@@ -226,6 +226,7 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
   return {
     kind: 'postgresql',
     label: o.label,
+    outage: () => guard.outage(),
     async greylist(net, triplet, now, p): Promise<GreylistAnswer> {
       const r = await q<{ r: string }>('mailproc_greylist', 'SELECT mailproc_greylist($1, $2, $3, $4, $5, $6, $7, $8) AS r',
         [text(net), text(triplet), now, p.delayMs, p.retryWindowMs, p.expireMs, p.autoWhitelist, GREYLIST_REFRESH_MS]);

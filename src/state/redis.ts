@@ -166,6 +166,7 @@ export async function openRedisState(o: EngineOptions & { readonly prefix: strin
   return {
     kind: 'redis',
     label: o.label,
+    outage: () => guard.outage(),
     async greylist(net, triplet, now, p): Promise<GreylistAnswer> {
       const n = await guard.run(() => r.mpGreylist(`${k}c:${net}`, `${k}g:${triplet}`, now, p.delayMs, p.retryWindowMs, p.expireMs, p.autoWhitelist, GREYLIST_REFRESH_MS));
       if (n === -1) return { kind: 'defer' };

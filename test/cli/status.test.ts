@@ -36,6 +36,7 @@ test('after one delivery, status shows its delay percentiles per stage, and --js
   for (const stage of ['total', 'before', 'slot', 'transfer', 'work']) assert.match(text.stdout, new RegExp(`^${stage} +\\d+(ms|\\.\\d+s) +\\S+ +\\S+ +\\S`, 'm'), stage);
   assert.match(text.stdout, /^spam checkers: /m);
   assert.match(text.stdout, /^queue: 0 message\(s\), 0 recipient\(s\) to go$/m);
+  assert.match(text.stdout, /^policy state: lmdb \(this node's own store\)$/m);
 
   const json = mailproc(d.configFile, 'status', '--json');
   assert.equal(json.status, 0, json.stderr);
@@ -43,6 +44,7 @@ test('after one delivery, status shows its delay percentiles per stage, and --js
   assert.equal(r.delays.total.count, 1);
   assert.ok(r.delays.total.p50 >= 0 && r.delays.total.p50 <= r.delays.total.p99);
   for (const stage of ['before', 'slot', 'transfer', 'work']) assert.equal(r.delays.stages[stage]?.count, 1, stage);
+  assert.deepEqual((JSON.parse(json.stdout) as { state: unknown }).state, { backend: 'lmdb', engine: 'lmdb', up: true });
 
   const queue = mailproc(d.configFile, 'queue', 'list');
   assert.equal(queue.status, 0, queue.stderr);
@@ -99,4 +101,14 @@ test('queue show text: local times with how long ago and until when, the size bo
   for (const raw of ['\x1b', '\x07', '\u202e']) assert.ok(!text.includes(raw), `${JSON.stringify(raw)} printed raw`);
   assert.match(text, /Subject: \\x1b\[2J\\x1b\]0;owned\\x07 hi/);
   assert.match(text, /X-Bidi: \\u202eevil/);
+});
+
+test('status text: a shared policy state engine, reachable, and in an outage with its start, reason and refused calls', () => {
+  const base = { pid: 7, uptime: 60, workers: [], load: [], spam: { enabled: false }, queue: { messages: 0, recipients: 0 } };
+  const up = formatStatus({ ...base, state: { backend: 'postgresql', engine: 'postgresql://mailproc:***@db.example/mail', up: true } }, NOW);
+  assert.match(up, /^policy state: postgresql postgresql:\/\/mailproc:\*\*\*@db\.example\/mail, reachable$/m);
+  const since = NOW - 125_000;
+  const down = formatStatus({ ...base, state: { backend: 'redis', engine: 'redis://cache.example:6379', up: false, outage: { since, reason: 'connect ECONNREFUSED', refused: 12 } } }, NOW);
+  assert.ok(down.includes(`policy state: redis redis://cache.example:6379, UNREACHABLE for 2m (since ${formatLocalTime(since)}): connect ECONNREFUSED; 12 call(s) answered with failure actions\n`), down);
+  assert.doesNotMatch(formatStatus(base, NOW), /policy state/, 'an older daemon that does not say: no line');
 });

@@ -154,8 +154,12 @@ for (const kind of ['postgresql', 'redis'] as const) {
     const req = rcptRequest({ sender: 'frank@elsewhere.test', recipient: 'alice@example.test' });
     assert.equal(await c.request(req), 'DEFER_IF_PERMIT 4.3.0 Temporary lookup failure, try again later', 'userpolicy fails closed');
     assert.equal(svc.logLines.filter((l) => /state engine .* unreachable/.test(l)).length, 1);
+    const down = svc.policyState.outage?.();
+    assert.ok(down !== undefined, 'the outage is there for mailproc status');
+    assert.ok(down.refused >= 1 && down.since <= Date.now() && down.reason.length > 0, JSON.stringify(down));
     await engine.start();
     await waitFor('the node to find the engine', () => (svc.logLines.some((l) => /state engine .* reachable again/.test(l)) ? true : undefined), 60_000);
+    assert.equal(svc.policyState.outage?.(), undefined, 'no outage once the engine answers');
     assert.equal(await c.request(req), DEFER, 'greylisting works once the engine is there');
   });
 }

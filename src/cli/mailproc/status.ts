@@ -1,7 +1,9 @@
 // `mailproc status [--json]`: what the running daemon is doing — its workers
 // (user, uid, gid, pid, age, messages, in flight), the load per uid:gid
 // (running, waiting), the spam checkers (user, uid, pid, socket, idle,
-// messages checked, private memory), the queue size, and the delivery delay
+// messages checked, private memory), the queue size, where the policy state
+// lives (state.backend: lmdb, or the shared engine without its password,
+// reachable or since when not), and the delivery delay
 // since start (p50/p90/p99 of delay= and of each delays= stage, estimated
 // from the metrics' histograms as Prometheus would); local times, sizes
 // like 12.3 MiB; --json prints the daemon's reply as it came, for tools
@@ -53,6 +55,16 @@ function delayLines(d: DelaySummary | undefined): string[] {
   ];
 }
 
+interface StateStatus { backend: string; engine: string; up: boolean; outage?: { since: number; reason: string; refused: number } }
+
+function stateLine(s: StateStatus | undefined, now: number): string[] {
+  if (s === undefined) return [];
+  if (s.backend === 'lmdb') return ['policy state: lmdb (this node\'s own store)'];
+  if (s.up || s.outage === undefined) return [`policy state: ${s.backend} ${s.engine}, reachable`];
+  const o = s.outage;
+  return [`policy state: ${s.backend} ${s.engine}, UNREACHABLE for ${formatAge(now - o.since)} (since ${formatLocalTime(o.since)}): ${o.reason}; ${o.refused} call(s) answered with failure actions`];
+}
+
 /** The status as text for a person, `now` for the ages. */
 export function formatStatus(r: Record<string, unknown>, now = Date.now()): string {
   const workers = r.workers as WorkerRow[];
@@ -67,6 +79,8 @@ export function formatStatus(r: Record<string, unknown>, now = Date.now()): stri
   if (load.length > 0) out.push('', formatTable([['UID:GID', 'RUNNING', 'WAITING'], ...load.map((l) => [l.key, l.active, l.queued])]));
   out.push('', ...spamLines(r.spam as SpamStatus | undefined));
   out.push('', `queue: ${q.messages} message(s), ${q.recipients} recipient(s) to go`);
+  const state = stateLine(r.state as StateStatus | undefined, now);
+  if (state.length > 0) out.push(...state);
   const delays = delayLines(r.delays as DelaySummary | undefined);
   if (delays.length > 0) out.push('', ...delays);
   return `${out.join('\n')}\n`;

@@ -45,8 +45,11 @@ export interface ControlDeps {
   /** Delivery delay percentiles since start, from the metrics' histograms. */
   readonly delays?: () => Promise<DelaySummary>;
   /** Where greylist, rate counters and user policies live (state.backend), and an outage in progress. */
-  readonly policyState?: Pick<PolicyState, 'kind' | 'label' | 'outage'>;
+  readonly policyState?: StateView;
 }
+
+/** What status needs of the policy state. */
+type StateView = Pick<PolicyState, 'kind' | 'label' | 'outage'>;
 
 /** A rules.test request carries its message (up to 8 MiB, base64). */
 const MAX_LINE = 12 * 1024 * 1024;
@@ -90,7 +93,7 @@ export function parseControlRequest(line: string): ControlRequest | string {
 }
 
 /** The policy state as status reports it: backend, engine (no password), and an outage with its start, reason and refused calls. */
-function stateStatus(p: Pick<PolicyState, 'kind' | 'label' | 'outage'>): Record<string, unknown> {
+function stateStatus(p: StateView): Record<string, unknown> {
   const down = p.outage?.();
   return { backend: p.kind, engine: p.label, up: down === undefined, ...(down !== undefined ? { outage: down } : {}) };
 }

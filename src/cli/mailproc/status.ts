@@ -55,12 +55,13 @@ function delayLines(d: DelaySummary | undefined): string[] {
   ];
 }
 
-interface StateStatus { backend: string; engine: string; up: boolean; outage?: { since: number; reason: string; refused: number } }
+/** `up` is for tools reading --json; the text goes by `outage` alone. */
+interface StateStatus { backend: string; engine: string; outage?: { since: number; reason: string; refused: number } }
 
 function stateLine(s: StateStatus | undefined, now: number): string[] {
   if (s === undefined) return [];
   if (s.backend === 'lmdb') return ['policy state: lmdb (this node\'s own store)'];
-  if (s.up || s.outage === undefined) return [`policy state: ${s.backend} ${s.engine}, reachable`];
+  if (s.outage === undefined) return [`policy state: ${s.backend} ${s.engine}, reachable`];
   const o = s.outage;
   return [`policy state: ${s.backend} ${s.engine}, UNREACHABLE for ${formatAge(now - o.since)} (since ${formatLocalTime(o.since)}): ${o.reason}; ${o.refused} call(s) answered with failure actions`];
 }

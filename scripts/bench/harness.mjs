@@ -97,7 +97,7 @@ function parseOptions(parts) {
     process.exit(0);
   }
   for (const [k, o] of Object.entries(spec)) {
-    if (o.min === undefined) continue;
+    if (o.min === undefined || opts[k] === undefined) continue;
     const v = Number(opts[k]);
     if (!Number.isInteger(v) || v < o.min || (o.max !== undefined && v > o.max)) {
       bad(`--${k} must be an integer >= ${o.min}${o.max !== undefined ? ` and <= ${o.max}` : ''}`);

@@ -103,7 +103,7 @@ async function startStateDaemon(dir, backend) {
     writer: 'scripts/bench/policy-state.mjs', state: join(dir, 'state'), sources: join(dir, '..', 'db'), mail: join(dir, 'mail'),
     lmtp: [`unix:${join(dir, 'lmtp.sock')}`], policy: [`127.0.0.1:${port}`], chain: CHAIN,
     policyExtra: ['  ratelimit:', '    rules: [{ key: client_address, limit: 100000000, window: 1h, mode: sliding }]'],
-    extra: ['state:', `  backend: ${JSON.stringify(backend)}`, `  pool: ${num('state-pool')}`],
+    extra: ['state:', `  backend: ${JSON.stringify(backend)}`, ...(opts['state-pool'] !== undefined ? [`  pool: ${num('state-pool')}`] : [])],
   });
   const d = await launchDaemon(cfg, dir, join(dir, 'mailprocd.log'), async () => {
     if (!(await canConnect({ host: '127.0.0.1', port }))) return undefined;
@@ -229,7 +229,7 @@ export default {
   --state-warmup N       unmeasured requests before each run        default 2000
   --state-seconds S      time limit of each run                     default 60
   --state-backends LIST  which of lmdb,postgresql,redis             default all three
-  --state-pool N         state.pool (PostgreSQL connections)        default 8
+  --state-pool N         state.pool (PostgreSQL connections)        default: the config's (4)
 `,
   options: {
     'state-requests': { type: 'string', default: '50000', min: 1 },
@@ -237,7 +237,7 @@ export default {
     'state-warmup': { type: 'string', default: '2000', min: 0 },
     'state-seconds': { type: 'string', default: '60', min: 1 },
     'state-backends': { type: 'string', default: 'lmdb,postgresql,redis' },
-    'state-pool': { type: 'string', default: '8', min: 1, max: 100 },
+    'state-pool': { type: 'string', min: 1, max: 100 },
   },
   run: runStatePart,
 };

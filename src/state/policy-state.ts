@@ -19,7 +19,7 @@
 // outage once). The LMDB implementation rejects only for LMDB trouble.
 import type { ClientRecord, StateStore, TripletRecord, UserPolicyRecord } from './store.js';
 
-/** The schema version `mailproc state migrate` creates; a daemon refuses an engine at another version. */
+/** The Redis schema version `mailproc state migrate` creates (PostgreSQL has its own, postgres.ts); a daemon refuses an engine at another version. */
 export const SCHEMA_VERSION = 1;
 
 /**

@@ -1,20 +1,27 @@
 // The policy state on PostgreSQL (state.backend: postgresql://…), shared by
 // every node that points at the same database. node-postgres (`pg`): a pool
 // of state.pool connections per node, named (prepared) statements, no
-// ORM. Each request is one round trip: the greylist decision and the rate
-// counters are stored functions (plpgsql) that `mailproc state migrate`
+// ORM. Each call is at most one round trip: the greylist decision and the
+// rate counters are stored functions (plpgsql) that `mailproc state migrate`
 // creates, run in one statement each, so their reads and writes are one
 // atomic unit under row locks (INSERT … ON CONFLICT, SELECT … FOR UPDATE):
 // two nodes racing on one triplet or one counter serialise on its row.
 // Rate rows are locked in the order of the rules, the same on every node
 // with the same config, so two requests never deadlock.
 //
-// Schema (version SCHEMA_VERSION, in table mailproc_schema):
+// Under load, greylist checks and user-policy lookups that find every
+// connection busy share one statement (round-trips.ts): the greylist batch
+// function locks its triplets in key order, then its client networks, so
+// batches from several nodes never deadlock either. Nothing is cached: each
+// call reads the engine after it was made.
+//
+// Schema (version PG_SCHEMA_VERSION, in table mailproc_schema):
 //   mailproc_greylist          key text PK, first_seen, last_seen, passed_at bigint (ms)
 //   mailproc_greylist_clients  net text PK, passes integer, last_seen bigint
 //   mailproc_rate              (rule, key) PK, window_ms, win, current, previous
 //   mailproc_user_policy       address text PK, uid integer (indexed), policy jsonb
-//   mailproc_greylist(…), mailproc_rate(…)   the functions
+//   mailproc_greylist(…), mailproc_rate(…), and (v2) mailproc_greylist_batch(…),
+//   the functions; mailproc_user_policy_notify(), the trigger telling changes
 // Expiry is the maintenance job's (expire(): DELETEs in chunks of 1000).
 //
 // Exports: openPostgresState, migratePostgres. Failure contract: see
@@ -25,8 +32,13 @@ import pg from 'pg';
 import type { Logger } from '../log.js';
 import type { MetricsEvents } from '../mail/metrics-events.js';
 import { EngineGuard } from './engine-guard.js';
-import { GREYLIST_REFRESH_MS, SCHEMA_VERSION, type GreylistAnswer, type PolicyState } from './policy-state.js';
+import { GREYLIST_REFRESH_MS, type GreylistAnswer, type GreylistParams, type PolicyState } from './policy-state.js';
+import { USER_POLICY_CHANNEL, UserPolicyCache } from './postgres-policy-cache.js';
+import { RoundTrips } from './round-trips.js';
 import type { UserPolicyRecord } from './store.js';
+
+/** The PostgreSQL schema version `mailproc state migrate` creates; a daemon refuses a database at another. */
+export const PG_SCHEMA_VERSION = 2;
 
 /** Migrations, by the version they lead to. Each runs in the migrating transaction. */
 const MIGRATIONS: readonly (readonly [number, string])[] = [[1, `
@@ -103,9 +115,84 @@ BEGIN
   END LOOP;
   RETURN -1;
 END $$;
+`], [2, `
+-- The greylist decision for several triplets in one statement (the calls that
+-- waited for a connection together; round-trips.ts), one answer each, in
+-- order, as mailproc_greylist gives it. Row locks are taken in one order on
+-- every node — all the triplets by key, then the client networks by net — so
+-- two batches (or a batch and a single call, which locks its triplet before
+-- its network) never deadlock. A whitelisted network's last-seen refresh and
+-- a first pass's count are applied in that second step; a batch behaves as its
+-- calls run concurrently would.
+CREATE FUNCTION mailproc_greylist_batch(p_nets text[], p_keys text[], p_nows bigint[], p_delay bigint, p_window bigint,
+    p_expire bigint, p_awl integer, p_refresh bigint) RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE n integer := coalesce(array_length(p_keys, 1), 0); res bigint[] := '{}'; i integer; c record; t record;
+  w_nets text[] := '{}'; w_incs integer[] := '{}'; w_nows bigint[] := '{}'; v_now bigint;
+BEGIN
+  IF n = 0 THEN RETURN res; END IF;
+  res := array_fill(NULL::bigint, ARRAY[n]);
+  FOR i IN SELECT u.i FROM unnest(p_keys) WITH ORDINALITY AS u(k, i) ORDER BY u.k COLLATE "C", u.i LOOP
+    v_now := p_nows[i];
+    IF p_awl > 0 THEN
+      SELECT passes, last_seen INTO c FROM mailproc_greylist_clients WHERE net = p_nets[i];
+      IF FOUND AND c.passes >= p_awl AND v_now - c.last_seen <= p_expire THEN
+        IF v_now - c.last_seen >= p_refresh THEN w_nets := w_nets || p_nets[i]; w_incs := w_incs || 0; w_nows := w_nows || v_now; END IF;
+        res[i] := -2;
+        CONTINUE;
+      END IF;
+    END IF;
+    INSERT INTO mailproc_greylist (key, first_seen, last_seen, passed_at) VALUES (p_keys[i], v_now, v_now, 0)
+      ON CONFLICT (key) DO NOTHING;
+    IF FOUND THEN res[i] := -1; CONTINUE; END IF;
+    SELECT first_seen, last_seen, passed_at INTO t FROM mailproc_greylist WHERE key = p_keys[i] FOR UPDATE;
+    IF (t.passed_at > 0 AND v_now - t.last_seen > p_expire) OR (t.passed_at = 0 AND v_now - t.first_seen > p_window) THEN
+      UPDATE mailproc_greylist SET first_seen = v_now, last_seen = v_now, passed_at = 0 WHERE key = p_keys[i];
+      res[i] := -1;
+    ELSIF t.passed_at > 0 THEN
+      IF v_now - t.last_seen >= p_refresh THEN
+        UPDATE mailproc_greylist SET last_seen = v_now WHERE key = p_keys[i];
+      END IF;
+      res[i] := -2;
+    ELSIF v_now - t.first_seen < p_delay THEN
+      res[i] := -1;
+    ELSE
+      UPDATE mailproc_greylist SET last_seen = v_now, passed_at = v_now WHERE key = p_keys[i];
+      IF p_awl > 0 THEN w_nets := w_nets || p_nets[i]; w_incs := w_incs || 1; w_nows := w_nows || v_now; END IF;
+      res[i] := v_now - t.first_seen;
+    END IF;
+  END LOOP;
+  FOR c IN SELECT u.net, sum(u.inc)::integer AS inc, max(u.seen) AS seen FROM unnest(w_nets, w_incs, w_nows) AS u(net, inc, seen) GROUP BY u.net ORDER BY u.net COLLATE "C" LOOP
+    IF c.inc > 0 THEN
+      INSERT INTO mailproc_greylist_clients AS g (net, passes, last_seen) VALUES (c.net, c.inc, c.seen)
+        ON CONFLICT (net) DO UPDATE SET
+          passes = CASE WHEN c.seen - g.last_seen <= p_expire THEN g.passes + c.inc ELSE c.inc END, last_seen = c.seen;
+    ELSE
+      UPDATE mailproc_greylist_clients SET last_seen = c.seen WHERE net = c.net;
+    END IF;
+  END LOOP;
+  RETURN res;
+END $$;
+
+-- Every change of a user policy is told, at commit, to the nodes listening
+-- (postgres-policy-cache.ts): the stored address, or '' for "all of them".
+CREATE FUNCTION mailproc_user_policy_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN PERFORM pg_notify('${USER_POLICY_CHANNEL}', ''); RETURN NULL; END IF;
+  IF TG_OP <> 'INSERT' THEN
+    PERFORM pg_notify('${USER_POLICY_CHANNEL}', CASE WHEN octet_length(OLD.address) <= 7000 THEN OLD.address ELSE '' END);
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    PERFORM pg_notify('${USER_POLICY_CHANNEL}', CASE WHEN octet_length(NEW.address) <= 7000 THEN NEW.address ELSE '' END);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER mailproc_user_policy_changed AFTER INSERT OR UPDATE OR DELETE ON mailproc_user_policy
+  FOR EACH ROW EXECUTE FUNCTION mailproc_user_policy_notify();
+CREATE TRIGGER mailproc_user_policy_truncated AFTER TRUNCATE ON mailproc_user_policy
+  FOR EACH STATEMENT EXECUTE FUNCTION mailproc_user_policy_notify();
 `]];
 
-/** Creates or updates the schema to SCHEMA_VERSION; one transaction, serialised against a concurrent migrate. */
+/** Creates or updates the schema to PG_SCHEMA_VERSION; one transaction, serialised against a concurrent migrate. */
 export async function migratePostgres(url: string): Promise<{ from: number; to: number }> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -115,12 +202,12 @@ export async function migratePostgres(url: string): Promise<{ from: number; to: 
     await client.query('LOCK TABLE mailproc_schema IN EXCLUSIVE MODE');
     const got = await client.query<{ version: number }>('SELECT version FROM mailproc_schema');
     const from = got.rows[0]?.version ?? 0;
-    if (from > SCHEMA_VERSION) throw new Error(`the database's policy state schema is version ${from}, newer than this mailprocd's ${SCHEMA_VERSION}: upgrade mailprocd`);
+    if (from > PG_SCHEMA_VERSION) throw new Error(`the database's policy state schema is version ${from}, newer than this mailprocd's ${PG_SCHEMA_VERSION}: upgrade mailprocd`);
     for (const [version, sql] of MIGRATIONS) if (version > from) await client.query(sql);
-    if (got.rows.length === 0) await client.query('INSERT INTO mailproc_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
-    else await client.query('UPDATE mailproc_schema SET version = $1', [SCHEMA_VERSION]);
+    if (got.rows.length === 0) await client.query('INSERT INTO mailproc_schema (version) VALUES ($1)', [PG_SCHEMA_VERSION]);
+    else await client.query('UPDATE mailproc_schema SET version = $1', [PG_SCHEMA_VERSION]);
     await client.query('COMMIT');
-    return { from, to: SCHEMA_VERSION };
+    return { from, to: PG_SCHEMA_VERSION };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
@@ -146,6 +233,57 @@ export interface EngineOptions {
 const text = (s: string): string => (/[\\\0]/.test(s) ? s.replace(/\\/g, '\\\\').replace(/\0/g, '\\0') : s);
 
 const untext = (s: string): string => (s.includes('\\') ? s.replace(/\\(\\|0)/g, (_m, c: string) => (c === '0' ? '\0' : '\\')) : s);
+
+/** User-policy lookups a node keeps (a key and its record or "none"; about 1 KB each at most). */
+const POLICY_CACHE_ENTRIES = 100_000;
+
+interface GreylistCall {
+  readonly net: string;
+  readonly key: string;
+  readonly now: number;
+  readonly p: GreylistParams;
+}
+
+/**
+ * The greylist decisions of several calls in one statement
+ * (mailproc_greylist_batch), answers in call order: -1 defer, -2 pass, >= 0
+ * first pass after that many ms. Calls with other parameters (a second
+ * greylist configuration) go in a statement of their own.
+ */
+async function greylistBatch(pool: pg.Pool, calls: readonly GreylistCall[]): Promise<number[]> {
+  const out: number[] = new Array<number>(calls.length).fill(Number.NaN);
+  const groups = new Map<string, number[]>();
+  calls.forEach((c, i) => {
+    const k = `${c.p.delayMs}/${c.p.retryWindowMs}/${c.p.expireMs}/${c.p.autoWhitelist}`;
+    const g = groups.get(k);
+    if (g === undefined) groups.set(k, [i]);
+    else g.push(i);
+  });
+  for (const idx of groups.values()) {
+    const first = calls[idx[0] as number] as GreylistCall;
+    const p = first.p;
+    if (idx.length === 1) {
+      // Alone: the one-triplet function, cheaper than the batch one's array handling and sort.
+      const r = await pool.query<{ r: string }>({
+        name: 'mailproc_greylist', text: 'SELECT mailproc_greylist($1, $2, $3, $4, $5, $6, $7, $8) AS r',
+        values: [first.net, first.key, first.now, p.delayMs, p.retryWindowMs, p.expireMs, p.autoWhitelist, GREYLIST_REFRESH_MS],
+      });
+      out[idx[0] as number] = Number(r.rows[0]?.r ?? Number.NaN);
+      continue;
+    }
+    const r = await pool.query<{ r: (string | null)[] }>({
+      name: 'mailproc_greylist_batch',
+      text: 'SELECT mailproc_greylist_batch($1::text[], $2::text[], $3::bigint[], $4, $5, $6, $7, $8) AS r',
+      values: [idx.map((i) => calls[i]?.net), idx.map((i) => calls[i]?.key), idx.map((i) => calls[i]?.now), p.delayMs, p.retryWindowMs, p.expireMs, p.autoWhitelist, GREYLIST_REFRESH_MS],
+    });
+    const got = r.rows[0]?.r ?? [];
+    idx.forEach((ci, j) => {
+      out[ci] = Number(got[j] ?? Number.NaN);
+    });
+  }
+  if (out.some((n) => !Number.isInteger(n))) throw new Error('mailproc_greylist_batch: an answer is missing');
+  return out;
+}
 
 /** Connection-level trouble (and the server going away) is an outage; a SQL error is an answer. */
 function isOutage(err: unknown): boolean {
@@ -183,7 +321,7 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
   try {
     const v = await q<{ version: number }>('mailproc_version', 'SELECT version FROM mailproc_schema', []);
     const version = v.rows[0]?.version ?? 0;
-    if (version !== SCHEMA_VERSION) throw new Error(`state.backend ${o.label}: policy state schema version ${version}, this mailprocd needs ${SCHEMA_VERSION}: run \`mailproc state migrate\``);
+    if (version !== PG_SCHEMA_VERSION) throw new Error(`state.backend ${o.label}: policy state schema version ${version}, this mailprocd needs ${PG_SCHEMA_VERSION}: run \`mailproc state migrate\``);
   } catch (err) {
     if (err instanceof pg.DatabaseError && err.code === '42P01') {
       await pool.end().catch(() => undefined);
@@ -197,6 +335,33 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
     }
     // Unreachable: logged once by the guard; requests get their failure actions until it is back.
   }
+
+  // The request path's statements share the pool through round-trips.ts:
+  // calls that find every connection busy go out together, one statement for
+  // all of them, when a connection frees.
+  const trips = new RoundTrips(o.pool);
+  const greylistLane = trips.lane<GreylistCall, number>((calls) => greylistBatch(pool, calls));
+  const policyLane = trips.lane<readonly string[], (UserPolicyRecord | undefined)[]>(async (calls) => {
+    const keys = [...new Set(calls.flat())];
+    const r = await pool.query<{ address: string; policy: UserPolicyRecord }>({
+      name: 'mailproc_policies', text: 'SELECT address, policy FROM mailproc_user_policy WHERE address = ANY($1::text[])', values: [keys],
+    });
+    const byKey = new Map(r.rows.map((row) => [row.address, row.policy]));
+    return calls.map((ks) => ks.map((k) => byKey.get(k)));
+  });
+  // A request's rate rules lock their counters in rule order: one request a statement, in the same slots.
+  const rateLane = trips.lane<unknown[], number>(async ([values]) => {
+    const r = await pool.query<{ r: number }>({
+      name: 'mailproc_rate', text: 'SELECT mailproc_rate($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::boolean[], $6) AS r', values: values as unknown[],
+    });
+    return [Number(r.rows[0]?.r ?? -1)];
+  }, 1);
+
+  // Users' policies (and that most recipients have none) from memory between changes.
+  const cache = new UserPolicyCache({
+    url: o.url, label: o.label, timeoutMs: o.timeoutMs, retryMs: o.retryMs, heartbeatMs: o.retryMs, maxEntries: POLICY_CACHE_ENTRIES, log: o.log,
+  });
+  void cache.start();
 
   /** One statement in a transaction that waits for the WAL flush. */
   const writeDurably = (text: string, values: unknown[]): Promise<pg.QueryResult> => guard.run(async () => {
@@ -228,29 +393,27 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
     label: o.label,
     outage: () => guard.outage(),
     async greylist(net, triplet, now, p): Promise<GreylistAnswer> {
-      const r = await q<{ r: string }>('mailproc_greylist', 'SELECT mailproc_greylist($1, $2, $3, $4, $5, $6, $7, $8) AS r',
-        [text(net), text(triplet), now, p.delayMs, p.retryWindowMs, p.expireMs, p.autoWhitelist, GREYLIST_REFRESH_MS]);
-      const n = Number(r.rows[0]?.r);
+      const n = await guard.run(() => greylistLane({ net: text(net), key: text(triplet), now, p }));
       if (n === -1) return { kind: 'defer' };
       return { kind: 'pass', delayedMs: n >= 0 ? n : undefined };
     },
-    async rate(checks, now) {
-      const r = await q<{ r: number }>('mailproc_rate', 'SELECT mailproc_rate($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::boolean[], $6) AS r', [
+    rate(checks, now) {
+      return guard.run(() => rateLane([
         checks.map((c) => text(c.rule)), checks.map((c) => text(c.key)), checks.map((c) => c.limit), checks.map((c) => c.windowMs),
         checks.map((c) => c.mode === 'sliding'), now,
-      ]);
-      return Number(r.rows[0]?.r ?? -1);
+      ]));
     },
-    async userPolicies(keys) {
-      const r = await q<{ address: string; policy: UserPolicyRecord }>('mailproc_policies', 'SELECT address, policy FROM mailproc_user_policy WHERE address = ANY($1::text[])', [keys.map(text)]);
-      return keys.map((k) => r.rows.find((row) => row.address === text(k))?.policy);
+    userPolicies(keys) {
+      return cache.lookup(keys.map(text), (ks) => guard.run(() => policyLane(ks)));
     },
     async putUserPolicy(address, policy) {
+      cache.forget(text(address));
       await writeDurably('INSERT INTO mailproc_user_policy (address, uid, policy) VALUES ($1, $2, $3) ON CONFLICT (address) DO UPDATE SET uid = EXCLUDED.uid, policy = EXCLUDED.policy',
-        [text(address), policy.uid, JSON.stringify(policy)]);
+        [text(address), policy.uid, JSON.stringify(policy)]).finally(() => cache.forget(text(address)));
     },
     async removeUserPolicy(address) {
-      const r = await writeDurably('DELETE FROM mailproc_user_policy WHERE address = $1', [text(address)]);
+      cache.forget(text(address));
+      const r = await writeDurably('DELETE FROM mailproc_user_policy WHERE address = $1', [text(address)]).finally(() => cache.forget(text(address)));
       return (r.rowCount ?? 0) > 0;
     },
     async userPoliciesOf(uid) {
@@ -273,6 +436,7 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
     },
     async close() {
       guard.close();
+      await cache.close();
       await pool.end();
     },
   };

@@ -129,11 +129,22 @@ test('a daemon refuses an engine without the schema, naming mailproc state migra
     spawnSync(process.execPath, [join(process.cwd(), 'dist/src/cli/mailproc.js'), 'state', 'migrate', '--config', join(dir, 'mailprocd.yaml')], { cwd: dir, encoding: 'utf8' });
   const first = migrate();
   assert.equal(first.status, 0, first.stderr);
-  assert.match(first.stdout, /^postgresql:\/\/mailproc:\*\*\*@localhost\/fresh\?host=\S+: policy state schema migrated from version 0 to 1\n$/);
+  assert.match(first.stdout, /^postgresql:\/\/mailproc:\*\*\*@localhost\/fresh\?host=\S+: policy state schema migrated from version 0 to 2\n$/);
   const again = migrate();
   assert.equal(again.status, 0, again.stderr);
-  assert.match(again.stdout, /policy state schema already at version 1\n$/);
+  assert.match(again.stdout, /policy state schema already at version 2\n$/);
   assert.ok(!`${first.stdout}${first.stderr}${again.stdout}${again.stderr}`.includes('topsecret'));
+  // A database a version-1 mailprocd made (version 2 added the batch function and the change trigger).
+  const old = new pg.Client({ connectionString: url });
+  await old.connect();
+  await old.query(`DROP TRIGGER mailproc_user_policy_changed ON mailproc_user_policy; DROP TRIGGER mailproc_user_policy_truncated ON mailproc_user_policy;
+    DROP FUNCTION mailproc_user_policy_notify(); DROP FUNCTION mailproc_greylist_batch; UPDATE mailproc_schema SET version = 1`);
+  await old.end();
+  await assert.rejects(openPolicyState({ config: stateConfigSchema.parse({ backend: url }), store: undefined as unknown as StateStore, log }),
+    /policy state schema version 1, this mailprocd needs 2: run `mailproc state migrate`/);
+  const upgrade = migrate();
+  assert.equal(upgrade.status, 0, upgrade.stderr);
+  assert.match(upgrade.stdout, /policy state schema migrated from version 1 to 2\n$/);
   const ps = await openPolicyState({ config: stateConfigSchema.parse({ backend: url }), store: undefined as unknown as StateStore, log });
   t.after(() => ps.close());
   assert.deepEqual(await ps.greylist('192.0.2.0/24', 'k', Date.UTC(2026, 0, 1), { delayMs: 1, retryWindowMs: 10, expireMs: 100, autoWhitelist: 0 }), { kind: 'defer' });

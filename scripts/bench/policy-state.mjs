@@ -234,7 +234,7 @@ export default {
   --state-warmup N       unmeasured requests before each run        default 20000
   --state-seconds S      time limit of each run                     default 60
   --state-backends LIST  which of lmdb,postgresql,redis             default all three
-  --state-pool N         state.pool (PostgreSQL connections)        default: the config's (4)
+  --state-pool N         state.pool (PostgreSQL connections)        default: the config's (2)
 `,
   options: {
     'state-requests': { type: 'string', default: '50000', min: 1 },

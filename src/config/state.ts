@@ -11,7 +11,7 @@
 //   timeout         the deadline of one engine round trip (default 250ms): past
 //                   it the plugin answers its failure action (on_error)
 //   retry_interval  while the engine is unreachable, how often it is tried again (default 1s)
-//   pool            PostgreSQL connections per node (default 4): the request path keeps at
+//   pool            PostgreSQL connections per node (default 2): the request path keeps at
 //                   most this many statements in flight, and batches the calls that wait
 //   prefix          Redis key prefix, so several sites can share one Redis (default "mailproc:")
 //
@@ -63,9 +63,9 @@ export const stateConfigSchema = z.object({
   backend: backend.default({ kind: 'lmdb' }),
   timeout: positive.default(250),
   retry_interval: positive.default(1000),
-  pool: z.number().int().min(1).max(100).default(4),
+  pool: z.number().int().min(1).max(100).default(2),
   prefix: z.string().max(64).regex(/^[^\s]*$/, 'must not contain spaces').default('mailproc:'),
-}).strict().default({ backend: { kind: 'lmdb' }, timeout: 250, retry_interval: 1000, pool: 4, prefix: 'mailproc:' });
+}).strict().default({ backend: { kind: 'lmdb' }, timeout: 250, retry_interval: 1000, pool: 2, prefix: 'mailproc:' });
 
 export type StateConfig = z.output<typeof stateConfigSchema>;
 export type StateConfigInput = z.input<typeof stateConfigSchema>;

@@ -21,7 +21,7 @@ for (const [backend, want] of BACKENDS) {
 }
 
 test('without a state section the policy state stays in LMDB, with the documented defaults', () => {
-  assert.deepEqual(resolveConfig({}, undefined).state, { backend: { kind: 'lmdb' }, timeout: 250, retry_interval: 1000, pool: 4, prefix: 'mailproc:' });
+  assert.deepEqual(resolveConfig({}, undefined).state, { backend: { kind: 'lmdb' }, timeout: 250, retry_interval: 1000, pool: 2, prefix: 'mailproc:' });
 });
 
 const BAD: [unknown, RegExp][] = [

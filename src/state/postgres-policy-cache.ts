@@ -7,10 +7,12 @@
 // a node sees the recipient, not on every request.
 //
 // When the cache may answer: only while the listening connection is up, its
-// LISTEN acknowledged, and its last heartbeat (a trivial query on it every
-// `heartbeatMs`, answered within `timeoutMs`) answered. Otherwise every
-// lookup goes to the engine and nothing is kept: connecting, reconnecting
-// after an error, and closing all empty the cache first. A lookup whose
+// LISTEN acknowledged, and no heartbeat has failed (a trivial query on it
+// every `heartbeatMs`, to be answered within `timeoutMs` by the same server
+// process that LISTENs). Otherwise every lookup goes to the engine and
+// nothing is kept: connecting, reconnecting after an error, and closing all
+// empty the cache first. A connection that dies silently is found by the
+// next heartbeat: for that long at most, a change could go unheard. A lookup whose
 // read may have crossed a notification (one arrived while it was in flight)
 // is answered but not kept. A change made through this node (put/remove)
 // empties its entry before and after the write, so its owner's next mail
@@ -19,9 +21,10 @@
 // that lands in that moment is decided as if it had come just before the
 // change.
 //
-// Exports: UserPolicyCache, USER_POLICY_CHANNEL, LISTENER_NAME. Never throws: connection
-// trouble turns the cache off (lookups then go to the engine, whose own
-// failures are the guard's), and it reconnects every `retryMs`.
+// Exports: UserPolicyCache, USER_POLICY_CHANNEL, LISTENER_NAME. Never
+// throws: connection trouble turns the cache off (lookups then go to the
+// engine, whose own failures are the guard's), and it reconnects every
+// `retryMs`.
 import pg from 'pg';
 import type { Logger } from '../log.js';
 import type { UserPolicyRecord } from './store.js';
@@ -40,6 +43,12 @@ export interface UserPolicyCacheOptions {
   /** Entries kept at most; the oldest go first. */
   readonly maxEntries: number;
   readonly log: Logger;
+}
+
+/** The server process behind a connection. */
+async function backendPid(c: pg.Client): Promise<number> {
+  const r = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  return Number(r.rows[0]?.pid);
 }
 
 /** A record, or null for "this key has none". */
@@ -141,9 +150,11 @@ export class UserPolicyCache {
       if (n.payload === undefined || n.payload === '') this.entries.clear();
       else this.entries.delete(n.payload);
     });
+    let pid: number;
     try {
       await c.connect();
       await c.query(`LISTEN ${USER_POLICY_CHANNEL}`);
+      pid = await backendPid(c);
     } catch (err) {
       this.lost(c, err instanceof Error ? err.message : String(err));
       return;
@@ -153,20 +164,27 @@ export class UserPolicyCache {
     if (this.announcedDown || !this.announcedUp) this.o.log.info(`state engine ${this.o.label}: listening for user policy changes; lookups are kept in memory between changes`);
     this.announcedDown = false;
     this.announcedUp = true;
-    this.beat(c);
+    this.beat(c, pid);
   }
 
-  private beat(c: pg.Client): void {
+  /**
+   * A trivial query on the listening connection every heartbeatMs: no answer
+   * within the deadline, or an answer from another server process than the
+   * one that LISTENs (a transaction-mode pooler in between, which would
+   * never deliver the notifications), and the cache is off.
+   */
+  private beat(c: pg.Client, pid: number): void {
     this.timer = setTimeout(() => {
       if (c !== this.client || this.closed) return;
       let answered = false;
       const deadline = setTimeout(() => {
         if (!answered) this.lost(c, `heartbeat not answered within ${this.o.timeoutMs} ms`);
       }, this.o.timeoutMs);
-      c.query('SELECT 1').then(() => {
+      backendPid(c).then((now) => {
         answered = true;
         clearTimeout(deadline);
-        if (c === this.client && this.live) this.beat(c);
+        if (now !== pid) this.lost(c, `the listening connection moved from server process ${pid} to ${now}: connect to PostgreSQL directly or through a session-mode pooler`);
+        else if (c === this.client && this.live) this.beat(c, pid);
       }, (err: unknown) => {
         answered = true;
         clearTimeout(deadline);

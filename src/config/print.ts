@@ -2,8 +2,10 @@
 // (durations like 5m, sizes like 10M, socket modes like "0660"), for
 // `mailprocd --check-config`: what the daemon would run with, every default
 // filled in and every path resolved. Reading the output back as a config
-// file gives the same configuration, except a password in state.backend's
-// URL, which is printed as "***". Pure.
+// file gives the same configuration, except the secrets, printed as "***"
+// (too short to be taken for one if the output is used as a config): a
+// password in state.backend's URL, relay.srs.secret and old_secrets,
+// probe.key. The output is pasted into tickets and mailing lists. Pure.
 //
 // Exports: formatConfigYaml. The units come from the schema (units.ts unitOf),
 // so a new duration or size key is printed right with no change here.
@@ -49,6 +51,9 @@ function back(schema: z.ZodType | undefined, value: unknown): unknown {
   }
 }
 
+const MASK = '***';
+const masked = (secret: string | undefined): string | undefined => (secret === undefined ? undefined : MASK);
+
 /** The config file that would give `config`, as YAML. */
 export function formatConfigYaml(config: Config): string {
   const file: Record<string, unknown> = {};
@@ -63,5 +68,8 @@ export function formatConfigYaml(config: Config): string {
   // The engine's URL as written, less its password: --check-config output is pasted into tickets.
   const b = config.state.backend;
   file.state = { ...config.state, backend: b.kind === 'lmdb' ? 'lmdb' : redactUrl(b.url) };
+  const srs = config.relay.srs;
+  file.relay = { ...config.relay, srs: { ...srs, secret: masked(srs.secret), old_secrets: srs.old_secrets.map(() => MASK) } };
+  file.probe = { ...config.probe, key: masked(config.probe.key) };
   return stringify(back(configSchema, file), { lineWidth: 0 });
 }

@@ -401,6 +401,17 @@ describe('loadConfig from a file', () => {
       }
     });
 
+    test('secrets are printed as ***: the SRS secrets and the probe key (the output is pasted into tickets)', () => {
+      const r = run(write('cli-secrets.yaml', 'relay:\n  srs:\n    secret: "current-srs-secret-0123"\n    old_secrets: ["previous-srs-secret-99"]\nprobe:\n  key: "probe-signing-key-abcdef"\n'));
+      assert.equal(r.status, 0, r.stderr);
+      for (const secret of ['current-srs-secret-0123', 'previous-srs-secret-99', 'probe-signing-key-abcdef']) assert.ok(!r.stdout.includes(secret), `${secret} printed:\n${r.stdout}`);
+      assert.match(r.stdout, /^ {4}secret: "\*\*\*"$/m);
+      assert.match(r.stdout, /^ {4}old_secrets:\n {6}- "\*\*\*"$/m);
+      assert.match(r.stdout, /^probe:\n {2}key: "\*\*\*"$/m);
+      const none = run(write('cli-no-secrets.yaml', 'limits:\n  message_size: 10M\n'));
+      assert.doesNotMatch(none.stdout, /\*\*\*/, 'nothing set, nothing masked');
+    });
+
     test('a good file exits 0 and prints the resolved configuration as YAML in its own units', () => {
       const path = write('cli-good.yaml', 'limits:\n  message_size: 10M\nsmtp:\n  listen: ["127.0.0.1:2526"]\n');
       const r = run(path);

@@ -49,7 +49,7 @@ export interface ControlDeps {
 }
 
 /** What status needs of the policy state. */
-type StateView = Pick<PolicyState, 'kind' | 'label' | 'outage'>;
+type StateView = Pick<PolicyState, 'kind' | 'label' | 'outage' | 'policyCache'>;
 
 /** A rules.test request carries its message (up to 8 MiB, base64). */
 const MAX_LINE = 12 * 1024 * 1024;
@@ -95,7 +95,8 @@ export function parseControlRequest(line: string): ControlRequest | string {
 /** The policy state as status reports it: backend, engine (no password), and an outage with its start, reason and refused calls. */
 function stateStatus(p: StateView): Record<string, unknown> {
   const down = p.outage?.();
-  return { backend: p.kind, engine: p.label, up: down === undefined, ...(down !== undefined ? { outage: down } : {}) };
+  const cache = p.policyCache?.();
+  return { backend: p.kind, engine: p.label, up: down === undefined, ...(down !== undefined ? { outage: down } : {}), ...(cache !== undefined ? { userPolicyCache: cache } : {}) };
 }
 
 async function answer(d: ControlDeps, req: ControlRequest): Promise<Record<string, unknown>> {

@@ -11,6 +11,6 @@ export { boundedKey, fitsKey, keyBytes, MAX_KEY_BYTES, storageKey } from './keys
 export { describeBusy, lockInstance, LOCK_FILE, type InstanceBusy, type InstanceLock } from './instance-lock.js';
 export {
   createLmdbPolicyState, decideTriplet, GREYLIST_REFRESH_MS, SCHEMA_VERSION, StateUnavailableError,
-  type GreylistAnswer, type GreylistParams, type PolicyState, type RateCheck, type StateOutage, type TripletVerdict,
+  type GreylistAnswer, type GreylistParams, type PolicyCacheState, type PolicyState, type RateCheck, type StateOutage, type TripletVerdict,
 } from './policy-state.js';
 export { migratePolicyState, openPolicyState, type OpenPolicyStateOptions } from './open-policy-state.js';

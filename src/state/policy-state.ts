@@ -50,6 +50,9 @@ export interface RateCheck {
   readonly mode: 'sliding' | 'fixed';
 }
 
+/** Whether a node keeps user policies in memory now (it hears every change), and how many addresses it holds. */
+export interface PolicyCacheState { readonly listening: boolean; readonly entries: number }
+
 /** A shared engine's outage: since when (epoch ms), why, how many calls were answered with failure actions. */
 export interface StateOutage { readonly since: number; readonly reason: string; readonly refused: number }
 
@@ -59,6 +62,8 @@ export interface PolicyState {
   readonly label: string;
   /** The outage in progress (a shared engine only; LMDB has none). */
   outage?(): StateOutage | undefined;
+  /** PostgreSQL: whether user policies are kept in memory now (change notifications heard), and how many addresses are. */
+  policyCache?(): PolicyCacheState;
   /** The whole greylist decision for one triplet, recorded atomically; `net` and `triplet` fit a key (keys.ts storageKey). */
   greylist(net: string, triplet: string, now: number, p: GreylistParams): Promise<GreylistAnswer>;
   /**

@@ -392,6 +392,7 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
     kind: 'postgresql',
     label: o.label,
     outage: () => guard.outage(),
+    policyCache: () => ({ listening: cache.active, entries: cache.size }),
     async greylist(net, triplet, now, p): Promise<GreylistAnswer> {
       const n = await guard.run(() => greylistLane({ net: text(net), key: text(triplet), now, p }));
       if (n === -1) return { kind: 'defer' };

@@ -111,4 +111,14 @@ test('status text: a shared policy state engine, reachable, and in an outage wit
   const down = formatStatus({ ...base, state: { backend: 'redis', engine: 'redis://cache.example:6379', up: false, outage: { since, reason: 'connect ECONNREFUSED', refused: 12 } } }, NOW);
   assert.ok(down.includes(`policy state: redis redis://cache.example:6379, UNREACHABLE for 2m (since ${formatLocalTime(since)}): connect ECONNREFUSED; 12 call(s) answered with failure actions\n`), down);
   assert.doesNotMatch(formatStatus(base, NOW), /policy state/, 'an older daemon that does not say: no line');
+  assert.doesNotMatch(up, /user policies/, 'no cache reported (Redis, an older daemon): no line');
+});
+
+test('status text: whether a PostgreSQL node keeps user policies in memory, and how many', () => {
+  const base = { pid: 7, uptime: 60, workers: [], load: [], spam: { enabled: false }, queue: { messages: 0, recipients: 0 } };
+  const state = { backend: 'postgresql', engine: 'postgresql:///mail', up: true };
+  const kept = formatStatus({ ...base, state: { ...state, userPolicyCache: { listening: true, entries: 42 } } }, NOW);
+  assert.match(kept, /^policy state: postgresql postgresql:\/\/\/mail, reachable\n {2}user policies: kept in memory between changes \(42 address\(es\)\); change notifications heard$/m);
+  const asked = formatStatus({ ...base, state: { ...state, userPolicyCache: { listening: false, entries: 0 } } }, NOW);
+  assert.match(asked, /^ {2}user policies: asked of the engine for every request \(not listening for changes; see the log\)$/m);
 });

@@ -126,6 +126,7 @@ test('user policies are answered from memory between changes, and every change r
     waitFor(`the node to listen for changes (${times})`, () => (n.lines.filter((l) => l.includes('listening for user policy changes')).length >= times ? true : undefined));
   await listening(a, 1);
   await listening(b, 1);
+  assert.deepEqual(b.ps.policyCache?.(), { listening: true, entries: 0 }, 'what mailproc status shows');
   const ALICE = 'alice@example.test';
   const uidOn = async (n: { ps: PolicyState }): Promise<number | null> => (await n.ps.userPolicies([ALICE]))[0]?.uid ?? null;
   const behindTheBack = async (uid: number): Promise<void> => {
@@ -136,6 +137,7 @@ test('user policies are answered from memory between changes, and every change r
   };
 
   assert.equal(await uidOn(b), null, 'b looks alice up: none, kept');
+  assert.deepEqual(b.ps.policyCache?.(), { listening: true, entries: 1 });
   await behindTheBack(1001);
   assert.equal(await uidOn(b), null, 'b answers from memory: the untold row is not seen');
   assert.equal(await uidOn(a), 1001, 'a never asked before: it reads the row');
@@ -159,6 +161,8 @@ test('user policies are answered from memory between changes, and every change r
   const killed = await db.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [LISTENER_NAME]);
   assert.equal(killed.rowCount, 2);
   for (const n of [a, b]) await waitFor('the node to notice', () => (n.lines.some((l) => l.includes('no user policy change notifications')) ? true : undefined));
+  // Nothing of before is kept (listening again already or not: a reconnect starts from nothing).
+  assert.equal(b.ps.policyCache?.().entries, 0);
   await behindTheBack(1004);
   assert.equal(await uidOn(b), 1004, 'not listening: b asks the engine');
   await listening(b, 2);

@@ -56,14 +56,29 @@ function delayLines(d: DelaySummary | undefined): string[] {
 }
 
 /** `up` is for tools reading --json; the text goes by `outage` alone. */
-interface StateStatus { backend: string; engine: string; outage?: { since: number; reason: string; refused: number } }
+interface StateStatus {
+  backend: string;
+  engine: string;
+  outage?: { since: number; reason: string; refused: number };
+  userPolicyCache?: { listening: boolean; entries: number };
+}
+
+function cacheLine(c: StateStatus['userPolicyCache']): string[] {
+  if (c === undefined) return [];
+  return [c.listening
+    ? `  user policies: kept in memory between changes (${c.entries} address(es)); change notifications heard`
+    : '  user policies: asked of the engine for every request (not listening for changes; see the log)'];
+}
 
 function stateLine(s: StateStatus | undefined, now: number): string[] {
   if (s === undefined) return [];
   if (s.backend === 'lmdb') return ['policy state: lmdb (this node\'s own store)'];
-  if (s.outage === undefined) return [`policy state: ${s.backend} ${s.engine}, reachable`];
+  if (s.outage === undefined) return [`policy state: ${s.backend} ${s.engine}, reachable`, ...cacheLine(s.userPolicyCache)];
   const o = s.outage;
-  return [`policy state: ${s.backend} ${s.engine}, UNREACHABLE for ${formatAge(now - o.since)} (since ${formatLocalTime(o.since)}): ${o.reason}; ${o.refused} call(s) answered with failure actions`];
+  return [
+    `policy state: ${s.backend} ${s.engine}, UNREACHABLE for ${formatAge(now - o.since)} (since ${formatLocalTime(o.since)}): ${o.reason}; ${o.refused} call(s) answered with failure actions`,
+    ...cacheLine(s.userPolicyCache),
+  ];
 }
 
 /** The status as text for a person, `now` for the ages. */

@@ -6,14 +6,17 @@
 // creates, run in one statement each, so their reads and writes are one
 // atomic unit under row locks (INSERT … ON CONFLICT, SELECT … FOR UPDATE):
 // two nodes racing on one triplet or one counter serialise on its row.
-// Rate rows are locked in the order of the rules, the same on every node
-// with the same config, so two requests never deadlock.
 //
-// Under load, greylist checks and user-policy lookups that find every
-// connection busy share one statement (round-trips.ts): the greylist batch
-// function locks its triplets in key order, then its client networks, so
-// batches from several nodes never deadlock either. Nothing is cached: each
-// call reads the engine after it was made.
+// Under load, greylist checks, rate checks and user-policy lookups that find
+// every connection busy share one statement (round-trips.ts). The batch
+// functions take their row locks in one order on every node — the greylist
+// its triplets by key, then its client networks; the rate checks every
+// counter by rule and key before deciding any request — so batches from
+// several nodes never deadlock. A lone call uses the one-call function
+// where that is cheaper and cannot deadlock (one triplet; one counter).
+// Greylist and rate state are never cached: each call reads the engine
+// after it was made. User policies are kept in memory between changes
+// (postgres-policy-cache.ts).
 //
 // Schema (version PG_SCHEMA_VERSION, in table mailproc_schema):
 //   mailproc_greylist          key text PK, first_seen, last_seen, passed_at bigint (ms)
@@ -21,7 +24,8 @@
 //   mailproc_rate              (rule, key) PK, window_ms, win, current, previous
 //   mailproc_user_policy       address text PK, uid integer (indexed), policy jsonb
 //   mailproc_greylist(…), mailproc_rate(…), and (v2) mailproc_greylist_batch(…),
-//   the functions; mailproc_user_policy_notify(), the trigger telling changes
+//   mailproc_rate_batch(…): the functions; mailproc_user_policy_notify(), the
+//   trigger telling changes
 // Expiry is the maintenance job's (expire(): DELETEs in chunks of 1000).
 //
 // Exports: openPostgresState, migratePostgres. Failure contract: see
@@ -32,7 +36,7 @@ import pg from 'pg';
 import type { Logger } from '../log.js';
 import type { MetricsEvents } from '../mail/metrics-events.js';
 import { EngineGuard } from './engine-guard.js';
-import { GREYLIST_REFRESH_MS, type GreylistAnswer, type GreylistParams, type PolicyState } from './policy-state.js';
+import { GREYLIST_REFRESH_MS, type GreylistAnswer, type GreylistParams, type PolicyState, type RateCheck } from './policy-state.js';
 import { USER_POLICY_CHANNEL, UserPolicyCache } from './postgres-policy-cache.js';
 import { RoundTrips } from './round-trips.js';
 import type { UserPolicyRecord } from './store.js';
@@ -173,6 +177,56 @@ BEGIN
   RETURN res;
 END $$;
 
+-- The rate checks of several requests in one statement, one answer per request
+-- in order, as mailproc_rate gives it: -1 allowed and counted by every rule, else
+-- the 0-based index of the first rule that refuses (nothing counted). Checks
+-- come flattened, each with its request's 1-based number (p_reqs, ascending).
+-- Every counter of the batch is locked first, in one order on every node (rule,
+-- then key), so batches never deadlock; then the requests are decided in order.
+CREATE FUNCTION mailproc_rate_batch(p_reqs integer[], p_rules text[], p_keys text[], p_limits integer[], p_windows bigint[],
+    p_sliding boolean[], p_nows bigint[]) RETURNS integer[] LANGUAGE plpgsql AS $$
+DECLARE m integer := coalesce(array_length(p_rules, 1), 0); res integer[] := '{}'; n integer;
+  i integer; j integer; e integer; w bigint; r record; cur integer; prev integer; used double precision; refused integer;
+BEGIN
+  IF m = 0 THEN RETURN res; END IF;
+  n := p_reqs[m];
+  res := array_fill(-1, ARRAY[n]);
+  FOR r IN SELECT u.rule, u.key, min(u.win) AS win, min(u.seen) AS seen
+      FROM unnest(p_rules, p_keys, p_windows, p_nows) AS u(rule, key, win, seen)
+      GROUP BY u.rule, u.key ORDER BY u.rule COLLATE "C", u.key COLLATE "C" LOOP
+    INSERT INTO mailproc_rate (rule, key, window_ms, win, current, previous)
+      VALUES (r.rule, r.key, r.win, r.seen / r.win, 0, 0) ON CONFLICT (rule, key) DO NOTHING;
+    PERFORM 1 FROM mailproc_rate WHERE rule = r.rule AND key = r.key FOR UPDATE;
+  END LOOP;
+  i := 1;
+  WHILE i <= m LOOP
+    e := i;
+    WHILE e < m AND p_reqs[e + 1] = p_reqs[i] LOOP e := e + 1; END LOOP;
+    refused := -1;
+    FOR j IN i..e LOOP
+      w := p_nows[j] / p_windows[j];
+      SELECT win, current, previous INTO r FROM mailproc_rate WHERE rule = p_rules[j] AND key = p_keys[j];
+      cur := CASE WHEN r.win = w THEN r.current ELSE 0 END;
+      prev := CASE WHEN r.win = w THEN r.previous WHEN r.win = w - 1 THEN r.current ELSE 0 END;
+      used := CASE WHEN p_sliding[j]
+        THEN prev * (1 - (p_nows[j] - w * p_windows[j])::double precision / p_windows[j]) + cur ELSE cur END;
+      IF used + 1 > p_limits[j] THEN refused := j - i; EXIT; END IF;
+    END LOOP;
+    IF refused < 0 THEN
+      FOR j IN i..e LOOP
+        w := p_nows[j] / p_windows[j];
+        UPDATE mailproc_rate SET
+          previous = CASE WHEN win = w THEN previous WHEN win = w - 1 THEN current ELSE 0 END,
+          current = CASE WHEN win = w THEN current + 1 ELSE 1 END, win = w, window_ms = p_windows[j]
+          WHERE rule = p_rules[j] AND key = p_keys[j];
+      END LOOP;
+    END IF;
+    res[p_reqs[i]] := refused;
+    i := e + 1;
+  END LOOP;
+  RETURN res;
+END $$;
+
 -- Every change of a user policy is told, at commit, to the nodes listening
 -- (postgres-policy-cache.ts): the stored address, or '' for "all of them".
 CREATE FUNCTION mailproc_user_policy_notify() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -285,6 +339,55 @@ async function greylistBatch(pool: pg.Pool, calls: readonly GreylistCall[]): Pro
   return out;
 }
 
+interface RateCall {
+  readonly checks: readonly RateCheck[];
+  readonly now: number;
+}
+
+/**
+ * The rate checks of several requests in one statement (mailproc_rate_batch),
+ * answers in call order: -1 allowed and counted, else the index of the rule
+ * that refused. A lone request with one rule uses the one-request function:
+ * one counter, one lock, nothing to order.
+ */
+async function rateBatch(pool: pg.Pool, calls: readonly RateCall[]): Promise<number[]> {
+  const only = calls.length === 1 ? calls[0] : undefined;
+  if (only !== undefined && only.checks.length <= 1) {
+    if (only.checks.length === 0) return [-1];
+    const c = only.checks[0] as RateCheck;
+    const r = await pool.query<{ r: number }>({
+      name: 'mailproc_rate', text: 'SELECT mailproc_rate($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::boolean[], $6) AS r',
+      values: [[c.rule], [c.key], [c.limit], [c.windowMs], [c.mode === 'sliding'], only.now],
+    });
+    return [Number(r.rows[0]?.r ?? Number.NaN)];
+  }
+  const reqs: number[] = [];
+  const flat: RateCheck[] = [];
+  const nows: number[] = [];
+  calls.forEach((call, i) => {
+    for (const c of call.checks) {
+      reqs.push(i + 1);
+      flat.push(c);
+      nows.push(call.now);
+    }
+  });
+  const out = calls.map(() => -1);
+  if (flat.length > 0) {
+    const r = await pool.query<{ r: (number | null)[] }>({
+      name: 'mailproc_rate_batch',
+      text: 'SELECT mailproc_rate_batch($1::integer[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::boolean[], $7::bigint[]) AS r',
+      values: [reqs, flat.map((c) => c.rule), flat.map((c) => c.key), flat.map((c) => c.limit), flat.map((c) => c.windowMs), flat.map((c) => c.mode === 'sliding'), nows],
+    });
+    const got = r.rows[0]?.r ?? [];
+    // Requests without checks are not in the statement; the others are numbered up to the last with checks.
+    calls.forEach((call, i) => {
+      if (call.checks.length > 0) out[i] = Number(got[i] ?? Number.NaN);
+    });
+  }
+  if (out.some((n) => !Number.isInteger(n))) throw new Error('mailproc_rate_batch: an answer is missing');
+  return out;
+}
+
 /** Connection-level trouble (and the server going away) is an outage; a SQL error is an answer. */
 function isOutage(err: unknown): boolean {
   if (!(err instanceof pg.DatabaseError)) return true;
@@ -349,13 +452,7 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
     const byKey = new Map(r.rows.map((row) => [row.address, row.policy]));
     return calls.map((ks) => ks.map((k) => byKey.get(k)));
   });
-  // A request's rate rules lock their counters in rule order: one request a statement, in the same slots.
-  const rateLane = trips.lane<unknown[], number>(async ([values]) => {
-    const r = await pool.query<{ r: number }>({
-      name: 'mailproc_rate', text: 'SELECT mailproc_rate($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::boolean[], $6) AS r', values: values as unknown[],
-    });
-    return [Number(r.rows[0]?.r ?? -1)];
-  }, 1);
+  const rateLane = trips.lane<RateCall, number>((calls) => rateBatch(pool, calls));
 
   // Users' policies (and that most recipients have none) from memory between changes.
   const cache = new UserPolicyCache({
@@ -399,10 +496,7 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
       return { kind: 'pass', delayedMs: n >= 0 ? n : undefined };
     },
     rate(checks, now) {
-      return guard.run(() => rateLane([
-        checks.map((c) => text(c.rule)), checks.map((c) => text(c.key)), checks.map((c) => c.limit), checks.map((c) => c.windowMs),
-        checks.map((c) => c.mode === 'sliding'), now,
-      ]));
+      return guard.run(() => rateLane({ checks: checks.map((c) => ({ ...c, rule: text(c.rule), key: text(c.key) })), now }));
     },
     userPolicies(keys) {
       return cache.lookup(keys.map(text), (ks) => guard.run(() => policyLane(ks)));

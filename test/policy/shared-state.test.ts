@@ -134,11 +134,12 @@ test('a daemon refuses an engine without the schema, naming mailproc state migra
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stdout, /policy state schema already at version 2\n$/);
   assert.ok(!`${first.stdout}${first.stderr}${again.stdout}${again.stderr}`.includes('topsecret'));
-  // A database a version-1 mailprocd made (version 2 added the batch function and the change trigger).
+  // A database a version-1 mailprocd made (version 2 added the batch functions and the change trigger).
   const old = new pg.Client({ connectionString: url });
   await old.connect();
   await old.query(`DROP TRIGGER mailproc_user_policy_changed ON mailproc_user_policy; DROP TRIGGER mailproc_user_policy_truncated ON mailproc_user_policy;
-    DROP FUNCTION mailproc_user_policy_notify(); DROP FUNCTION mailproc_greylist_batch; UPDATE mailproc_schema SET version = 1`);
+    DROP FUNCTION mailproc_user_policy_notify(); DROP FUNCTION mailproc_greylist_batch; DROP FUNCTION mailproc_rate_batch;
+    UPDATE mailproc_schema SET version = 1`);
   await old.end();
   await assert.rejects(openPolicyState({ config: stateConfigSchema.parse({ backend: url }), store: undefined as unknown as StateStore, log }),
     /policy state schema version 1, this mailprocd needs 2: run `mailproc state migrate`/);

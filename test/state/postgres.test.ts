@@ -7,6 +7,9 @@
 //     auto-whitelisted network, and the networks' pass counts;
 //   - two nodes checking the same triplets in opposite orders, batched, never
 //     deadlock (a deadlock would surface as an error after deadlock_timeout);
+//   - rate checks batched the same way: each request decided in turn as if
+//     alone (counted by all its rules or by none), and no deadlock between
+//     two nodes whose rules are listed in opposite orders;
 //   - user policies are answered from memory between changes: a row written
 //     behind the nodes' back (trigger disabled) is not seen by a node that
 //     has the address in memory; a change through one node is seen there at
@@ -18,7 +21,7 @@ import { after, test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { stateConfigSchema } from '../../src/config/index.js';
 import { createLogger } from '../../src/log.js';
-import { openPolicyState, type PolicyState, type StateStore, type UserPolicyRecord } from '../../src/state/index.js';
+import { openPolicyState, type PolicyState, type RateCheck, type StateStore, type UserPolicyRecord } from '../../src/state/index.js';
 import { LISTENER_NAME } from '../../src/state/postgres-policy-cache.js';
 import { testEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait.js';
@@ -112,6 +115,64 @@ test('two nodes checking the same triplets in opposite orders, in batches, never
   assert.deepEqual(firsts, calls.map(() => 1));
   const rows = (await db.query<{ passes: number }>('SELECT passes FROM mailproc_greylist_clients ORDER BY net')).rows.map((row) => row.passes);
   assert.deepEqual(rows, [6, 5, 5], '16 first passes over three networks');
+});
+
+test('rate checks that wait for the connection share one statement, each request decided in turn as alone', async (t) => {
+  const backend = await engine.use(t);
+  if (backend === undefined) return;
+  const { ps } = await node(t, backend, 1);
+  const HOUR = 3_600_000;
+  const checks = (sender: string): RateCheck[] => [
+    { rule: 'per-client', key: '192.0.2.7', limit: 5, windowMs: HOUR, mode: 'fixed' },
+    { rule: 'per-sender', key: sender, limit: 2, windowMs: HOUR, mode: 'fixed' },
+  ];
+  const rate = ps.rate?.bind(ps);
+  assert.ok(rate !== undefined);
+  // One connection: the first request goes alone, the other seven wait and go together.
+  const got = await Promise.all(['s1', 's1', 's1', 's2', 's2', 's2', 's3', 's4'].map((sender) => rate(checks(sender), T0)));
+  assert.deepEqual(got, [
+    -1, -1, // s1 twice: counted by both rules
+    1, // s1 a third time: per-sender refuses; nothing counted
+    -1, -1, 1, // s2 the same
+    -1, // s3: the fifth message for the client
+    0, // s4: per-client refuses first
+  ]);
+  const db = await admin(t, backend);
+  const counts = (await db.query<{ key: string; current: number }>("SELECT key, current FROM mailproc_rate ORDER BY rule, key")).rows.map((r) => `${r.key}=${r.current}`);
+  assert.deepEqual(counts, ['192.0.2.7=5', 's1=2', 's2=2', 's3=1', 's4=0']);
+  // A lone request with one rule (the one-request function) and without any.
+  assert.equal(await rate([{ rule: 'single', key: 'k', limit: 1, windowMs: HOUR, mode: 'sliding' }], T0), -1);
+  assert.equal(await rate([{ rule: 'single', key: 'k', limit: 1, windowMs: HOUR, mode: 'sliding' }], T0), 0);
+  assert.equal(await rate([], T0), -1);
+});
+
+test('two nodes counting the same keys under rules listed in opposite orders, in batches, never deadlock', async (t) => {
+  const backend = await engine.use(t);
+  if (backend === undefined) return;
+  const a = await node(t, backend, 1);
+  const b = await node(t, backend, 1);
+  const db = await admin(t, backend);
+  const HOUR = 3_600_000;
+  const rule = (name: string, key: string): RateCheck => ({ rule: name, key, limit: 1000, windowMs: HOUR, mode: 'fixed' });
+  const keys = Array.from({ length: 12 }, (_, i) => `k${String(i).padStart(2, '0')}`);
+  // Node a lists the rules z, y; node b y, z; and they take the keys in opposite orders.
+  const onA = keys.map((k) => [rule('z', k), rule('y', k)]);
+  const onB = [...keys].reverse().map((k) => [rule('y', k), rule('z', k)]);
+  await db.query("INSERT INTO mailproc_rate (rule, key, window_ms, win, current, previous) VALUES ('y', 'k06', $1, 0, 0, 0)", [HOUR]);
+  // A third session holds one counter, so both nodes are mid-statement, each holding some, when it lets go.
+  const hold = await admin(t, backend);
+  await hold.query('BEGIN');
+  await hold.query("SELECT 1 FROM mailproc_rate WHERE rule = 'y' AND key = 'k06' FOR UPDATE");
+  const both = Promise.all([Promise.all(onA.map((c) => a.ps.rate?.(c, T0))), Promise.all(onB.map((c) => b.ps.rate?.(c, T0)))]);
+  await waitFor('both nodes waiting for a row lock', async () => {
+    const r = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'");
+    return (r.rows[0]?.n ?? 0) >= 2 ? true : undefined;
+  });
+  await hold.query('COMMIT');
+  const [fromA, fromB] = await both;
+  assert.deepEqual([...fromA, ...fromB], Array(24).fill(-1));
+  const counts = (await db.query<{ current: number }>('SELECT current FROM mailproc_rate')).rows.map((r) => r.current);
+  assert.deepEqual(counts, Array(24).fill(2), 'every counter counted once by each node');
 });
 
 const policy = (uid: number, deny: string[]): UserPolicyRecord => ({ allow: [], deny, onlyAllowed: false, owner: 'alice', uid, updatedAt: '2026-01-05T09:00:00Z' });

@@ -408,9 +408,17 @@ export async function openPostgresState(o: EngineOptions): Promise<PolicyState> 
   // triplets — those senders are greylisted once more — never make the data
   // inconsistent; the flush per request would cost more than the query. A user
   // policy, which its owner was told is set, is written with it on (writeDurably).
+  //
+  // A statement still running at four deadlines is given up: the server
+  // cancels it (statement_timeout; a row lock held by a forgotten session, a
+  // stalled disk), and a connection that does not answer a second later is
+  // dropped (query_timeout: a server or network gone silent). Either way its
+  // connection comes back to the pool or is replaced, so the outage probe and
+  // the next requests find one: nothing holds the pool forever.
+  const giveUpMs = Math.max(1000, o.timeoutMs * 4);
   const pool = new pg.Pool({
-    connectionString: o.url, max: o.pool, connectionTimeoutMillis: Math.max(1000, o.timeoutMs * 4), idleTimeoutMillis: 60_000,
-    options: '-c synchronous_commit=off',
+    connectionString: o.url, max: o.pool, connectionTimeoutMillis: giveUpMs, idleTimeoutMillis: 60_000,
+    options: `-c synchronous_commit=off -c statement_timeout=${giveUpMs}`, query_timeout: giveUpMs + 1000, keepAlive: true,
   });
   // An idle connection the server closes emits 'error' on the pool: without a listener that would end the process.
   pool.on('error', () => undefined);

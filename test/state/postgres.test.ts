@@ -32,11 +32,11 @@ after(() => engine.dispose());
 const T0 = Date.UTC(2026, 0, 5, 9, 0, 0);
 const DELAY = 300_000;
 
-async function node(t: TestContext, backend: string, pool: number): Promise<{ ps: PolicyState; lines: string[] }> {
+async function node(t: TestContext, backend: string, pool: number, timeout = '5s'): Promise<{ ps: PolicyState; lines: string[] }> {
   const lines: string[] = [];
   const log = createLogger({ format: 'text', level: 'debug', write: (l) => lines.push(l) });
   const ps = await openPolicyState({
-    config: stateConfigSchema.parse({ backend, pool, timeout: '5s', retry_interval: '200ms' }), store: undefined as unknown as StateStore, log,
+    config: stateConfigSchema.parse({ backend, pool, timeout, retry_interval: '200ms' }), store: undefined as unknown as StateStore, log,
   });
   t.after(() => ps.close());
   return { ps, lines };
@@ -173,6 +173,37 @@ test('two nodes counting the same keys under rules listed in opposite orders, in
   assert.deepEqual([...fromA, ...fromB], Array(24).fill(-1));
   const counts = (await db.query<{ current: number }>('SELECT current FROM mailproc_rate')).rows.map((r) => r.current);
   assert.deepEqual(counts, Array(24).fill(2), 'every counter counted once by each node');
+});
+
+test('statements stuck behind a lock a forgotten session holds are given up: the node answers again while the lock is still held', async (t) => {
+  const backend = await engine.use(t);
+  if (backend === undefined) return;
+  const { ps, lines } = await node(t, backend, 2, '200ms');
+  const p = { delayMs: DELAY, retryWindowMs: 86_400_000, expireMs: 35 * 86_400_000, autoWhitelist: 0 };
+  const net = '192.0.2.0/24';
+  assert.deepEqual(await ps.greylist(net, 'locked', T0, p), { kind: 'defer' });
+  const hold = await admin(t, backend);
+  await hold.query('BEGIN');
+  await hold.query("SELECT 1 FROM mailproc_greylist WHERE key = 'locked' FOR UPDATE");
+  // Both of the pool's connections wait for that row: past the 200 ms deadline, an outage.
+  const stuck = await Promise.allSettled([ps.greylist(net, 'locked', T0 + 1, p), ps.greylist(net, 'locked', T0 + 2, p)]);
+  assert.deepEqual(stuck.map((r) => r.status), ['rejected', 'rejected']);
+  assert.ok(lines.some((l) => /unreachable \(no answer within 200 ms\)/.test(l)), lines.join('\n'));
+  // The server gives the two statements up (statement_timeout), the probe finds a connection, the node answers.
+  let n = 0;
+  try {
+    await waitFor('a greylist answer for another triplet while the lock is held', async () => {
+      try {
+        return (await ps.greylist(net, `free-${n++}`, T0, p)).kind === 'defer' ? true : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 30_000);
+    assert.ok(lines.some((l) => /reachable again after/.test(l)), lines.join('\n'));
+  } finally {
+    // Let go either way, or closing the node would wait for its stuck statements.
+    await hold.query('ROLLBACK');
+  }
 });
 
 const policy = (uid: number, deny: string[]): UserPolicyRecord => ({ allow: [], deny, onlyAllowed: false, owner: 'alice', uid, updatedAt: '2026-01-05T09:00:00Z' });

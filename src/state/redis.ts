@@ -99,13 +99,17 @@ type ScriptedRedis = Redis & {
   mpRate(numKeys: number, ...args: (string | number)[]): Promise<number>;
 };
 
-function connect(url: string, retryMs: number, lazy: boolean): Redis {
+function connect(url: string, retryMs: number, lazy: boolean, silentMs = 1000): Redis {
   const common = {
     // Fail a command at once while disconnected: a policy request must get its failure action now, not after a queue drains.
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     retryStrategy: () => retryMs,
     lazyConnect: lazy,
+    // A connection that answers nothing for this long with commands waiting is dropped and made anew:
+    // one a network swallowed (no error, ever) would otherwise keep the node in an outage for good.
+    socketTimeout: silentMs,
+    keepAlive: 30_000,
   };
   const u = new URL(url);
   if (u.protocol !== 'unix:') return new Redis(url, common);
@@ -133,7 +137,8 @@ export async function migrateRedis(url: string, prefix: string): Promise<{ from:
 const isOutage = (err: unknown): boolean => !(err instanceof ReplyError);
 
 export async function openRedisState(o: EngineOptions & { readonly prefix: string }): Promise<PolicyState> {
-  const r = connect(o.url, o.retryMs, true) as ScriptedRedis;
+  // Four deadlines of silence (1 s by default) and the connection is given up.
+  const r = connect(o.url, o.retryMs, true, Math.max(1000, o.timeoutMs * 4)) as ScriptedRedis;
   // Connection trouble is the guard's to report (once per outage); ioredis would log every attempt otherwise.
   r.on('error', () => undefined);
   r.defineCommand('mpGreylist', { numberOfKeys: 2, lua: GREYLIST_LUA });

@@ -62,8 +62,8 @@ export class UserPolicyCache {
   private generation = 0;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  private announcedDown = false;
-  private announcedUp = false;
+  /** What the log last said, so that each change of state is logged once. */
+  private said: 'nothing' | 'listening' | 'not listening' = 'nothing';
 
   constructor(private readonly o: UserPolicyCacheOptions) {}
 
@@ -161,9 +161,8 @@ export class UserPolicyCache {
     }
     if (c !== this.client || this.closed) return;
     this.live = true;
-    if (this.announcedDown || !this.announcedUp) this.o.log.info(`state engine ${this.o.label}: listening for user policy changes; lookups are kept in memory between changes`);
-    this.announcedDown = false;
-    this.announcedUp = true;
+    if (this.said !== 'listening') this.o.log.info(`state engine ${this.o.label}: listening for user policy changes; lookups are kept in memory between changes`);
+    this.said = 'listening';
     this.beat(c, pid);
   }
 
@@ -203,8 +202,8 @@ export class UserPolicyCache {
     c.on('error', () => undefined);
     void c.end().catch(() => undefined);
     if (this.closed) return;
-    if (!this.announcedDown) {
-      this.announcedDown = true;
+    if (this.said !== 'not listening') {
+      this.said = 'not listening';
       this.o.log.info(`state engine ${this.o.label}: no user policy change notifications (${why}): every lookup asks the engine until they are back`);
     }
     if (this.timer !== undefined) clearTimeout(this.timer);

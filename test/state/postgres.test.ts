@@ -49,6 +49,12 @@ async function admin(t: TestContext, backend: string): Promise<pg.Client> {
   return c;
 }
 
+/** Until two sessions wait for a row lock: both nodes are mid-statement, each holding some rows. */
+const bothWaitingForALock = (db: pg.Client): Promise<true> => waitFor('both nodes waiting for a row lock', async () => {
+  const r = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'");
+  return (r.rows[0]?.n ?? 0) >= 2 ? true : undefined;
+});
+
 test('greylist checks that wait for the connection share one statement, and each gets its own answer', async (t) => {
   const backend = await engine.use(t);
   if (backend === undefined) return;
@@ -103,10 +109,7 @@ test('two nodes checking the same triplets in opposite orders, in batches, never
   await hold.query('BEGIN');
   await hold.query('INSERT INTO mailproc_greylist (key, first_seen, last_seen, passed_at) VALUES ($1, $2, $2, 0)', ['t08', T0]);
   const firstRound = both(T0);
-  await waitFor('both nodes waiting for a row lock', async () => {
-    const r = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'");
-    return (r.rows[0]?.n ?? 0) >= 2 ? true : undefined;
-  });
+  await bothWaitingForALock(db);
   await hold.query('COMMIT');
   await firstRound;
   const [fromA, fromB] = await both(T0 + DELAY + 1) as [{ delayedMs?: number }[], { delayedMs?: number }[]];
@@ -164,10 +167,7 @@ test('two nodes counting the same keys under rules listed in opposite orders, in
   await hold.query('BEGIN');
   await hold.query("SELECT 1 FROM mailproc_rate WHERE rule = 'y' AND key = 'k06' FOR UPDATE");
   const both = Promise.all([Promise.all(onA.map((c) => a.ps.rate?.(c, T0))), Promise.all(onB.map((c) => b.ps.rate?.(c, T0)))]);
-  await waitFor('both nodes waiting for a row lock', async () => {
-    const r = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'");
-    return (r.rows[0]?.n ?? 0) >= 2 ? true : undefined;
-  });
+  await bothWaitingForALock(db);
   await hold.query('COMMIT');
   const [fromA, fromB] = await both;
   assert.deepEqual([...fromA, ...fromB], Array(24).fill(-1));
